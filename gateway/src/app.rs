@@ -1,0 +1,50 @@
+//! The gateway's shared state, built once and passed down (no statics).
+//!
+//! Invariant: there is one [`App`] per running gateway; everything a
+//! connection or request needs is reachable from it.
+
+use std::sync::Arc;
+
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
+
+use crate::config::GatewaySettings;
+use crate::drain::Drain;
+use crate::guest::GuestEngine;
+use crate::live::{Live, Snapshot};
+
+/// How long a client may take to send a request's headers (HTTP/1).
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Shared state of a running gateway.
+pub struct App {
+    /// The snapshot requests are served from.
+    pub live: Live,
+    /// The process-wide wasmtime engine.
+    pub engine: Arc<GuestEngine>,
+    /// Gateway-wide settings.
+    pub settings: GatewaySettings,
+    /// Graceful shutdown.
+    pub drain: Drain,
+    /// The HTTP/1.1 + HTTP/2 connection builder, configured once.
+    pub http: auto::Builder<TokioExecutor>,
+}
+
+impl App {
+    /// Assembles the state around a first snapshot.
+    pub fn new(engine: Arc<GuestEngine>, settings: GatewaySettings, snapshot: Snapshot) -> Self {
+        let mut http = auto::Builder::new(TokioExecutor::new());
+        http.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .keep_alive(true);
+        http.http2().timer(TokioTimer::new());
+        Self {
+            live: Live::from_pointee(snapshot),
+            engine,
+            settings,
+            drain: Drain::new(),
+            http,
+        }
+    }
+}

@@ -1,0 +1,532 @@
+//! The configuration file: raw TOML ([`raw`]) checked into a typed [`Config`].
+//!
+//! Invariant: [`Config::load`] either returns a config whose every value is
+//! usable as is, or reports *every* problem it found at once, each naming the
+//! file, the key and the reason. It reads only the config file itself; the
+//! files the config points to are loaded (and reported on) by `live`.
+//!
+//! Relative paths in the file are relative to the directory holding it, so the
+//! gateway behaves the same whatever its working directory.
+
+mod raw;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+
+/// A validated gateway configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this configuration was read from.
+    pub source: PathBuf,
+    /// Gateway-wide settings.
+    pub gateway: GatewaySettings,
+    /// Sockets to accept connections on, in file order.
+    pub listeners: Vec<ListenerConfig>,
+    /// Guest components by name.
+    pub handlers: BTreeMap<HandlerName, HandlerConfig>,
+    /// Routes in file order; the router decides precedence.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// The `[gateway]` section.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// Where `<name>.wasm` files live.
+    pub handlers_dir: PathBuf,
+    /// How long in-flight requests may take to finish after a shutdown signal.
+    pub grace_period: Duration,
+    /// How long a client may take to complete its TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// How many guest instances may exist at once, across all handlers; sizes
+    /// the pooling allocator.
+    pub max_instances: u32,
+}
+
+/// One `[[listener]]`.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// Address to bind; port 0 picks a free port.
+    pub addr: SocketAddr,
+    /// Certificate and key for HTTPS; plain HTTP (and h2c) when absent.
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files for a TLS listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// A handler's name: the key in `[handler.NAME]`, also its default file name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HandlerName(String);
+
+impl HandlerName {
+    /// Checks `name`: lowercase letters, digits, `-` and `_`, starting with a letter.
+    pub fn parse(name: &str) -> Option<Self> {
+        let mut chars = name.chars();
+        let valid = chars.next().is_some_and(|first| first.is_ascii_lowercase())
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        valid.then(|| Self(name.to_string()))
+    }
+
+    /// The name as written in the config.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for HandlerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One `[handler.NAME]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandlerConfig {
+    /// The component file.
+    pub path: PathBuf,
+    /// Instances kept instantiated and ready for the next request.
+    pub prewarm: usize,
+    /// Process environment variables the guest may read; nothing else is visible.
+    pub env: Vec<String>,
+    /// Wall-clock limit for one request, from dispatch to the end of the guest's work.
+    pub timeout: Duration,
+    /// Cap on the guest's linear memory.
+    pub memory: u64,
+}
+
+/// One `[[route]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteConfig {
+    /// Position in the file, used as the route's id in logs.
+    pub index: usize,
+    /// Matches only this host (lowercase, no port) when set.
+    pub host: Option<String>,
+    /// The path pattern.
+    pub path: RoutePath,
+    /// The handler serving it.
+    pub handler: HandlerName,
+}
+
+/// A route's path pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RoutePath {
+    /// `/a/b`: exactly this path.
+    Exact(String),
+    /// `/a/*`: `/a` and everything below it; `/*` is everything. The string is
+    /// the prefix without the trailing `/*` (empty for `/*`).
+    Prefix(String),
+}
+
+impl fmt::Display for RoutePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Exact(path) => f.write_str(path),
+            Self::Prefix(prefix) => write!(f, "{prefix}/*"),
+        }
+    }
+}
+
+/// One thing wrong with the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file the problem is in.
+    pub file: PathBuf,
+    /// Dotted key path, e.g. `listener[1].tls.cert`.
+    pub key: String,
+    /// What is wrong, in words.
+    pub reason: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}: {}", self.file.display(), self.key, self.reason)
+    }
+}
+
+/// Every problem found in one configuration; never empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, problem) in self.0.iter().enumerate() {
+            if index > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}
+
+/// Collects problems for one file.
+pub(crate) struct ProblemList {
+    file: PathBuf,
+    problems: Vec<Problem>,
+}
+
+impl ProblemList {
+    pub(crate) fn new(file: &Path) -> Self {
+        Self {
+            file: file.to_path_buf(),
+            problems: Vec::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, key: impl Into<String>, reason: impl Into<String>) {
+        self.problems.push(Problem {
+            file: self.file.clone(),
+            key: key.into(),
+            reason: reason.into(),
+        });
+    }
+
+    /// `Ok(value)` when nothing was reported.
+    pub(crate) fn finish<T>(self, value: T) -> Result<T, Problems> {
+        if self.problems.is_empty() {
+            Ok(value)
+        } else {
+            Err(Problems(self.problems))
+        }
+    }
+}
+
+const DEFAULT_HANDLERS_DIR: &str = "handlers";
+const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
+const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_MAX_INSTANCES: u32 = 1000;
+const DEFAULT_PREWARM: usize = 4;
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_MEMORY: u64 = 128 * 1024 * 1024;
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, Problems> {
+        let text = std::fs::read_to_string(path).map_err(|error| {
+            let mut problems = ProblemList::new(path);
+            problems.push("(file)", format!("cannot read the config file: {error}"));
+            problems.finish(()).unwrap_err()
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates `text` as if read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, Problems> {
+        let mut problems = ProblemList::new(path);
+        let (raw, unknown_keys) = match raw::parse(text) {
+            Ok(parsed) => parsed,
+            Err(error) => {
+                problems.push(error.key, error.reason);
+                return problems.finish(Self::empty(path));
+            }
+        };
+        for key in unknown_keys {
+            problems.push(key, "unknown key");
+        }
+        let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
+        let config = Checker {
+            base: &base,
+            problems: &mut problems,
+        }
+        .check(path, raw);
+        problems.finish(config)
+    }
+
+    fn empty(path: &Path) -> Self {
+        Self {
+            source: path.to_path_buf(),
+            gateway: GatewaySettings {
+                handlers_dir: PathBuf::new(),
+                grace_period: DEFAULT_GRACE_PERIOD,
+                tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+                max_instances: DEFAULT_MAX_INSTANCES,
+            },
+            listeners: Vec::new(),
+            handlers: BTreeMap::new(),
+            routes: Vec::new(),
+        }
+    }
+}
+
+struct Checker<'a> {
+    base: &'a Path,
+    problems: &'a mut ProblemList,
+}
+
+impl Checker<'_> {
+    fn check(mut self, path: &Path, raw: raw::RawConfig) -> Config {
+        let gateway = self.gateway(raw.gateway);
+        let listeners = self.listeners(raw.listener);
+        let handlers = self.handlers(&gateway.handlers_dir, raw.handler);
+        let routes = self.routes(&handlers, raw.route);
+        Config {
+            source: path.to_path_buf(),
+            gateway,
+            listeners,
+            handlers,
+            routes,
+        }
+    }
+
+    fn resolve(&self, path: PathBuf) -> PathBuf {
+        if path.is_absolute() {
+            path
+        } else {
+            self.base.join(path)
+        }
+    }
+
+    fn duration(&mut self, key: &str, text: Option<String>, default: Duration) -> Duration {
+        let Some(text) = text else { return default };
+        match humantime::parse_duration(&text) {
+            Ok(duration) if !duration.is_zero() => duration,
+            Ok(_) => {
+                self.problems.push(key, "must be longer than zero");
+                default
+            }
+            Err(error) => {
+                self.problems.push(
+                    key,
+                    format!(
+                        "`{text}` is not a duration ({error}); write e.g. \"250ms\" or \"10s\""
+                    ),
+                );
+                default
+            }
+        }
+    }
+
+    fn gateway(&mut self, raw: raw::RawGateway) -> GatewaySettings {
+        let handlers_dir = self.resolve(
+            raw.handlers_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_HANDLERS_DIR)),
+        );
+        let grace_period = self.duration(
+            "gateway.grace_period",
+            raw.grace_period,
+            DEFAULT_GRACE_PERIOD,
+        );
+        let tls_handshake_timeout = self.duration(
+            "gateway.tls_handshake_timeout",
+            raw.tls_handshake_timeout,
+            DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+        );
+        let max_instances = raw.max_instances.unwrap_or(DEFAULT_MAX_INSTANCES);
+        if max_instances == 0 {
+            self.problems
+                .push("gateway.max_instances", "must be at least 1");
+        }
+        GatewaySettings {
+            handlers_dir,
+            grace_period,
+            tls_handshake_timeout,
+            max_instances,
+        }
+    }
+
+    fn listeners(&mut self, raw: Vec<raw::RawListener>) -> Vec<ListenerConfig> {
+        if raw.is_empty() {
+            self.problems
+                .push("listener", "at least one [[listener]] is required");
+        }
+        let mut seen = HashSet::new();
+        let mut listeners = Vec::new();
+        for (index, listener) in raw.into_iter().enumerate() {
+            let key = format!("listener[{index}].addr");
+            let addr = match listener.addr.parse::<SocketAddr>() {
+                Ok(addr) => addr,
+                Err(error) => {
+                    self.problems.push(
+                        key,
+                        format!(
+                            "`{}` is not a socket address ({error}); write e.g. \"127.0.0.1:8080\" or \"[::]:443\"",
+                            listener.addr
+                        ),
+                    );
+                    continue;
+                }
+            };
+            if addr.port() != 0 && !seen.insert(addr) {
+                self.problems.push(
+                    key,
+                    format!("{addr} is already used by an earlier listener"),
+                );
+            }
+            let tls = listener.tls.map(|tls| TlsFiles {
+                cert: self.resolve(tls.cert),
+                key: self.resolve(tls.key),
+            });
+            listeners.push(ListenerConfig { addr, tls });
+        }
+        listeners
+    }
+
+    fn handlers(
+        &mut self,
+        handlers_dir: &Path,
+        raw: BTreeMap<String, raw::RawHandler>,
+    ) -> BTreeMap<HandlerName, HandlerConfig> {
+        let mut handlers = BTreeMap::new();
+        for (name, handler) in raw {
+            let key = format!("handler.{name}");
+            let Some(handler_name) = HandlerName::parse(&name) else {
+                self.problems.push(
+                    &key,
+                    "a handler name is lowercase letters, digits, `-` and `_`, starting with a letter",
+                );
+                continue;
+            };
+            let path = match handler.path {
+                Some(path) => self.resolve(path),
+                None => handlers_dir.join(format!("{name}.wasm")),
+            };
+            let timeout = self.duration(
+                &format!("{key}.limits.timeout"),
+                handler.limits.timeout,
+                DEFAULT_TIMEOUT,
+            );
+            let memory = match handler.limits.memory {
+                None => DEFAULT_MEMORY,
+                Some(text) => match text.parse::<ByteSize>() {
+                    Ok(size) if size.as_u64() >= 64 * 1024 => size.as_u64(),
+                    Ok(_) => {
+                        self.problems.push(
+                            format!("{key}.limits.memory"),
+                            "must be at least one wasm page (64KiB)",
+                        );
+                        DEFAULT_MEMORY
+                    }
+                    Err(error) => {
+                        self.problems.push(
+                            format!("{key}.limits.memory"),
+                            format!("`{text}` is not a size ({error}); write e.g. \"128MiB\""),
+                        );
+                        DEFAULT_MEMORY
+                    }
+                },
+            };
+            for (index, variable) in handler.env.iter().enumerate() {
+                if variable.is_empty() || variable.contains('=') || variable.contains('\0') {
+                    self.problems.push(
+                        format!("{key}.env[{index}]"),
+                        format!("`{variable}` is not an environment variable name"),
+                    );
+                }
+            }
+            let config = HandlerConfig {
+                path,
+                prewarm: handler.pool.prewarm.unwrap_or(DEFAULT_PREWARM),
+                env: handler.env,
+                timeout,
+                memory,
+            };
+            handlers.insert(handler_name, config);
+        }
+        handlers
+    }
+
+    fn routes(
+        &mut self,
+        handlers: &BTreeMap<HandlerName, HandlerConfig>,
+        raw: Vec<raw::RawRoute>,
+    ) -> Vec<RouteConfig> {
+        let mut seen = HashSet::new();
+        let mut routes = Vec::new();
+        for (index, route) in raw.into_iter().enumerate() {
+            let key = format!("route[{index}]");
+            let handler = HandlerName(route.handler);
+            if !handlers.contains_key(&handler) {
+                self.problems.push(
+                    format!("{key}.handler"),
+                    format!("no [handler.{handler}] is configured"),
+                );
+            }
+            let host = route.host.and_then(|host| match check_host(&host) {
+                Ok(host) => Some(host),
+                Err(reason) => {
+                    self.problems.push(format!("{key}.host"), reason);
+                    None
+                }
+            });
+            let path = match parse_route_path(&route.path) {
+                Ok(path) => path,
+                Err(reason) => {
+                    self.problems.push(format!("{key}.path"), reason);
+                    continue;
+                }
+            };
+            if !seen.insert((host.clone(), path.clone())) {
+                let on_host = host
+                    .as_deref()
+                    .map(|host| format!(" on host {host}"))
+                    .unwrap_or_default();
+                self.problems.push(
+                    format!("{key}.path"),
+                    format!("duplicate route: `{path}`{on_host} is already routed by an earlier [[route]]"),
+                );
+                continue;
+            }
+            routes.push(RouteConfig {
+                index,
+                host,
+                path,
+                handler,
+            });
+        }
+        routes
+    }
+}
+
+fn check_host(host: &str) -> Result<String, String> {
+    let lower = host.to_ascii_lowercase();
+    let valid = !lower.is_empty()
+        && lower.split('.').all(|label| {
+            !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if valid {
+        Ok(lower)
+    } else {
+        Err(format!(
+            "`{host}` is not a host name; write the bare name, e.g. \"example.com\" (no scheme, port or path)"
+        ))
+    }
+}
+
+fn parse_route_path(path: &str) -> Result<RoutePath, String> {
+    if !path.starts_with('/') {
+        return Err(format!("`{path}` must start with `/`"));
+    }
+    if path.contains(['?', '#']) {
+        return Err(format!("`{path}` must not contain a query or fragment"));
+    }
+    let (pattern, prefix) = match path.strip_suffix("/*") {
+        Some(prefix) => (prefix, true),
+        None => (path, false),
+    };
+    if pattern.contains('*') {
+        return Err(format!(
+            "`{path}`: `*` is only allowed as a final `/*` segment (prefix match)"
+        ));
+    }
+    Ok(if prefix {
+        RoutePath::Prefix(pattern.to_string())
+    } else {
+        RoutePath::Exact(pattern.to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests;

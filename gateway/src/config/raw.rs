@@ -1,0 +1,130 @@
+//! The config file exactly as written: serde structs, every field optional so
+//! that defaults live in one place (the checker in `config`).
+//!
+//! Invariant: parsing fails only on TOML syntax or a value of the wrong type;
+//! unknown keys are collected (every one of them, with its path) instead of
+//! failing, so the checker can report them next to every other problem.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub(super) gateway: RawGateway,
+    #[serde(default)]
+    pub(super) listener: Vec<RawListener>,
+    #[serde(default)]
+    pub(super) handler: BTreeMap<String, RawHandler>,
+    #[serde(default)]
+    pub(super) route: Vec<RawRoute>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawGateway {
+    pub(super) handlers_dir: Option<PathBuf>,
+    pub(super) grace_period: Option<String>,
+    pub(super) tls_handshake_timeout: Option<String>,
+    pub(super) max_instances: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RawListener {
+    pub(super) addr: String,
+    pub(super) tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RawTls {
+    pub(super) cert: PathBuf,
+    pub(super) key: PathBuf,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawHandler {
+    pub(super) path: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) pool: RawPool,
+    #[serde(default)]
+    pub(super) env: Vec<String>,
+    #[serde(default)]
+    pub(super) limits: RawLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawPool {
+    pub(super) prewarm: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawLimits {
+    pub(super) timeout: Option<String>,
+    pub(super) memory: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RawRoute {
+    pub(super) host: Option<String>,
+    pub(super) path: String,
+    pub(super) handler: String,
+}
+
+/// Why the file could not be read as a [`RawConfig`] at all.
+#[derive(Debug)]
+pub(super) struct ParseError {
+    pub(super) key: String,
+    pub(super) reason: String,
+}
+
+/// Parses `text`, returning the raw config and the paths of unknown keys.
+pub(super) fn parse(text: &str) -> Result<(RawConfig, Vec<String>), ParseError> {
+    let deserializer = toml::de::Deserializer::parse(text).map_err(|error| ParseError {
+        key: format!("(syntax{})", location(text, error.span())),
+        reason: error.message().trim().to_string(),
+    })?;
+    let mut unknown = Vec::new();
+    let mut record = |path: serde_ignored::Path<'_>| unknown.push(key_path(&path));
+    let tracking = serde_ignored::Deserializer::new(deserializer, &mut record);
+    let raw = serde_path_to_error::deserialize(tracking).map_err(|error| {
+        let key = error.path().to_string();
+        let inner = error.into_inner();
+        ParseError {
+            key: format!("{key}{}", location(text, inner.span())),
+            reason: inner.message().trim().to_string(),
+        }
+    })?;
+    Ok((raw, unknown))
+}
+
+/// ` (line L, column C)` for a byte span, empty when there is none.
+fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let Some(span) = span else {
+        return String::new();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |newline| newline + 1) + 1;
+    format!(" (line {line}, column {column})")
+}
+
+/// Renders an ignored key's path the way the checker names keys: `a.b[0].c`.
+fn key_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", key_path(parent)),
+        Path::Map { parent, key } => {
+            let parent = key_path(parent);
+            if parent.is_empty() {
+                key.to_string()
+            } else {
+                format!("{parent}.{key}")
+            }
+        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => key_path(parent),
+    }
+}

@@ -1,0 +1,185 @@
+use std::path::Path;
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config, Problems> {
+    Config::parse(Path::new("/etc/wasmgate/gw.toml"), text)
+}
+
+fn problems(text: &str) -> Vec<String> {
+    match parse(text) {
+        Ok(_) => panic!("expected problems in:\n{text}"),
+        Err(problems) => problems.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+const MINIMAL: &str = r#"
+[[listener]]
+addr = "127.0.0.1:8080"
+
+[handler.hello]
+
+[[route]]
+path = "/"
+handler = "hello"
+"#;
+
+#[test]
+fn minimal_config_gets_defaults_and_paths_relative_to_the_file() {
+    let config = parse(MINIMAL).expect("valid");
+    assert_eq!(
+        config.gateway.handlers_dir,
+        Path::new("/etc/wasmgate/handlers")
+    );
+    assert_eq!(config.gateway.grace_period, Duration::from_secs(10));
+    let hello = &config.handlers[&HandlerName::parse("hello").expect("name")];
+    assert_eq!(hello.path, Path::new("/etc/wasmgate/handlers/hello.wasm"));
+    assert_eq!(hello.prewarm, DEFAULT_PREWARM);
+    assert_eq!(hello.timeout, DEFAULT_TIMEOUT);
+    assert_eq!(config.routes[0].path, RoutePath::Exact("/".into()));
+}
+
+#[test]
+fn full_config_is_typed() {
+    let config = parse(
+        r#"
+[gateway]
+handlers_dir = "/srv/wasm"
+grace_period = "250ms"
+max_instances = 64
+
+[[listener]]
+addr = "[::1]:0"
+tls = { cert = "certs/c.pem", key = "/k.pem" }
+
+[handler.api]
+path = "api/v2.wasm"
+pool = { prewarm = 0 }
+env = ["API_KEY"]
+limits = { timeout = "2s", memory = "16MiB" }
+
+[[route]]
+host = "Example.COM"
+path = "/api/*"
+handler = "api"
+"#,
+    )
+    .expect("valid");
+    assert_eq!(config.gateway.grace_period, Duration::from_millis(250));
+    assert_eq!(config.gateway.max_instances, 64);
+    let tls = config.listeners[0].tls.as_ref().expect("tls");
+    assert_eq!(tls.cert, Path::new("/etc/wasmgate/certs/c.pem"));
+    assert_eq!(tls.key, Path::new("/k.pem"));
+    let api = &config.handlers[&HandlerName::parse("api").expect("name")];
+    assert_eq!(api.path, Path::new("/etc/wasmgate/api/v2.wasm"));
+    assert_eq!((api.prewarm, api.memory), (0, 16 * 1024 * 1024));
+    assert_eq!(api.timeout, Duration::from_secs(2));
+    assert_eq!(api.env, ["API_KEY"]);
+    assert_eq!(config.routes[0].host.as_deref(), Some("example.com"));
+    assert_eq!(config.routes[0].path, RoutePath::Prefix("/api".into()));
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_file_and_key() {
+    let found = problems(
+        r#"
+[gateway]
+grace_period = "soon"
+colour = "blue"
+
+[[listener]]
+addr = "localhost"
+
+[[listener]]
+addr = "127.0.0.1:80"
+tls = { cert = "c.pem", key = "k.pem", ciphers = "all" }
+
+[[listener]]
+addr = "127.0.0.1:80"
+
+[handler.Hello]
+
+[handler.ok]
+limits = { memory = "lots" }
+
+[[route]]
+path = "/a"
+handler = "missing"
+
+[[route]]
+path = "/b"
+handler = "ok"
+
+[[route]]
+path = "/b"
+handler = "ok"
+
+[[route]]
+path = "b/*/c"
+handler = "ok"
+"#,
+    );
+    let expected = [
+        "gateway.colour: unknown key",
+        "listener[1].tls.ciphers: unknown key",
+        "gateway.grace_period: `soon` is not a duration",
+        "listener[0].addr: `localhost` is not a socket address",
+        "listener[2].addr: 127.0.0.1:80 is already used by an earlier listener",
+        "handler.Hello: a handler name is lowercase",
+        "handler.ok.limits.memory: `lots` is not a size",
+        "route[0].handler: no [handler.missing] is configured",
+        "route[2].path: duplicate route: `/b` is already routed",
+        "route[3].path: `b/*/c` must start with `/`",
+    ];
+    for fragment in expected {
+        assert!(
+            found.iter().any(|problem| problem.contains(fragment)
+                && problem.starts_with("/etc/wasmgate/gw.toml: ")),
+            "missing {fragment:?} in {found:#?}"
+        );
+    }
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+}
+
+#[test]
+fn syntax_and_type_errors_name_the_place() {
+    let syntax = problems("[[listener]\naddr = 1");
+    assert_eq!(syntax.len(), 1);
+    assert!(syntax[0].contains("(syntax (line 1"), "{syntax:?}");
+    let wrong_type =
+        problems("[[listener]]\naddr = \"127.0.0.1:1\"\n[gateway]\nmax_instances = \"many\"\n");
+    assert_eq!(wrong_type.len(), 1);
+    assert!(
+        wrong_type[0].contains("gateway.max_instances (line 4"),
+        "{wrong_type:?}"
+    );
+}
+
+#[test]
+fn a_config_needs_a_listener() {
+    let found = problems("[handler.hello]\n");
+    assert_eq!(
+        found,
+        ["/etc/wasmgate/gw.toml: listener: at least one [[listener]] is required"]
+    );
+}
+
+#[test]
+fn star_is_only_a_final_prefix_segment() {
+    assert_eq!(parse_route_path("/*"), Ok(RoutePath::Prefix(String::new())));
+    assert_eq!(
+        parse_route_path("/a/b/*"),
+        Ok(RoutePath::Prefix("/a/b".into()))
+    );
+    assert!(parse_route_path("/a*").is_err());
+    assert!(parse_route_path("/a/*/b").is_err());
+    assert!(parse_route_path("/a?x=1").is_err());
+}
+
+#[test]
+fn hosts_are_bare_names() {
+    assert_eq!(check_host("API.example.com"), Ok("api.example.com".into()));
+    assert!(check_host("example.com:443").is_err());
+    assert!(check_host("https://example.com").is_err());
+    assert!(check_host("").is_err());
+}

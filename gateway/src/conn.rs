@@ -1,0 +1,43 @@
+//! One client connection: HTTP/1.1 or HTTP/2 (h2 by ALPN or h2c by prior
+//! knowledge), served until the client leaves or the gateway drains.
+//!
+//! Invariant: once draining starts, the connection takes no new request
+//! (HTTP/1 closes after the current response, HTTP/2 sends GOAWAY) but every
+//! request already in flight completes.
+
+use std::sync::Arc;
+
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::app::App;
+use crate::service::{self, ConnectionInfo};
+
+/// Serves requests on `io` until it closes.
+pub async fn serve<IO>(app: Arc<App>, info: ConnectionInfo, io: IO)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let info = Arc::new(info);
+    let peer = info.peer;
+    let service = {
+        let app = Arc::clone(&app);
+        service_fn(move |request| service::handle(Arc::clone(&app), Arc::clone(&info), request))
+    };
+    let connection = app
+        .http
+        .serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = app.drain.signaled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
+        // Resets, early closes and malformed requests are the client's business.
+        tracing::debug!(%peer, "connection ended with an error: {error}");
+    }
+}

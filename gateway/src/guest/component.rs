@@ -1,0 +1,72 @@
+//! Turns a `.wasm` file into a handler's pre-instance.
+//!
+//! Invariant: a component is read, compiled, linked against the host and
+//! type-checked against `wasi:http/incoming-handler` here, at load time; a
+//! component that passes is never rejected at its first request.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::Component;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use super::engine::GuestEngine;
+use super::host::Host;
+
+/// Why a file cannot serve as a handler.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file is missing or unreadable.
+    #[error("cannot read the file: {0}")]
+    Read(#[from] std::io::Error),
+    /// The bytes are not WebAssembly at all.
+    #[error("not a WebAssembly file (it does not start with the `\\0asm` header)")]
+    NotWasm,
+    /// A core module rather than a component.
+    #[error(
+        "a core WebAssembly module, not a component: build it for wasm32-wasip2 (or wrap it with `wasm-tools component new`)"
+    )]
+    CoreModule,
+    /// The component does not validate or compile.
+    #[error("the component does not compile: {0}")]
+    Compile(String),
+    /// The component imports something the host does not provide.
+    #[error("the component cannot be linked: {0}")]
+    Link(String),
+    /// The component does not export the HTTP handler interface.
+    #[error("the component does not export wasi:http/incoming-handler@0.2: {0}")]
+    NotHttpHandler(String),
+}
+
+/// A component ready to be instantiated per request.
+pub struct Loaded {
+    /// The type-checked pre-instance.
+    pub pre: ProxyPre<Host>,
+    /// How long reading and compiling took.
+    pub compile_time: Duration,
+}
+
+/// Reads, compiles and type-checks the component at `path`. CPU-heavy
+/// (hundreds of milliseconds for a small component): call it off the request path.
+pub fn load(engine: &GuestEngine, path: &Path) -> Result<Loaded, LoadError> {
+    let started = Instant::now();
+    let bytes = std::fs::read(path)?;
+    if wasmparser::Parser::is_core_wasm(&bytes) {
+        return Err(LoadError::CoreModule);
+    }
+    if !wasmparser::Parser::is_component(&bytes) {
+        return Err(LoadError::NotWasm);
+    }
+    let component = Component::new(engine.engine(), &bytes)
+        .map_err(|error| LoadError::Compile(format!("{error:#}")))?;
+    let instance_pre = engine
+        .linker()
+        .instantiate_pre(&component)
+        .map_err(|error| LoadError::Link(format!("{error:#}")))?;
+    let pre = ProxyPre::new(instance_pre)
+        .map_err(|error| LoadError::NotHttpHandler(format!("{error:#}")))?;
+    Ok(Loaded {
+        pre,
+        compile_time: started.elapsed(),
+    })
+}

@@ -1,0 +1,166 @@
+//! The one wasmtime [`Engine`] of the process, its linker and its epoch clock.
+//!
+//! Invariant: there is exactly one engine (and one epoch ticker thread) per
+//! gateway; every component, pre-instance and store of every generation is
+//! made from it, so compiled code and pool slots are shared.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use wasmtime::component::Linker;
+use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::host::Host;
+
+/// How often the epoch advances. A running guest is interrupted at most this
+/// late to yield to tokio or to be stopped at its deadline; 10 ms keeps the
+/// callback cost negligible (as Spin does).
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// rustc's wasm32-wasip2 components hold three core instances, tools like
+/// componentize-js a few more: size core-instance slots per component slot.
+const CORE_INSTANCES_PER_COMPONENT: u32 = 4;
+/// Memories and tables per component slot (main module plus adapter shims).
+const MEMORIES_PER_COMPONENT: u32 = 2;
+const TABLES_PER_COMPONENT: u32 = 4;
+
+/// The engine and what is derived from it once.
+pub struct GuestEngine {
+    engine: Engine,
+    linker: Linker<Host>,
+    allocation: Allocation,
+    _ticker: EpochTicker,
+}
+
+/// Which instance allocator the engine ended up with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocation {
+    /// Pre-reserved slots: instantiation is a few microseconds.
+    Pooling,
+    /// mmap per instance: slower, used when the pool cannot be reserved.
+    OnDemand,
+}
+
+impl GuestEngine {
+    /// Builds the engine, preferring the pooling allocator for up to
+    /// `max_instances` concurrent instances.
+    pub fn new(max_instances: u32) -> anyhow::Result<Self> {
+        let (engine, allocation) = match Engine::new(&engine_config(Some(pooling(max_instances)))) {
+            Ok(engine) => (engine, Allocation::Pooling),
+            Err(error) => {
+                // The pool reserves address space for every slot up front; hosts
+                // with a small virtual address space (or a tight ulimit -v)
+                // cannot hold it.
+                tracing::warn!(
+                    error = format!("{error:?}"),
+                    "pooling allocator unavailable; falling back to on-demand allocation (slower instantiation)"
+                );
+                let engine = Engine::new(&engine_config(None))
+                    .map_err(|error| anyhow::anyhow!("{error:?}"))
+                    .context("creating the wasmtime engine")?;
+                (engine, Allocation::OnDemand)
+            }
+        };
+        let mut linker = Linker::new(&engine);
+        // Components from ordinary toolchains (rustc's wasip2 std, componentize-js,
+        // componentize-py, wasi-sdk) import wasi:cli, filesystem and sockets even
+        // when they only serve HTTP: link all of WASI 0.2; the per-store context
+        // grants none of it.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|error| anyhow::anyhow!("{error:?}"))
+            .context("linking WASI 0.2")?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|error| anyhow::anyhow!("{error:?}"))
+            .context("linking wasi:http")?;
+        let ticker = EpochTicker::start(engine.clone());
+        Ok(Self {
+            engine,
+            linker,
+            allocation,
+            _ticker: ticker,
+        })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The linker shared by every component.
+    pub fn linker(&self) -> &Linker<Host> {
+        &self.linker
+    }
+
+    /// Which allocator is in use.
+    pub fn allocation(&self) -> Allocation {
+        self.allocation
+    }
+}
+
+fn engine_config(pooling: Option<PoolingAllocationConfig>) -> wasmtime::Config {
+    let mut config = wasmtime::Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    // Copy-on-write heap images make instantiation map the initial memory
+    // instead of copying it.
+    config.memory_init_cow(true);
+    if let Some(pooling) = pooling {
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+    }
+    config
+}
+
+fn pooling(max_instances: u32) -> PoolingAllocationConfig {
+    let mut pooling = PoolingAllocationConfig::default();
+    pooling
+        .total_component_instances(max_instances)
+        .total_core_instances(max_instances.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
+        .total_memories(max_instances.saturating_mul(MEMORIES_PER_COMPONENT))
+        .total_tables(max_instances.saturating_mul(TABLES_PER_COMPONENT))
+        .total_stacks(max_instances)
+        // JS and Python runtimes have large instance metadata and tables.
+        .max_component_instance_size(10 << 20)
+        .max_core_instance_size(10 << 20)
+        .table_elements(100_000);
+    pooling
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] on its own OS thread (not
+/// a tokio task: a busy runtime must not delay the clock that interrupts the
+/// guests keeping it busy). Dropping it stops and joins the thread.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("wasmgate-epoch".into())
+            .spawn(move || {
+                while !stopping.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .ok();
+        if thread.is_none() {
+            tracing::error!("could not start the epoch thread: guest time limits will not apply");
+        }
+        Self { stop, thread }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

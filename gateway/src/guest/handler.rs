@@ -1,0 +1,178 @@
+//! A loaded handler serving one request: take a ready instance, hand it the
+//! request, return the response head as soon as the guest sets it while the
+//! guest keeps streaming the body from its own task.
+//!
+//! Invariant: whatever the guest does (trap, loop, never answer), the request
+//! ends by its deadline with a response or a [`GatewayError`], and the guest's
+//! instance is dropped; the gateway and every other request carry on.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tokio::sync::oneshot;
+use wasmtime::component::Resource;
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
+
+use super::component::Loaded;
+use super::pool::{Blueprint, DeadlineExceeded, Pool, Ready};
+use crate::body::ResponseBody;
+use crate::config::{HandlerConfig, HandlerName};
+use crate::error::GatewayError;
+
+/// One handler of one generation.
+pub struct Handler {
+    name: HandlerName,
+    label: Arc<str>,
+    config: HandlerConfig,
+    pool: Pool,
+}
+
+/// How a guest's run ended.
+enum Outcome {
+    Finished,
+    Failed(GatewayError),
+}
+
+impl Handler {
+    /// Wraps a loaded component and starts prewarming its pool. Reads the
+    /// granted environment variables now, so a request never touches the
+    /// process environment.
+    pub fn new(name: HandlerName, config: &HandlerConfig, loaded: Loaded) -> Self {
+        let label: Arc<str> = Arc::from(name.as_str());
+        let env = config
+            .env
+            .iter()
+            .filter_map(|key| std::env::var(key).ok().map(|value| (key.clone(), value)))
+            .collect();
+        let blueprint = Blueprint {
+            pre: loaded.pre,
+            handler: Arc::clone(&label),
+            env,
+            memory: usize::try_from(config.memory).unwrap_or(usize::MAX),
+        };
+        Self {
+            pool: Pool::new(blueprint, config.prewarm),
+            name,
+            label,
+            config: config.clone(),
+        }
+    }
+
+    /// The handler's name.
+    pub fn name(&self) -> &HandlerName {
+        &self.name
+    }
+
+    /// The configuration this handler was built from.
+    pub fn config(&self) -> &HandlerConfig {
+        &self.config
+    }
+
+    /// Instances instantiated and waiting.
+    pub fn ready_instances(&self) -> usize {
+        self.pool.ready_count()
+    }
+
+    /// Serves `request` on a fresh instance. `route` names the route in logs.
+    pub async fn serve(
+        &self,
+        request: Request<Incoming>,
+        scheme: Scheme,
+        route: &Arc<str>,
+    ) -> Result<Response<ResponseBody>, GatewayError> {
+        let Ready { mut store, proxy } = self.pool.take().await.map_err(|error| {
+            GatewayError::Internal(format!("instantiating the guest: {error:#}"))
+        })?;
+        let deadline = Instant::now() + self.config.timeout;
+        store.data_mut().deadline = deadline;
+        let (sender, receiver) = oneshot::channel();
+        let mut http = store.data_mut().http();
+        let incoming: Resource<HostIncomingRequest> = http
+            .new_incoming_request(scheme, request)
+            .map_err(|error| GatewayError::BadRequest(format!("{error:#}")))?;
+        let outparam: Resource<HostResponseOutparam> = http
+            .new_response_outparam(sender)
+            .map_err(|error| GatewayError::Internal(format!("{error:#}")))?;
+        let run = GuestRun {
+            handler: Arc::clone(&self.label),
+            route: Arc::clone(route),
+            timeout: self.config.timeout,
+        };
+        // The guest runs on its own task: after it sets the response head it
+        // keeps writing the body, which hyper streams out concurrently.
+        let task = tokio::spawn(async move {
+            let call = proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, incoming, outparam);
+            let result = tokio::time::timeout_at(deadline.into(), call).await;
+            run.outcome(result)
+        });
+        match receiver.await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(code)) => {
+                let error = GatewayError::GuestErrorCode(format!("{code:?}"));
+                self.log(route, &error);
+                Err(error)
+            }
+            // The store (and with it the sender) is gone: the run is over.
+            Err(_) => match task.await {
+                Ok(Outcome::Failed(error)) => Err(error),
+                Ok(Outcome::Finished) => {
+                    let error = GatewayError::GuestNoResponse;
+                    self.log(route, &error);
+                    Err(error)
+                }
+                Err(join) => Err(GatewayError::Internal(format!("guest task failed: {join}"))),
+            },
+        }
+    }
+
+    fn log(&self, route: &str, error: &GatewayError) {
+        tracing::warn!(route, handler = &*self.label, "{error}");
+    }
+}
+
+/// What the guest task needs to report how its run ended.
+struct GuestRun {
+    handler: Arc<str>,
+    route: Arc<str>,
+    timeout: Duration,
+}
+
+impl GuestRun {
+    /// Classifies and logs the end of a run. The log line is written here
+    /// because only the task sees failures that happen after the response
+    /// head was sent.
+    fn outcome(self, result: Result<wasmtime::Result<()>, tokio::time::error::Elapsed>) -> Outcome {
+        let error = match result {
+            Ok(Ok(())) => return Outcome::Finished,
+            Ok(Err(error)) if error.is::<DeadlineExceeded>() => {
+                GatewayError::GuestTimeout(self.timeout)
+            }
+            Err(_elapsed) => GatewayError::GuestTimeout(self.timeout),
+            Ok(Err(error)) => {
+                tracing::debug!(
+                    route = &*self.route,
+                    handler = &*self.handler,
+                    "guest trap in full: {error:?}"
+                );
+                GatewayError::GuestTrap(trap_summary(&error))
+            }
+        };
+        tracing::warn!(route = &*self.route, handler = &*self.handler, "{error}");
+        Outcome::Failed(error)
+    }
+}
+
+/// The trap's cause on one line (`wasm trap: wasm \`unreachable\` instruction
+/// executed`), without the multi-line wasm backtrace, which goes to the debug log.
+fn trap_summary(error: &wasmtime::Error) -> String {
+    match error.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => format!("wasm trap: {trap}"),
+        None => error.root_cause().to_string(),
+    }
+}

@@ -1,0 +1,131 @@
+//! Per handler, instances instantiated ahead of the requests that will use them.
+//!
+//! Invariant: an instance serves exactly one request and is then dropped, so
+//! nothing a guest keeps in memory reaches the next request; and a pool never
+//! outlives its handler (its refill task is aborted with it), so instances of
+//! an old component version are never handed out.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use tokio::sync::Notify;
+use tokio_util::task::AbortOnDropHandle;
+use wasmtime::{Store, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
+
+use super::host::Host;
+
+/// An instantiated guest waiting for its request.
+pub(super) struct Ready {
+    pub(super) store: Store<Host>,
+    pub(super) proxy: Proxy,
+}
+
+/// What every instance of one handler is made with.
+pub(super) struct Blueprint {
+    pub(super) pre: ProxyPre<Host>,
+    pub(super) handler: Arc<str>,
+    pub(super) env: Vec<(String, String)>,
+    pub(super) memory: usize,
+}
+
+/// The guest ran past the deadline of its request; raised from the epoch
+/// callback so it unwinds the guest like a trap.
+#[derive(Debug, thiserror::Error)]
+#[error("the guest ran past its deadline")]
+pub(super) struct DeadlineExceeded;
+
+/// Ready instances of one handler, refilled in the background.
+pub(super) struct Pool {
+    shared: Arc<Shared>,
+    _refill: AbortOnDropHandle<()>,
+}
+
+struct Shared {
+    blueprint: Blueprint,
+    ready: Mutex<Vec<Ready>>,
+    target: usize,
+    wanted: Notify,
+}
+
+impl Pool {
+    /// Starts filling a pool of `target` ready instances. Needs a tokio runtime.
+    pub(super) fn new(blueprint: Blueprint, target: usize) -> Self {
+        let shared = Arc::new(Shared {
+            blueprint,
+            ready: Mutex::new(Vec::with_capacity(target)),
+            target,
+            wanted: Notify::new(),
+        });
+        let refill = AbortOnDropHandle::new(tokio::spawn(refill(Arc::clone(&shared))));
+        Self {
+            shared,
+            _refill: refill,
+        }
+    }
+
+    /// A ready instance, or a fresh one when the pool is empty.
+    pub(super) async fn take(&self) -> wasmtime::Result<Ready> {
+        let ready = self.shared.lock().pop();
+        self.shared.wanted.notify_one();
+        match ready {
+            Some(ready) => Ok(ready),
+            None => self.shared.blueprint.instantiate().await,
+        }
+    }
+
+    /// How many instances are waiting.
+    pub(super) fn ready_count(&self) -> usize {
+        self.shared.lock().len()
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Ready>> {
+        // The lock only guards push/pop, which cannot panic half-way.
+        self.ready.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+async fn refill(shared: Arc<Shared>) {
+    loop {
+        while shared.lock().len() < shared.target {
+            match shared.blueprint.instantiate().await {
+                Ok(ready) => shared.lock().push(ready),
+                Err(error) => {
+                    // Usually the pooling allocator is full; requests still
+                    // instantiate inline, and the next take retries the refill.
+                    tracing::debug!(
+                        handler = &*shared.blueprint.handler,
+                        error = format!("{error:#}"),
+                        "could not prewarm an instance"
+                    );
+                    break;
+                }
+            }
+        }
+        shared.wanted.notified().await;
+    }
+}
+
+impl Blueprint {
+    async fn instantiate(&self) -> wasmtime::Result<Ready> {
+        let limits = StoreLimitsBuilder::new().memory_size(self.memory).build();
+        let host = Host::new(&self.handler, &self.env, limits);
+        let mut store = Store::new(self.pre.engine(), host);
+        store.limiter(|host| &mut host.limits);
+        // Every epoch tick a running guest either yields to tokio (so one busy
+        // guest cannot starve the worker it runs on) or, past its request's
+        // deadline, is stopped.
+        store.epoch_deadline_callback(|store| {
+            if Instant::now() >= store.data().deadline {
+                Err(DeadlineExceeded.into())
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store.set_epoch_deadline(1);
+        let proxy = self.pre.instantiate_async(&mut store).await?;
+        Ok(Ready { store, proxy })
+    }
+}

@@ -1,0 +1,96 @@
+//! Builds the guest workspace (`handlers/`) for `wasm32-wasip2` and installs
+//! its components.
+//!
+//! Invariant: this file uses `std` only, because the end-to-end tests' build
+//! script compiles it too (`#[path]`), so `wasmgate build` and the tests build
+//! the handlers the same way. An installed component appears by an atomic
+//! rename, never as a half-written file.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The target every guest is built for.
+pub const TARGET: &str = "wasm32-wasip2";
+
+/// Installs the wasm32-wasip2 standard library through rustup when missing.
+pub fn ensure_target() -> Result<(), String> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map_err(|error| {
+            format!("cannot run rustup (needed to add the {TARGET} target): {error}")
+        })?;
+    let listed = String::from_utf8_lossy(&installed.stdout);
+    if listed.lines().any(|line| line.trim() == TARGET) {
+        return Ok(());
+    }
+    let status = Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .status()
+        .map_err(|error| format!("cannot run rustup: {error}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`rustup target add {TARGET}` failed ({status})"))
+    }
+}
+
+/// Runs `cargo build --release` for the guest workspace at `workspace` and
+/// returns the components it produced, one per `cdylib` crate.
+pub fn build(cargo: &Path, workspace: &Path) -> Result<Vec<PathBuf>, String> {
+    let manifest = workspace.join("Cargo.toml");
+    let mut command = Command::new(cargo);
+    command
+        .args(["build", "--release", "--target", TARGET, "--manifest-path"])
+        .arg(&manifest);
+    // Inside a build script these point at the host build and would leak
+    // into the guest build.
+    for variable in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WORKSPACE_WRAPPER",
+    ] {
+        command.env_remove(variable);
+    }
+    let status = command
+        .status()
+        .map_err(|error| format!("cannot run {}: {error}", cargo.display()))?;
+    if !status.success() {
+        return Err(format!("building {} failed ({status})", manifest.display()));
+    }
+    let out = workspace.join("target").join(TARGET).join("release");
+    let mut components: Vec<PathBuf> = std::fs::read_dir(&out)
+        .map_err(|error| format!("cannot list {}: {error}", out.display()))?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|extension| extension == "wasm")
+        })
+        .collect();
+    components.sort();
+    Ok(components)
+}
+
+/// Copies each component into `dir` under its file name (`ws_echo.wasm` →
+/// `ws-echo.wasm`: handler names use `-`, crate artifacts `_`), replacing an
+/// older copy atomically. Returns the installed paths.
+pub fn install(components: &[PathBuf], dir: &Path) -> Result<Vec<PathBuf>, String> {
+    std::fs::create_dir_all(dir)
+        .map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
+    let mut installed = Vec::with_capacity(components.len());
+    for component in components {
+        let Some(stem) = component.file_stem().and_then(|stem| stem.to_str()) else {
+            continue;
+        };
+        let target = dir.join(format!("{}.wasm", stem.replace('_', "-")));
+        let staging = dir.join(format!(".{stem}.wasm.partial"));
+        std::fs::copy(component, &staging)
+            .and_then(|_| std::fs::rename(&staging, &target))
+            .map_err(|error| format!("cannot install {}: {error}", target.display()))?;
+        installed.push(target);
+    }
+    Ok(installed)
+}

@@ -1,0 +1,102 @@
+//! wasmgate: an edge HTTP gateway that serves WebAssembly components
+//! implementing `wasi:http/incoming-handler` (the WASI 0.2 proxy world).
+//!
+//! # Life of a request
+//!
+//! ```text
+//! listener::accept_loop ──spawn──▶ tls::handshake (timeout, own task) ──▶ conn::serve
+//!     (hyper-util auto: HTTP/1.1 keep-alive, HTTP/2 by ALPN or h2c prior knowledge)
+//!   ──▶ service::handle
+//!         snapshot = app.live.load_full()            one generation for the whole request
+//!         route    = snapshot.router.route(host, path)  pure
+//!         handler.serve(request)                     guest::handler: ready instance from the pool,
+//!                                                    guest on its own task, body streamed both ways
+//!         Err(e) ──▶ error::rescue(e)                status by blame, no internals in the body
+//! ```
+//!
+//! Start-up follows the same modules in the other direction: [`config`]
+//! validates the file, [`live::build`] loads certificates and compiles every
+//! component, and only then does [`listener::bind`] take the ports.
+
+pub mod app;
+pub mod body;
+pub mod config;
+pub mod conn;
+pub mod devcert;
+pub mod drain;
+pub mod error;
+pub mod guest;
+pub mod handler_build;
+pub mod listener;
+pub mod live;
+pub mod router;
+pub mod service;
+pub mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::app::App;
+use crate::config::{Config, Problems};
+use crate::guest::GuestEngine;
+use crate::listener::Bound;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration, or a file it names, is invalid.
+    #[error("{0}")]
+    Config(Problems),
+    /// Something outside the configuration failed (engine, ports).
+    #[error("{0:#}")]
+    Runtime(anyhow::Error),
+}
+
+/// A gateway whose components are loaded and whose ports are bound, ready to serve.
+pub struct Gateway {
+    app: Arc<App>,
+    listeners: Vec<Bound>,
+}
+
+impl Gateway {
+    /// Loads everything `config` names and binds its listeners, in that order,
+    /// so a bad component or certificate fails before any port is taken.
+    pub async fn bind(config: &Config) -> Result<Self, StartError> {
+        let engine = GuestEngine::new(config.gateway.max_instances).map_err(StartError::Runtime)?;
+        let engine = Arc::new(engine);
+        let snapshot = live::build(&engine, config, 1)
+            .await
+            .map_err(StartError::Config)?;
+        let listeners = listener::bind(&config.listeners)
+            .await
+            .map_err(StartError::Runtime)?;
+        let app = Arc::new(App::new(engine, config.gateway.clone(), snapshot));
+        Ok(Self { app, listeners })
+    }
+
+    /// Bound listeners as (scheme, address), in config order.
+    pub fn listeners(&self) -> Vec<(&'static str, SocketAddr)> {
+        self.listeners
+            .iter()
+            .map(|bound| (bound.scheme(), bound.addr))
+            .collect()
+    }
+
+    /// Serves until `shutdown` resolves, then drains within the grace period.
+    /// Returns how many connections were still open when the grace period
+    /// ran out (0 after a clean drain).
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> usize {
+        for bound in self.listeners {
+            tokio::spawn(listener::accept_loop(Arc::clone(&self.app), bound));
+        }
+        shutdown.await;
+        let grace = self.app.settings.grace_period;
+        tracing::info!(
+            "draining: no new connections; in-flight requests have {}",
+            humantime::format_duration(grace)
+        );
+        self.app.drain.start();
+        self.app.drain.wait(grace).await
+    }
+}

@@ -1,0 +1,136 @@
+//! Listening sockets and their accept loops.
+//!
+//! Invariant: an accept loop ends only when the gateway drains; errors from
+//! `accept` (a connection reset before it was accepted, EMFILE when out of
+//! file descriptors) are logged and retried with a back-off, never fatal.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::app::App;
+use crate::config::ListenerConfig;
+use crate::conn;
+use crate::guest::Scheme;
+use crate::service::ConnectionInfo;
+
+/// A bound listener, not yet accepting.
+pub struct Bound {
+    /// Position in the config, which indexes the snapshot's TLS configs.
+    pub index: usize,
+    /// The address actually bound (with the real port when 0 was asked).
+    pub addr: SocketAddr,
+    /// Whether connections are TLS.
+    pub tls: bool,
+    socket: TcpListener,
+}
+
+impl Bound {
+    /// The URL scheme clients use.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
+}
+
+/// Binds every configured listener, or none.
+pub async fn bind(listeners: &[ListenerConfig]) -> anyhow::Result<Vec<Bound>> {
+    let mut bound = Vec::with_capacity(listeners.len());
+    for (index, listener) in listeners.iter().enumerate() {
+        let socket = TcpListener::bind(listener.addr)
+            .await
+            .with_context(|| format!("binding listener[{index}] on {}", listener.addr))?;
+        bound.push(Bound {
+            index,
+            addr: socket.local_addr()?,
+            tls: listener.tls.is_some(),
+            socket,
+        });
+    }
+    Ok(bound)
+}
+
+const MIN_BACKOFF: Duration = Duration::from_millis(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Accepts connections until the drain starts, each served on its own task.
+pub async fn accept_loop(app: Arc<App>, bound: Bound) {
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let accepted = tokio::select! {
+            () = app.drain.signaled() => break,
+            accepted = bound.socket.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = MIN_BACKOFF;
+                let app_for_task = Arc::clone(&app);
+                let (index, tls, local) = (bound.index, bound.tls, bound.addr);
+                app.drain.spawn(async move {
+                    connection(app_for_task, index, tls, local, stream, peer).await;
+                });
+            }
+            Err(error) if is_per_connection(&error) => {
+                tracing::debug!("accept: connection lost before it was accepted: {error}");
+            }
+            Err(error) => {
+                tracing::warn!(listener = %bound.addr, "accept failed, retrying in {backoff:?}: {error}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+    tracing::debug!(listener = %bound.addr, "stopped accepting");
+}
+
+/// Errors that concern only the connection being accepted.
+fn is_per_connection(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::Interrupted
+    )
+}
+
+async fn connection(
+    app: Arc<App>,
+    index: usize,
+    tls: bool,
+    local: SocketAddr,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
+    // Small writes (response heads, SSE events) must not wait ~40 ms for Nagle.
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, "cannot set TCP_NODELAY: {error}");
+    }
+    if !tls {
+        let info = ConnectionInfo {
+            scheme: Scheme::Http,
+            local,
+            peer,
+        };
+        conn::serve(app, info, stream).await;
+        return;
+    }
+    let Some(config) = app.live.load().tls.get(index).cloned().flatten() else {
+        tracing::error!(listener = %local, "no TLS configuration for a TLS listener");
+        return;
+    };
+    match crate::tls::handshake(config, stream, app.settings.tls_handshake_timeout).await {
+        Ok(stream) => {
+            let info = ConnectionInfo {
+                scheme: Scheme::Https,
+                local,
+                peer,
+            };
+            conn::serve(app, info, stream).await;
+        }
+        Err(error) => tracing::debug!(%peer, "TLS handshake failed: {error}"),
+    }
+}

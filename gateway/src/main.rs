@@ -1,0 +1,218 @@
+//! The `wasmgate` command: parse the command line, set up logging, then run
+//! one subcommand. Exit codes: 0 success, 1 runtime failure, 2 invalid
+//! configuration (nothing was bound).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use wasmgate::config::Config;
+use wasmgate::{Gateway, StartError, devcert, handler_build};
+
+#[derive(Parser)]
+#[command(
+    name = "wasmgate",
+    version,
+    about = "Edge HTTP gateway for wasi:http WebAssembly components"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the configured listeners until SIGTERM or SIGINT.
+    Serve {
+        /// The configuration file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Validate the configuration and compile every component; binds nothing.
+    Check {
+        /// The configuration file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Build the guest workspace for wasm32-wasip2 and copy each component
+    /// into the configuration's handlers directory.
+    Build(BuildArgs),
+    /// Build the handlers, make a development certificate if none exists, then serve.
+    Up(BuildArgs),
+}
+
+#[derive(clap::Args)]
+struct BuildArgs {
+    /// The configuration file (its handlers_dir receives the components).
+    #[arg(long, short, default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// The guest workspace to build.
+    #[arg(long, default_value = "handlers")]
+    source: PathBuf,
+}
+
+const DEFAULT_CONFIG: &str = "config/wasmgate.toml";
+
+const EXIT_RUNTIME: u8 = 1;
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _log_writer = init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Serve { config } => serve(&config).await,
+            Command::Check { config } => check(&config).await,
+            Command::Build(args) => build(&args).map_or_else(|code| code, |_| ExitCode::SUCCESS),
+            Command::Up(args) => up(&args).await,
+        }
+    })
+}
+
+fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
+    use tracing_subscriber::EnvFilter;
+    // Logging never blocks a worker: lines go through a queue to a writer thread.
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    let filter = EnvFilter::try_from_env("WASMGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    guard
+}
+
+fn load_config(path: &Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|problems| report_config(&problems.to_string()))
+}
+
+fn report_config(problems: &str) -> ExitCode {
+    for line in problems.lines() {
+        eprintln!("error: {line}");
+    }
+    eprintln!("error: the configuration is invalid; nothing was started");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn report_start(error: StartError) -> ExitCode {
+    match error {
+        StartError::Config(problems) => report_config(&problems.to_string()),
+        StartError::Runtime(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+async fn serve(path: &Path) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    run(&config).await
+}
+
+async fn run(config: &Config) -> ExitCode {
+    let gateway = match Gateway::bind(config).await {
+        Ok(gateway) => gateway,
+        Err(error) => return report_start(error),
+    };
+    for (scheme, addr) in gateway.listeners() {
+        // Scripts and tests read these lines: keep their shape.
+        println!("listening on {scheme}://{addr}");
+    }
+    let shutdown = async {
+        if let Err(error) = wasmgate::drain::shutdown_signal().await {
+            tracing::error!("cannot listen for signals: {error}");
+            std::future::pending::<()>().await;
+        }
+        tokio::spawn(async {
+            if wasmgate::drain::shutdown_signal().await.is_ok() {
+                eprintln!("second signal: exiting without waiting for in-flight requests");
+                std::process::exit(i32::from(EXIT_RUNTIME));
+            }
+        });
+    };
+    let abandoned = gateway.serve(shutdown).await;
+    if abandoned > 0 {
+        tracing::warn!(
+            abandoned,
+            "grace period over: closing the connections still open"
+        );
+    } else {
+        tracing::info!("drained; bye");
+    }
+    ExitCode::SUCCESS
+}
+
+async fn check(path: &Path) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let engine = match wasmgate::guest::GuestEngine::new(config.gateway.max_instances) {
+        Ok(engine) => std::sync::Arc::new(engine),
+        Err(error) => return report_start(StartError::Runtime(error)),
+    };
+    match wasmgate::live::build(&engine, &config, 1).await {
+        Ok(snapshot) => {
+            println!(
+                "{}: ok ({} listeners, {} handlers, {} routes)",
+                path.display(),
+                config.listeners.len(),
+                snapshot.handlers.len(),
+                config.routes.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(problems) => report_start(StartError::Config(problems)),
+    }
+}
+
+fn build(args: &BuildArgs) -> Result<Config, ExitCode> {
+    let config = load_config(&args.config)?;
+    let fail = |message: String| {
+        eprintln!("error: {message}");
+        ExitCode::from(EXIT_RUNTIME)
+    };
+    handler_build::ensure_target().map_err(fail)?;
+    let components = handler_build::build(Path::new("cargo"), &args.source).map_err(fail)?;
+    let installed =
+        handler_build::install(&components, &config.gateway.handlers_dir).map_err(fail)?;
+    for path in installed {
+        eprintln!("installed {}", path.display());
+    }
+    Ok(config)
+}
+
+async fn up(args: &BuildArgs) -> ExitCode {
+    let config = match build(args) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    for listener in &config.listeners {
+        let Some(tls) = &listener.tls else { continue };
+        match devcert::ensure(&tls.cert, &tls.key) {
+            Ok(true) => eprintln!(
+                "created a self-signed development certificate: {} (trust it with curl --cacert)",
+                tls.cert.display()
+            ),
+            Ok(false) => {}
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        }
+    }
+    run(&config).await
+}

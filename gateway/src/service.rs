@@ -1,0 +1,123 @@
+//! One request: load the live snapshot once, route, dispatch to the guest,
+//! rescue failures.
+//!
+//! Invariant: the snapshot is loaded exactly once per request and that
+//! generation serves the whole request; every failure leaves through
+//! [`crate::error::rescue`].
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{HeaderValue, Request, Response, header};
+use hyper::body::Incoming;
+
+use crate::app::App;
+use crate::body::ResponseBody;
+use crate::error::{Blame, GatewayError, rescue};
+use crate::guest::Scheme;
+
+/// What a request's connection tells about it.
+pub struct ConnectionInfo {
+    /// `http` or `https`, as the guest will see it.
+    pub scheme: Scheme,
+    /// The local address the client connected to.
+    pub local: SocketAddr,
+    /// The client's address.
+    pub peer: SocketAddr,
+}
+
+/// Serves one request; never fails at the hyper level.
+pub async fn handle(
+    app: Arc<App>,
+    connection: Arc<ConnectionInfo>,
+    mut request: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let snapshot = app.live.load_full();
+    let host = request_host(&request);
+    let Some(route) = snapshot.router.route(host.as_deref(), request.uri().path()) else {
+        tracing::debug!(
+            path = request.uri().path(),
+            host = host.as_deref(),
+            "no route"
+        );
+        return Ok(rescue(&GatewayError::NoRoute));
+    };
+    let Some(handler) = snapshot.handler(&route.handler) else {
+        let error = GatewayError::Internal(format!(
+            "{} routes to unloaded handler {}",
+            route.id, route.handler
+        ));
+        tracing::error!(route = &*route.id, "{error}");
+        return Ok(rescue(&error));
+    };
+    if host.is_none() {
+        // wasi:http requires an authority; an HTTP/1.0 request may have none.
+        if let Ok(value) = HeaderValue::from_str(&connection.local.to_string()) {
+            request.headers_mut().insert(header::HOST, value);
+        }
+    }
+    match handler
+        .serve(request, connection.scheme.clone(), &route.id)
+        .await
+    {
+        Ok(response) => Ok(response),
+        Err(error) => {
+            match error.blame() {
+                // Guest failures were logged where they happened, with the trap.
+                Blame::Guest => {}
+                Blame::Client => {
+                    tracing::debug!(route = &*route.id, peer = %connection.peer, "{error}")
+                }
+                Blame::Internal => tracing::error!(route = &*route.id, "{error}"),
+            }
+            Ok(rescue(&error))
+        }
+    }
+}
+
+/// The request's host, lowercase and without port: from the URI (HTTP/2's
+/// `:authority`, absolute-form HTTP/1) or else the `Host` header.
+fn request_host<B>(request: &Request<B>) -> Option<String> {
+    let authority = match request.uri().authority() {
+        Some(authority) => authority.host().to_string(),
+        None => {
+            let value = request.headers().get(header::HOST)?.to_str().ok()?;
+            value
+                .parse::<http::uri::Authority>()
+                .ok()?
+                .host()
+                .to_string()
+        }
+    };
+    Some(authority.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host_of(request: Request<()>) -> Option<String> {
+        request_host(&request)
+    }
+
+    #[test]
+    fn host_comes_from_uri_then_header_without_port() {
+        let absolute = Request::get("https://Example.COM:8443/x")
+            .body(())
+            .expect("valid");
+        assert_eq!(host_of(absolute).as_deref(), Some("example.com"));
+        let origin = Request::get("/x")
+            .header("host", "api.example.com:80")
+            .body(())
+            .expect("valid");
+        assert_eq!(host_of(origin).as_deref(), Some("api.example.com"));
+        let ipv6 = Request::get("/x")
+            .header("host", "[::1]:8080")
+            .body(())
+            .expect("valid");
+        assert_eq!(host_of(ipv6).as_deref(), Some("[::1]"));
+        let none = Request::get("/x").body(()).expect("valid");
+        assert_eq!(host_of(none), None);
+    }
+}

@@ -1,0 +1,67 @@
+//! Helpers shared by wasmgate's example and fixture guests: answering a
+//! `wasi:http` request with a status, headers and a body without repeating the
+//! resource choreography (response → body → stream → finish) in every handler.
+
+use std::io::Write as _;
+
+pub use wasip2;
+use wasip2::http::types::{Fields, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use wasip2::io::streams::OutputStream;
+
+/// A response whose headers are sent; the body is written through [`Self::stream`].
+pub struct Streaming {
+    body: OutgoingBody,
+    stream: Option<OutputStream>,
+}
+
+impl Streaming {
+    /// Sends `status` and `headers` to the client and opens the body.
+    pub fn start(out: ResponseOutparam, status: u16, headers: &[(&str, &str)]) -> Self {
+        let fields = Fields::new();
+        for (name, value) in headers {
+            fields
+                .append(name, &value.as_bytes().to_vec())
+                .expect("fixture header names are valid");
+        }
+        let response = OutgoingResponse::new(fields);
+        response.set_status_code(status).expect("valid status");
+        let body = response.body().expect("body is taken once");
+        ResponseOutparam::set(out, Ok(response));
+        let stream = body.write().expect("stream is taken once");
+        Self {
+            body,
+            stream: Some(stream),
+        }
+    }
+
+    /// The body stream; it implements `std::io::Write`, which chunks and waits
+    /// for the host's write budget.
+    pub fn stream(&mut self) -> &mut OutputStream {
+        self.stream.as_mut().expect("stream lives until finish")
+    }
+
+    /// Writes `bytes` and flushes them to the client.
+    pub fn write(&mut self, bytes: &[u8]) {
+        let stream = self.stream();
+        stream.write_all(bytes).expect("client is reading");
+        stream.flush().expect("client is reading");
+    }
+
+    /// Ends the body; the stream must be dropped before `finish`.
+    pub fn finish(mut self) {
+        drop(self.stream.take());
+        OutgoingBody::finish(self.body, None).expect("body completes");
+    }
+}
+
+/// Answers with a complete body in one go.
+pub fn respond(out: ResponseOutparam, status: u16, content_type: &str, body: &[u8]) {
+    let length = body.len().to_string();
+    let mut response = Streaming::start(
+        out,
+        status,
+        &[("content-type", content_type), ("content-length", &length)],
+    );
+    response.write(body);
+    response.finish();
+}
