@@ -1,0 +1,256 @@
+//! [`TestGateway`]: the real `wasmgate serve` in a child process.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// Where the build script put the guest fixtures (`<name>.wasm`).
+pub fn handlers_dir() -> &'static Path {
+    Path::new(env!("WASMGATE_TEST_HANDLERS"))
+}
+
+/// The `wasmgate` binary of this build (`target/<profile>/wasmgate`).
+///
+/// `cargo test --workspace` builds it before running any test, because the
+/// gateway package has integration tests of its own.
+pub fn wasmgate_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("tests run from target/<profile>/deps");
+    let bin = profile_dir.join("wasmgate");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run the whole suite (`cargo test --workspace`) or `cargo build -p wasmgate` first",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs `wasmgate ARGS` to completion.
+pub fn run_cli(args: &[&str], cwd: &Path) -> Output {
+    Command::new(wasmgate_bin())
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("wasmgate runs")
+}
+
+/// How long the gateway may take to compile its components and bind.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long a log line may take to arrive.
+const LOG_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The gateway's stderr, with a signal for every new line.
+#[derive(Default)]
+struct Log {
+    text: Mutex<String>,
+    grew: Condvar,
+}
+
+impl Log {
+    fn lock(&self) -> std::sync::MutexGuard<'_, String> {
+        self.text.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn append(&self, line: &str) {
+        let mut text = self.lock();
+        text.push_str(line);
+        text.push('\n');
+        self.grew.notify_all();
+    }
+
+    fn text(&self) -> String {
+        self.lock().clone()
+    }
+}
+
+/// A running gateway with its own config file in a temporary directory.
+pub struct TestGateway {
+    pid: u32,
+    exit: mpsc::Receiver<ExitStatus>,
+    exited: Option<ExitStatus>,
+    listeners: Vec<(String, SocketAddr)>,
+    log: Arc<Log>,
+    dir: tempfile::TempDir,
+}
+
+impl TestGateway {
+    /// Writes `config` (where `{handlers}` stands for the fixture directory and
+    /// `{dir}` for the gateway's temporary directory) and starts the gateway on
+    /// it; returns once every listener is bound.
+    pub fn start(config: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(dir, config)
+    }
+
+    /// Like [`Self::start`], in a directory prepared by the caller (e.g. with certificates).
+    pub fn start_in(dir: tempfile::TempDir, config: &str) -> Self {
+        let config = expand(config, dir.path());
+        let config_path = dir.path().join("wasmgate.toml");
+        std::fs::write(&config_path, &config).expect("write config");
+        let expected = config.matches("[[listener]]").count();
+        let mut child = Command::new(wasmgate_bin())
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .env("WASMGATE_LOG", "info,wasmgate=debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("wasmgate starts");
+        let log = Arc::new(Log::default());
+        let (addresses, listening) = mpsc::channel();
+        let stdout = child.stdout.take().expect("piped stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("listening on ") {
+                    let (scheme, addr) = url.split_once("://").expect("scheme://addr");
+                    let addr: SocketAddr = addr.parse().expect("a socket address");
+                    let _ = addresses.send((scheme.to_string(), addr));
+                }
+            }
+        });
+        let stderr = child.stderr.take().expect("piped stderr");
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.append(&line);
+            }
+        });
+        let pid = child.id();
+        let (exit_sender, exit) = mpsc::channel();
+        std::thread::spawn(move || {
+            if let Ok(status) = child.wait() {
+                let _ = exit_sender.send(status);
+            }
+        });
+        let mut gateway = Self {
+            pid,
+            exit,
+            exited: None,
+            listeners: Vec::new(),
+            log,
+            dir,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        while gateway.listeners.len() < expected {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match listening.recv_timeout(left) {
+                Ok(listener) => gateway.listeners.push(listener),
+                Err(_) => panic!(
+                    "the gateway did not bind its {expected} listeners:\n{}",
+                    gateway.log()
+                ),
+            }
+        }
+        gateway
+    }
+
+    /// The first plain HTTP listener.
+    pub fn http(&self) -> SocketAddr {
+        self.listener("http")
+    }
+
+    /// The first HTTPS listener.
+    pub fn https(&self) -> SocketAddr {
+        self.listener("https")
+    }
+
+    fn listener(&self, scheme: &str) -> SocketAddr {
+        self.listeners
+            .iter()
+            .find(|(listener_scheme, _)| listener_scheme == scheme)
+            .map(|(_, addr)| *addr)
+            .unwrap_or_else(|| panic!("no {scheme} listener"))
+    }
+
+    /// The gateway's temporary directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Everything the gateway logged so far.
+    pub fn log(&self) -> String {
+        self.log.text()
+    }
+
+    /// Waits until a log line contains `fragment` and returns that line. Log
+    /// lines reach the harness asynchronously, after the response they concern.
+    pub fn wait_for_log(&self, fragment: &str) -> String {
+        let deadline = Instant::now() + LOG_TIMEOUT;
+        let mut text = self.log.lock();
+        loop {
+            if let Some(line) = text.lines().find(|line| line.contains(fragment)) {
+                return line.to_string();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "no log line contains {fragment:?}:\n{text}"
+            );
+            text = self
+                .log
+                .grew
+                .wait_timeout(text, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Sends a signal (`TERM`, `INT`, `HUP`, ...) to the gateway.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid.to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits up to `timeout` for the gateway to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        if let Some(status) = self.exited {
+            return status;
+        }
+        match self.exit.recv_timeout(timeout) {
+            Ok(status) => {
+                self.exited = Some(status);
+                status
+            }
+            Err(_) => panic!(
+                "the gateway did not exit within {timeout:?}:\n{}",
+                self.log()
+            ),
+        }
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if self.exited.is_none() && self.exit.try_recv().is_err() {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(self.pid.to_string())
+                .status();
+            let _ = self.exit.recv_timeout(Duration::from_secs(10));
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "---- wasmgate log ----\n{}----------------------",
+                self.log()
+            );
+        }
+    }
+}
+
+fn expand(config: &str, dir: &Path) -> String {
+    config
+        .replace("{handlers}", &handlers_dir().display().to_string())
+        .replace("{dir}", &dir.display().to_string())
+}

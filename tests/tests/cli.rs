@@ -1,0 +1,170 @@
+//! The command line: `check` reports every configuration problem at once and
+//! exits 2; `serve` with a bad configuration binds nothing.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+
+use wasmgate_tests::{handlers_dir, run_cli};
+
+/// Writes `config` (with `{handlers}` and `{dir}` expanded) into a fresh
+/// directory, runs `wasmgate check` on it and returns (exit code, stderr with
+/// the directory replaced by `{dir}`).
+fn check(config: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = config
+        .replace("{handlers}", &handlers_dir().display().to_string())
+        .replace("{dir}", &dir.path().display().to_string());
+    let path = dir.path().join("gw.toml");
+    std::fs::write(&path, text).expect("write config");
+    std::fs::write(dir.path().join("notwasm.wasm"), "<html>not wasm</html>").expect("write");
+    // The smallest core module: magic and version 1.
+    std::fs::write(dir.path().join("core.wasm"), b"\0asm\x01\0\0\0").expect("write");
+    std::fs::write(dir.path().join("bad.pem"), "-----BEGIN NOTHING-----\n").expect("write");
+    let output = run_cli(
+        &["check", "--config", &path.display().to_string()],
+        dir.path(),
+    );
+    let stderr =
+        String::from_utf8_lossy(&output.stderr).replace(&dir.path().display().to_string(), "{dir}");
+    (output.status.code(), stderr)
+}
+
+fn assert_invalid(config: &str, expected: &[&str]) {
+    let (code, stderr) = check(config);
+    assert_eq!(code, Some(2), "exit code for:\n{config}\nstderr:\n{stderr}");
+    for line in expected {
+        assert!(stderr.contains(line), "expected {line:?} in:\n{stderr}");
+    }
+    let reported = stderr
+        .lines()
+        .filter(|line| line.starts_with("error: {dir}/gw.toml: "))
+        .count();
+    assert_eq!(reported, expected.len(), "one line per problem:\n{stderr}");
+}
+
+const LISTENER: &str = "[[listener]]\naddr = \"127.0.0.1:0\"\n";
+
+#[test]
+fn unknown_keys_are_named_with_their_path() {
+    assert_invalid(
+        &format!(
+            "{LISTENER}\n[gateway]\nhandler_dir = \"x\"\n\n[handler.hello]\npool = {{ prewarm = 1, size = 2 }}\npath = \"{{handlers}}/hello.wasm\"\n"
+        ),
+        &[
+            "error: {dir}/gw.toml: gateway.handler_dir: unknown key",
+            "error: {dir}/gw.toml: handler.hello.pool.size: unknown key",
+        ],
+    );
+}
+
+#[test]
+fn duplicate_routes_and_unknown_handlers_are_rejected() {
+    assert_invalid(
+        &format!(
+            "{LISTENER}\n[gateway]\nhandlers_dir = \"{{handlers}}\"\n[handler.hello]\n\
+             [[route]]\npath = \"/a/*\"\nhandler = \"hello\"\n\
+             [[route]]\npath = \"/a/*\"\nhandler = \"hello\"\n\
+             [[route]]\npath = \"/b\"\nhandler = \"nobody\"\n"
+        ),
+        &[
+            "error: {dir}/gw.toml: route[1].path: duplicate route: `/a/*` is already routed by an earlier [[route]]",
+            "error: {dir}/gw.toml: route[2].handler: no [handler.nobody] is configured",
+        ],
+    );
+}
+
+#[test]
+fn files_that_are_not_components_are_rejected_each_with_its_reason() {
+    assert_invalid(
+        &format!(
+            "{LISTENER}\n[gateway]\nhandlers_dir = \"{{dir}}\"\n\
+             [handler.missing]\n[handler.notwasm]\n[handler.core]\n"
+        ),
+        &[
+            "error: {dir}/gw.toml: handler.missing.path: {dir}/missing.wasm: cannot read the file: No such file or directory",
+            "error: {dir}/gw.toml: handler.notwasm.path: {dir}/notwasm.wasm: not a WebAssembly file",
+            "error: {dir}/gw.toml: handler.core.path: {dir}/core.wasm: a core WebAssembly module, not a component",
+        ],
+    );
+}
+
+#[test]
+fn bad_addresses_durations_and_sizes_are_explained() {
+    assert_invalid(
+        "[[listener]]\naddr = \"localhost:80\"\n\n[gateway]\ngrace_period = \"a while\"\n\n\
+         [handler.hello]\nlimits = { memory = \"huge\", timeout = \"0s\" }\n",
+        &[
+            "error: {dir}/gw.toml: listener[0].addr: `localhost:80` is not a socket address",
+            "error: {dir}/gw.toml: gateway.grace_period: `a while` is not a duration",
+            "error: {dir}/gw.toml: handler.hello.limits.memory: `huge` is not a size",
+            "error: {dir}/gw.toml: handler.hello.limits.timeout: must be longer than zero",
+        ],
+    );
+}
+
+#[test]
+fn unreadable_certificates_are_reported_per_file() {
+    assert_invalid(
+        "[[listener]]\naddr = \"127.0.0.1:0\"\ntls = { cert = \"absent.pem\", key = \"bad.pem\" }\n",
+        &[
+            "error: {dir}/gw.toml: listener[0].tls.cert: cannot load a certificate from {dir}/absent.pem",
+            "error: {dir}/gw.toml: listener[0].tls.key: cannot load a private key from {dir}/bad.pem",
+        ],
+    );
+}
+
+#[test]
+fn syntax_errors_give_line_and_column() {
+    let (code, stderr) = check("[[listener]\naddr = \"127.0.0.1:0\"\n");
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("error: {dir}/gw.toml: (syntax (line 1, column"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_valid_config_checks_ok_and_compiles_every_component() {
+    let (code, stderr) = check(
+        "[[listener]]\naddr = \"127.0.0.1:0\"\n[gateway]\nhandlers_dir = \"{handlers}\"\n\
+         [handler.hello]\n[handler.echo]\n[[route]]\npath = \"/*\"\nhandler = \"hello\"\n",
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("component loaded") && stderr.contains("handler=\"echo\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn serve_with_a_missing_component_exits_2_and_binds_nothing() {
+    // Reserve a free port, release it, and point the gateway at it.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|socket| socket.local_addr())
+        .expect("free port")
+        .port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("gw.toml");
+    let text = format!(
+        "[[listener]]\naddr = \"{addr}\"\n[gateway]\nhandlers_dir = \"{}\"\n[handler.hello]\n[handler.ghost]\n",
+        handlers_dir().display()
+    );
+    std::fs::write(&config, text).expect("write config");
+    let output = run_cli(
+        &["serve", "--config", &config.display().to_string()],
+        Path::new("/"),
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!stdout.contains("listening on"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("handler.ghost.path") && stderr.contains("ghost.wasm"),
+        "{stderr}"
+    );
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "nothing may listen on {addr}"
+    );
+}
