@@ -92,11 +92,31 @@ impl TestGateway {
 
     /// Like [`Self::start`], in a directory prepared by the caller (e.g. with certificates).
     pub fn start_in(dir: tempfile::TempDir, config: &str) -> Self {
+        Self::launch(dir, config, None)
+    }
+
+    /// Like [`Self::start`], with the process limited to `limit` open files.
+    pub fn start_with_fd_limit(config: &str, limit: u32) -> Self {
+        Self::launch(tempfile::tempdir().expect("temp dir"), config, Some(limit))
+    }
+
+    fn launch(dir: tempfile::TempDir, config: &str, fd_limit: Option<u32>) -> Self {
         let config = expand(config, dir.path());
         let config_path = dir.path().join("wasmgate.toml");
         std::fs::write(&config_path, &config).expect("write config");
         let expected = config.matches("[[listener]]").count();
-        let mut child = Command::new(wasmgate_bin())
+        let mut command = match fd_limit {
+            None => Command::new(wasmgate_bin()),
+            Some(limit) => {
+                let mut shell = Command::new("sh");
+                shell
+                    .arg("-c")
+                    .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                    .arg(wasmgate_bin());
+                shell
+            }
+        };
+        let mut child = command
             .args(["serve", "--config"])
             .arg(&config_path)
             .env("WASMGATE_LOG", "info,wasmgate=debug")

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Side-by-side load baseline for the `hello` component, in one run:
+#   wasmgate      HTTP/1.1 keep-alive               (fresh instance per request)
+#   wasmgate-h2   HTTP/2 over TLS (ALPN h2)
+#   wasmtime      `wasmtime serve` 48 at its best: -S cli, pooling allocator with
+#                 keep-resident + pagemap scan, -W timeout (wasmgate always has a deadline)
+#   native        a plain hyper server answering the same bytes (the ceiling)
+# Rounds alternate between the targets so drift on a shared machine hits all of
+# them alike; the medians of the rounds are reported, with ratios.
+#
+# Usage: loadtests/baseline.sh            (DURATION=10s CONCURRENCY=50 ROUNDS=3)
+# Installs oha and wasmtime-cli 48.0.8 with cargo if they are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10s}
+CONCURRENCY=${CONCURRENCY:-50}
+ROUNDS=${ROUNDS:-3}
+WASMTIME_VERSION=48.0.8
+
+command -v oha >/dev/null || cargo install oha --locked
+if ! wasmtime --version 2>/dev/null | grep -q "$WASMTIME_VERSION"; then
+  cargo install wasmtime-cli --version "$WASMTIME_VERSION" --locked
+fi
+cargo build --release --locked -p wasmgate -p wasmgate-loadtests
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Starts "$@" with output to $work/$name.log and waits for `pattern` there.
+start() {
+  local name=$1 pattern=$2
+  shift 2
+  "$@" >"$work/$name.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 600); do
+    if grep -qE "$pattern" "$work/$name.log"; then return 0; fi
+    kill -0 "${pids[-1]}" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "$name did not start:" >&2
+  cat "$work/$name.log" >&2
+  exit 1
+}
+
+start wasmgate 'listening on https://' ./target/release/wasmgate up --config loadtests/wasmgate-bench.toml
+gateway_http=$(sed -n 's|^listening on \(http://.*\)|\1|p' "$work/wasmgate.log" | head -1)
+gateway_https=$(sed -n 's|^listening on https://127.0.0.1:\(.*\)|https://localhost:\1|p' "$work/wasmgate.log" | head -1)
+
+start wasmtime 'Serving HTTP on' wasmtime serve --addr 127.0.0.1:0 -S cli -W timeout=30s \
+  -O pooling-allocator=y,pooling-memory-keep-resident=4194304,pooling-table-keep-resident=65536,pooling-pagemap-scan=y \
+  handlers/wasm/hello.wasm
+wasmtime_http=$(grep -oE 'http://[0-9.:]+' "$work/wasmtime.log" | head -1)
+
+start native 'listening on http://' ./target/release/native-hello
+native_http=$(sed -n 's|^listening on \(http://.*\)|\1|p' "$work/native.log" | head -1)
+
+declare -A url=(
+  [wasmgate]="$gateway_http/hello"
+  [wasmgate-h2]="$gateway_https/hello"
+  [wasmtime]="$wasmtime_http/hello"
+  [native]="$native_http/hello"
+)
+declare -A extra=(
+  [wasmgate]=""
+  [wasmgate-h2]="--http2 --insecure"
+  [wasmtime]=""
+  [native]=""
+)
+targets=(wasmgate wasmgate-h2 wasmtime native)
+
+echo "oha -z $DURATION -c $CONCURRENCY, $ROUNDS alternating rounds, $(nproc) cores shared by server and load generator"
+for round in $(seq 1 "$ROUNDS"); do
+  for target in "${targets[@]}"; do
+    # shellcheck disable=SC2086
+    oha -z "$DURATION" -c "$CONCURRENCY" --no-tui --output-format json ${extra[$target]} "${url[$target]}" \
+      >"$work/$target.$round.json"
+    echo "  round $round: $target done"
+  done
+done
+
+python3 - "$work" "$ROUNDS" "${targets[@]}" <<'PY'
+import json, statistics, sys
+work, rounds, targets = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+rows = {}
+for target in targets:
+    runs = [json.load(open(f"{work}/{target}.{r}.json")) for r in range(1, rounds + 1)]
+    rps = statistics.median(run["summary"]["requestsPerSec"] for run in runs)
+    p50 = statistics.median(run["latencyPercentiles"]["p50"] for run in runs) * 1e3
+    p99 = statistics.median(run["latencyPercentiles"]["p99"] for run in runs) * 1e3
+    ok = sum(int(n) for run in runs for code, n in run["statusCodeDistribution"].items() if code == "200")
+    bad = sum(int(n) for run in runs for code, n in run["statusCodeDistribution"].items() if code != "200")
+    errors = sum(sum(run.get("errorDistribution", {}).values()) for run in runs)
+    rows[target] = (rps, p50, p99, ok, bad + errors)
+print(f"{'target':<12} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'200s':>9} {'failed':>7}")
+for target, (rps, p50, p99, ok, failed) in rows.items():
+    print(f"{target:<12} {rps:>10.0f} {p50:>8.2f} {p99:>8.2f} {ok:>9} {failed:>7}")
+gw, h2, wt, native = (rows[t][0] for t in ("wasmgate", "wasmgate-h2", "wasmtime", "native"))
+print(f"wasmgate / wasmtime serve (HTTP/1.1): {gw / wt:.2f}x req/s, p99 {rows['wasmgate'][2] / rows['wasmtime'][2]:.2f}x")
+print(f"wasmgate / native hyper   (HTTP/1.1): {gw / native:.2f}x req/s")
+print(f"wasmgate h2+TLS / wasmgate HTTP/1.1:  {h2 / gw:.2f}x req/s")
+PY
