@@ -271,6 +271,16 @@ impl Checker<'_> {
         let gateway = self.gateway(raw.gateway);
         let listeners = self.listeners(raw.listener);
         let handlers = self.handlers(&gateway.handlers_dir, raw.handler);
+        let prewarmed: usize = handlers.values().map(|handler| handler.prewarm).sum();
+        if prewarmed > gateway.max_instances as usize {
+            self.problems.push(
+                "gateway.max_instances",
+                format!(
+                    "{} is less than the {prewarmed} instances the handlers' pool.prewarm settings keep ready",
+                    gateway.max_instances
+                ),
+            );
+        }
         let routes = self.routes(&handlers, raw.route);
         Config {
             source: path.to_path_buf(),

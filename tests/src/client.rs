@@ -46,6 +46,10 @@ impl Reply {
     }
 }
 
+/// What a connection can run on.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Io for T {}
+
 enum Sender {
     Http1(http1::SendRequest<Body>),
     Http2(http2::SendRequest<Body>),
@@ -89,42 +93,35 @@ impl Client {
         }
     }
 
-    async fn start_http1<IO>(
+    async fn start_http1<IO: Io>(
         io: IO,
         scheme: &'static str,
         addr: SocketAddr,
         alpn: Option<Vec<u8>>,
-    ) -> Self
-    where
-        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
+    ) -> Self {
         let (sender, connection) = http1::handshake(TokioIo::new(io))
             .await
             .expect("HTTP/1 handshake");
         tokio::spawn(connection);
-        Self {
-            sender: Sender::Http1(sender),
-            scheme,
-            authority: addr.to_string(),
-            alpn,
-        }
+        Self::new(Sender::Http1(sender), scheme, addr, alpn)
     }
 
-    async fn start_http2<IO>(
+    async fn start_http2<IO: Io>(
         io: IO,
         scheme: &'static str,
         addr: SocketAddr,
         alpn: Option<Vec<u8>>,
-    ) -> Self
-    where
-        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
+    ) -> Self {
         let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(io))
             .await
             .expect("HTTP/2 handshake");
         tokio::spawn(connection);
+        Self::new(Sender::Http2(sender), scheme, addr, alpn)
+    }
+
+    fn new(sender: Sender, scheme: &'static str, addr: SocketAddr, alpn: Option<Vec<u8>>) -> Self {
         Self {
-            sender: Sender::Http2(sender),
+            sender,
             scheme,
             authority: addr.to_string(),
             alpn,
@@ -146,17 +143,7 @@ impl Client {
 
     /// Sends `request` and collects the whole response.
     pub async fn send(&mut self, request: Request<Body>) -> Result<Reply, hyper::Error> {
-        let response = match &mut self.sender {
-            Sender::Http1(sender) => {
-                sender.ready().await?;
-                sender.send_request(request).await?
-            }
-            Sender::Http2(sender) => {
-                sender.ready().await?;
-                sender.send_request(request).await?
-            }
-        };
-        let (parts, body) = response.into_parts();
+        let (parts, body) = self.send_streaming(request).await?.into_parts();
         let body = body.collect().await?.to_bytes();
         Ok(Reply {
             status: parts.status,

@@ -11,3 +11,28 @@ pub mod client;
 mod gateway;
 
 pub use gateway::{TestGateway, handlers_dir, run_cli, wasmgate_bin};
+
+/// A gateway config with one plain listener, `hello` on `/hello` and `echo`
+/// on `/echo/*`, followed by `extra` (more handlers and routes).
+pub fn hello_and_echo(extra: &str) -> String {
+    format!(
+        r#"
+[gateway]
+handlers_dir = "{{handlers}}"
+
+[[listener]]
+addr = "127.0.0.1:0"
+
+[handler.hello]
+[handler.echo]
+
+[[route]]
+path = "/hello"
+handler = "hello"
+
+[[route]]
+path = "/echo/*"
+handler = "echo"
+{extra}"#
+    )
+}

@@ -12,28 +12,13 @@ use wasmgate_tests::TestGateway;
 use wasmgate_tests::certs::TestCerts;
 use wasmgate_tests::client::Client;
 
-const CONFIG: &str = r#"
-[gateway]
-handlers_dir = "{handlers}"
-
-[[listener]]
-addr = "127.0.0.1:0"
-
-[handler.hello]
-[handler.echo]
-
-[[route]]
-path = "/hello"
-handler = "hello"
-
-[[route]]
-path = "/echo/*"
-handler = "echo"
-"#;
+fn config() -> String {
+    wasmgate_tests::hello_and_echo("")
+}
 
 #[tokio::test]
 async fn malformed_http_gets_400_and_the_gateway_carries_on() {
-    let gateway = TestGateway::start(CONFIG);
+    let gateway = TestGateway::start(&config());
     let mut raw = TcpStream::connect(gateway.http()).await.expect("connect");
     raw.write_all(b"THIS IS NOT HTTP\r\n\r\n")
         .await
@@ -52,7 +37,7 @@ async fn malformed_http_gets_400_and_the_gateway_carries_on() {
 /// request nor the response body can be buffered whole anywhere on the way.
 #[tokio::test]
 async fn bodies_stream_through_the_guest_in_both_directions_at_once() {
-    let gateway = TestGateway::start(CONFIG);
+    let gateway = TestGateway::start(&config());
     for mut client in [
         Client::http1(gateway.http()).await,
         Client::h2c(gateway.http()).await,
@@ -124,7 +109,7 @@ async fn a_silent_tls_client_does_not_hold_up_other_handshakes() {
 
 #[tokio::test]
 async fn running_out_of_file_descriptors_does_not_stop_the_listener() {
-    let gateway = TestGateway::start_with_fd_limit(CONFIG, 64);
+    let gateway = TestGateway::start_with_fd_limit(&config(), 64);
     let addr = gateway.http();
     // Far more connections than the gateway can hold descriptors for: the
     // surplus waits in the backlog while accept fails with EMFILE.

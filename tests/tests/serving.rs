@@ -13,26 +13,7 @@ use wasmgate_tests::client::{self, Client};
 const HELLO_BODY: &str = "Hello from wasmgate!\n";
 
 fn gateway(extra: &str) -> TestGateway {
-    TestGateway::start(&format!(
-        r#"
-[gateway]
-handlers_dir = "{{handlers}}"
-
-[[listener]]
-addr = "127.0.0.1:0"
-
-[handler.hello]
-[handler.echo]
-
-[[route]]
-path = "/hello"
-handler = "hello"
-
-[[route]]
-path = "/echo/*"
-handler = "echo"
-{extra}"#
-    ))
+    TestGateway::start(&wasmgate_tests::hello_and_echo(extra))
 }
 
 #[tokio::test]

@@ -183,3 +183,17 @@ fn hosts_are_bare_names() {
     assert!(check_host("https://example.com").is_err());
     assert!(check_host("").is_err());
 }
+
+#[test]
+fn prewarmed_instances_must_fit_the_instance_limit() {
+    let found = problems(
+        "[gateway]\nmax_instances = 10\n[[listener]]\naddr = \"127.0.0.1:0\"\n\
+         [handler.a]\npool = { prewarm = 8 }\n[handler.b]\npool = { prewarm = 8 }\n",
+    );
+    assert_eq!(
+        found,
+        [
+            "/etc/wasmgate/gw.toml: gateway.max_instances: 10 is less than the 16 instances the handlers' pool.prewarm settings keep ready"
+        ]
+    );
+}
