@@ -172,7 +172,7 @@ impl GuestRun {
 /// executed`), without the multi-line wasm backtrace, which goes to the debug log.
 fn trap_summary(error: &wasmtime::Error) -> String {
     match error.downcast_ref::<wasmtime::Trap>() {
-        Some(trap) => format!("wasm trap: {trap}"),
+        Some(trap) => trap.to_string(),
         None => error.root_cause().to_string(),
     }
 }
