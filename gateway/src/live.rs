@@ -82,7 +82,10 @@ pub async fn build(
     for (name, handler, loaded) in loads {
         match loaded {
             Ok(loaded) => {
-                handlers.insert(name.clone(), Arc::new(Handler::new(name, &handler, loaded)));
+                handlers.insert(
+                    name.clone(),
+                    Arc::new(Handler::new(&name, &handler, loaded)),
+                );
             }
             Err(error) => problems.push(
                 format!("handler.{name}.path"),

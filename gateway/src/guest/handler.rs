@@ -25,7 +25,6 @@ use crate::error::GatewayError;
 
 /// One handler of one generation.
 pub struct Handler {
-    name: HandlerName,
     label: Arc<str>,
     config: HandlerConfig,
     pool: Pool,
@@ -41,7 +40,7 @@ impl Handler {
     /// Wraps a loaded component and starts prewarming its pool. Reads the
     /// granted environment variables now, so a request never touches the
     /// process environment.
-    pub fn new(name: HandlerName, config: &HandlerConfig, loaded: Loaded) -> Self {
+    pub fn new(name: &HandlerName, config: &HandlerConfig, loaded: Loaded) -> Self {
         let label: Arc<str> = Arc::from(name.as_str());
         let env = config
             .env
@@ -56,25 +55,14 @@ impl Handler {
         };
         Self {
             pool: Pool::new(blueprint, config.prewarm),
-            name,
             label,
             config: config.clone(),
         }
     }
 
-    /// The handler's name.
-    pub fn name(&self) -> &HandlerName {
-        &self.name
-    }
-
     /// The configuration this handler was built from.
     pub fn config(&self) -> &HandlerConfig {
         &self.config
-    }
-
-    /// Instances instantiated and waiting.
-    pub fn ready_instances(&self) -> usize {
-        self.pool.ready_count()
     }
 
     /// Serves `request` on a fresh instance. `route` names the route in logs.

@@ -73,11 +73,6 @@ impl Pool {
             None => self.shared.blueprint.instantiate().await,
         }
     }
-
-    /// How many instances are waiting.
-    pub(super) fn ready_count(&self) -> usize {
-        self.shared.lock().len()
-    }
 }
 
 impl Shared {
