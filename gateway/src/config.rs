@@ -172,6 +172,17 @@ impl fmt::Display for Problems {
 
 impl std::error::Error for Problems {}
 
+/// A configuration that failed validation.
+#[derive(Debug)]
+pub struct Invalid {
+    /// Everything wrong with it.
+    pub problems: Problems,
+    /// The parts that were valid (without the invalid listeners, handlers and
+    /// routes), when the file parsed at all: the files they name can still be
+    /// checked, so that every problem is reported in one go.
+    pub partial: Option<Box<Config>>,
+}
+
 /// Collects problems for one file.
 pub(crate) struct ProblemList {
     file: PathBuf,
@@ -194,6 +205,17 @@ impl ProblemList {
         });
     }
 
+    pub(crate) fn is_empty(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    fn invalid(self, partial: Option<Box<Config>>) -> Invalid {
+        Invalid {
+            problems: Problems(self.problems),
+            partial,
+        }
+    }
+
     /// `Ok(value)` when nothing was reported.
     pub(crate) fn finish<T>(self, value: T) -> Result<T, Problems> {
         if self.problems.is_empty() {
@@ -214,23 +236,25 @@ const DEFAULT_MEMORY: u64 = 128 * 1024 * 1024;
 
 impl Config {
     /// Reads and validates the file at `path`.
-    pub fn load(path: &Path) -> Result<Self, Problems> {
-        let text = std::fs::read_to_string(path).map_err(|error| {
-            let mut problems = ProblemList::new(path);
-            problems.push("(file)", format!("cannot read the config file: {error}"));
-            problems.finish(()).unwrap_err()
-        })?;
-        Self::parse(path, &text)
+    pub fn load(path: &Path) -> Result<Self, Invalid> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(path, &text),
+            Err(error) => {
+                let mut problems = ProblemList::new(path);
+                problems.push("(file)", format!("cannot read the config file: {error}"));
+                Err(problems.invalid(None))
+            }
+        }
     }
 
     /// Validates `text` as if read from `path`.
-    pub fn parse(path: &Path, text: &str) -> Result<Self, Problems> {
+    pub fn parse(path: &Path, text: &str) -> Result<Self, Invalid> {
         let mut problems = ProblemList::new(path);
         let (raw, unknown_keys) = match raw::parse(text) {
             Ok(parsed) => parsed,
             Err(error) => {
                 problems.push(error.key, error.reason);
-                return problems.finish(Self::empty(path));
+                return Err(problems.invalid(None));
             }
         };
         for key in unknown_keys {
@@ -242,21 +266,10 @@ impl Config {
             problems: &mut problems,
         }
         .check(path, raw);
-        problems.finish(config)
-    }
-
-    fn empty(path: &Path) -> Self {
-        Self {
-            source: path.to_path_buf(),
-            gateway: GatewaySettings {
-                handlers_dir: PathBuf::new(),
-                grace_period: DEFAULT_GRACE_PERIOD,
-                tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
-                max_instances: DEFAULT_MAX_INSTANCES,
-            },
-            listeners: Vec::new(),
-            handlers: BTreeMap::new(),
-            routes: Vec::new(),
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems.invalid(Some(Box::new(config))))
         }
     }
 }

@@ -38,7 +38,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::app::App;
-use crate::config::{Config, Problems};
+use crate::config::{Config, Problem, Problems};
 use crate::guest::GuestEngine;
 use crate::listener::Bound;
 
@@ -51,6 +51,19 @@ pub enum StartError {
     /// Something outside the configuration failed (engine, ports).
     #[error("{0:#}")]
     Runtime(anyhow::Error),
+}
+
+/// The problems with the files `config` names (components, certificates),
+/// so that a configuration that is already known to be invalid can still be
+/// reported on in full, in one go.
+pub async fn file_problems(config: &Config) -> Vec<Problem> {
+    let Ok(engine) = GuestEngine::new(config.gateway.max_instances.max(1)) else {
+        return Vec::new();
+    };
+    match live::build(&Arc::new(engine), config, 0).await {
+        Ok(_) => Vec::new(),
+        Err(problems) => problems.0,
+    }
 }
 
 /// A gateway whose components are loaded and whose ports are bound, ready to serve.

@@ -73,7 +73,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve { config } => serve(&config).await,
             Command::Check { config } => check(&config).await,
-            Command::Build(args) => build(&args).map_or_else(|code| code, |_| ExitCode::SUCCESS),
+            Command::Build(args) => build(&args)
+                .await
+                .map_or_else(|code| code, |_| ExitCode::SUCCESS),
             Command::Up(args) => up(&args).await,
         }
     })
@@ -92,8 +94,19 @@ fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
     guard
 }
 
-fn load_config(path: &Path) -> Result<Config, ExitCode> {
-    Config::load(path).map_err(|problems| report_config(&problems.to_string()))
+/// Loads the config; when it is invalid, also checks the files its valid
+/// parts name, and reports every problem.
+async fn load_config(path: &Path) -> Result<Config, ExitCode> {
+    match Config::load(path) {
+        Ok(config) => Ok(config),
+        Err(invalid) => {
+            let mut problems = invalid.problems;
+            if let Some(partial) = invalid.partial {
+                problems.0.extend(wasmgate::file_problems(&partial).await);
+            }
+            Err(report_config(&problems.to_string()))
+        }
+    }
 }
 
 fn report_config(problems: &str) -> ExitCode {
@@ -115,7 +128,7 @@ fn report_start(error: StartError) -> ExitCode {
 }
 
 async fn serve(path: &Path) -> ExitCode {
-    let config = match load_config(path) {
+    let config = match load_config(path).await {
         Ok(config) => config,
         Err(code) => return code,
     };
@@ -156,7 +169,7 @@ async fn run(config: &Config) -> ExitCode {
 }
 
 async fn check(path: &Path) -> ExitCode {
-    let config = match load_config(path) {
+    let config = match load_config(path).await {
         Ok(config) => config,
         Err(code) => return code,
     };
@@ -179,8 +192,8 @@ async fn check(path: &Path) -> ExitCode {
     }
 }
 
-fn build(args: &BuildArgs) -> Result<Config, ExitCode> {
-    let config = load_config(&args.config)?;
+async fn build(args: &BuildArgs) -> Result<Config, ExitCode> {
+    let config = load_config(&args.config).await?;
     let fail = |message: String| {
         eprintln!("error: {message}");
         ExitCode::from(EXIT_RUNTIME)
@@ -196,7 +209,7 @@ fn build(args: &BuildArgs) -> Result<Config, ExitCode> {
 }
 
 async fn up(args: &BuildArgs) -> ExitCode {
-    let config = match build(args) {
+    let config = match build(args).await {
         Ok(config) => config,
         Err(code) => return code,
     };

@@ -98,6 +98,7 @@ fn bad_addresses_durations_and_sizes_are_explained() {
             "error: {dir}/gw.toml: gateway.grace_period: `a while` is not a duration",
             "error: {dir}/gw.toml: handler.hello.limits.memory: `huge` is not a size",
             "error: {dir}/gw.toml: handler.hello.limits.timeout: must be longer than zero",
+            "error: {dir}/gw.toml: handler.hello.path: {dir}/handlers/hello.wasm: cannot read the file",
         ],
     );
 }
@@ -166,5 +167,20 @@ fn serve_with_a_missing_component_exits_2_and_binds_nothing() {
     assert!(
         TcpStream::connect(addr).is_err(),
         "nothing may listen on {addr}"
+    );
+}
+
+#[test]
+fn config_problems_and_file_problems_are_reported_together() {
+    assert_invalid(
+        &format!(
+            "{LISTENER}\n[gateway]\nhandlers_dir = \"{{dir}}\"\ncolour = \"blue\"\n\
+             [handler.missing]\n[[route]]\npath = \"/\"\nhandler = \"nobody\"\n"
+        ),
+        &[
+            "error: {dir}/gw.toml: gateway.colour: unknown key",
+            "error: {dir}/gw.toml: route[0].handler: no [handler.nobody] is configured",
+            "error: {dir}/gw.toml: handler.missing.path: {dir}/missing.wasm: cannot read the file",
+        ],
     );
 }

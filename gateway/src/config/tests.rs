@@ -2,14 +2,14 @@ use std::path::Path;
 
 use super::*;
 
-fn parse(text: &str) -> Result<Config, Problems> {
+fn parse(text: &str) -> Result<Config, Invalid> {
     Config::parse(Path::new("/etc/wasmgate/gw.toml"), text)
 }
 
 fn problems(text: &str) -> Vec<String> {
     match parse(text) {
         Ok(_) => panic!("expected problems in:\n{text}"),
-        Err(problems) => problems.0.iter().map(ToString::to_string).collect(),
+        Err(invalid) => invalid.problems.0.iter().map(ToString::to_string).collect(),
     }
 }
 
