@@ -41,6 +41,7 @@ use crate::app::App;
 use crate::config::{Config, Problem, Problems};
 use crate::guest::GuestEngine;
 use crate::listener::Bound;
+use crate::live::Snapshot;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -53,16 +54,50 @@ pub enum StartError {
     Runtime(anyhow::Error),
 }
 
+/// Everything a configuration names (certificates, compiled and type-checked
+/// components, warming pools), loaded with no port bound yet.
+pub struct Prepared {
+    engine: Arc<GuestEngine>,
+    snapshot: Snapshot,
+}
+
+impl Prepared {
+    /// Loads what `config` names; every problem is reported at once.
+    pub async fn load(config: &Config) -> Result<Self, StartError> {
+        let engine =
+            GuestEngine::new(config.gateway.max_instances.max(1)).map_err(StartError::Runtime)?;
+        let engine = Arc::new(engine);
+        let snapshot = live::build(&engine, config, 1)
+            .await
+            .map_err(StartError::Config)?;
+        Ok(Self { engine, snapshot })
+    }
+
+    /// How many handlers were loaded.
+    pub fn handler_count(&self) -> usize {
+        self.snapshot.handlers.len()
+    }
+
+    /// Binds `config`'s listeners.
+    pub async fn bind(self, config: &Config) -> Result<Gateway, StartError> {
+        let listeners = listener::bind(&config.listeners)
+            .await
+            .map_err(StartError::Runtime)?;
+        let app = App::new(self.engine, config.gateway.clone(), self.snapshot);
+        Ok(Gateway {
+            app: Arc::new(app),
+            listeners,
+        })
+    }
+}
+
 /// The problems with the files `config` names (components, certificates),
 /// so that a configuration that is already known to be invalid can still be
 /// reported on in full, in one go.
 pub async fn file_problems(config: &Config) -> Vec<Problem> {
-    let Ok(engine) = GuestEngine::new(config.gateway.max_instances.max(1)) else {
-        return Vec::new();
-    };
-    match live::build(&Arc::new(engine), config, 0).await {
-        Ok(_) => Vec::new(),
-        Err(problems) => problems.0,
+    match Prepared::load(config).await {
+        Err(StartError::Config(problems)) => problems.0,
+        Ok(_) | Err(StartError::Runtime(_)) => Vec::new(),
     }
 }
 
@@ -76,16 +111,7 @@ impl Gateway {
     /// Loads everything `config` names and binds its listeners, in that order,
     /// so a bad component or certificate fails before any port is taken.
     pub async fn bind(config: &Config) -> Result<Self, StartError> {
-        let engine = GuestEngine::new(config.gateway.max_instances).map_err(StartError::Runtime)?;
-        let engine = Arc::new(engine);
-        let snapshot = live::build(&engine, config, 1)
-            .await
-            .map_err(StartError::Config)?;
-        let listeners = listener::bind(&config.listeners)
-            .await
-            .map_err(StartError::Runtime)?;
-        let app = Arc::new(App::new(engine, config.gateway.clone(), snapshot));
-        Ok(Self { app, listeners })
+        Prepared::load(config).await?.bind(config).await
     }
 
     /// Bound listeners as (scheme, address), in config order.

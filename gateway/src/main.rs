@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use wasmgate::config::Config;
-use wasmgate::{Gateway, StartError, devcert, handler_build};
+use wasmgate::{Gateway, Prepared, StartError, devcert, handler_build};
 
 #[derive(Parser)]
 #[command(
@@ -179,22 +179,18 @@ async fn check(path: &Path) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    let engine = match wasmgate::guest::GuestEngine::new(config.gateway.max_instances) {
-        Ok(engine) => std::sync::Arc::new(engine),
-        Err(error) => return report_start(StartError::Runtime(error)),
-    };
-    match wasmgate::live::build(&engine, &config, 1).await {
-        Ok(snapshot) => {
+    match Prepared::load(&config).await {
+        Ok(prepared) => {
             println!(
                 "{}: ok ({} listeners, {} handlers, {} routes)",
                 path.display(),
                 config.listeners.len(),
-                snapshot.handlers.len(),
+                prepared.handler_count(),
                 config.routes.len()
             );
             ExitCode::SUCCESS
         }
-        Err(problems) => report_start(StartError::Config(problems)),
+        Err(error) => report_start(error),
     }
 }
 
