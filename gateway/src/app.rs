@@ -10,7 +10,7 @@ use hyper_util::server::conn::auto;
 
 use crate::config::GatewaySettings;
 use crate::drain::Drain;
-use crate::guest::GuestEngine;
+use crate::guest::{CompileCache, GuestEngine};
 use crate::live::{Live, Snapshot};
 
 /// How long a client may take to send a request's headers (HTTP/1).
@@ -22,6 +22,8 @@ pub struct App {
     pub live: Live,
     /// The process-wide wasmtime engine.
     pub engine: Arc<GuestEngine>,
+    /// Compiled components on disk, if enabled.
+    pub cache: Option<Arc<CompileCache>>,
     /// Gateway-wide settings.
     pub settings: GatewaySettings,
     /// Graceful shutdown.
@@ -32,7 +34,12 @@ pub struct App {
 
 impl App {
     /// Assembles the state around a first snapshot.
-    pub fn new(engine: Arc<GuestEngine>, settings: GatewaySettings, snapshot: Snapshot) -> Self {
+    pub fn new(
+        engine: Arc<GuestEngine>,
+        cache: Option<Arc<CompileCache>>,
+        settings: GatewaySettings,
+        snapshot: Snapshot,
+    ) -> Self {
         let mut http = auto::Builder::new(TokioExecutor::new());
         http.http1()
             .timer(TokioTimer::new())
@@ -42,6 +49,7 @@ impl App {
         Self {
             live: Live::from_pointee(snapshot),
             engine,
+            cache,
             settings,
             drain: Drain::new(),
             http,

@@ -45,6 +45,12 @@ pub struct GatewaySettings {
     /// How many guest instances may exist at once, across all handlers; sizes
     /// the pooling allocator.
     pub max_instances: u32,
+    /// Serve every `<name>.wasm` without a `[handler.NAME]` at `/<name>` and below.
+    pub auto_routes: bool,
+    /// Reload when the handlers directory or the config file changes.
+    pub watch: bool,
+    /// Where compiled components are cached; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// One `[[listener]]`.
@@ -103,6 +109,20 @@ pub struct HandlerConfig {
     pub timeout: Duration,
     /// Cap on the guest's linear memory.
     pub memory: u64,
+}
+
+impl HandlerConfig {
+    /// The configuration of a component that has no `[handler.NAME]`
+    /// (served through automatic routes): every setting at its default.
+    pub fn defaults(path: PathBuf) -> Self {
+        Self {
+            path,
+            prewarm: DEFAULT_PREWARM,
+            env: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+            memory: DEFAULT_MEMORY,
+        }
+    }
 }
 
 /// One `[[route]]`.
@@ -214,6 +234,11 @@ impl ProblemList {
             problems: Problems(self.problems),
             partial,
         }
+    }
+
+    /// Everything reported.
+    pub(crate) fn into_problems(self) -> Vec<Problem> {
+        self.problems
     }
 
     /// `Ok(value)` when nothing was reported.
@@ -352,11 +377,19 @@ impl Checker<'_> {
             self.problems
                 .push("gateway.max_instances", "must be at least 1");
         }
+        let cache_dir = match raw.cache_dir {
+            Some(dir) if dir.as_os_str().is_empty() => None,
+            Some(dir) => Some(self.resolve(dir)),
+            None => default_cache_dir(),
+        };
         GatewaySettings {
             handlers_dir,
             grace_period,
             tls_handshake_timeout,
             max_instances,
+            auto_routes: raw.auto_routes.unwrap_or(false),
+            watch: raw.watch.unwrap_or(true),
+            cache_dir,
         }
     }
 
@@ -511,6 +544,18 @@ impl Checker<'_> {
         }
         routes
     }
+}
+
+/// systemd's `CacheDirectory=`, else the XDG cache, else none.
+fn default_cache_dir() -> Option<PathBuf> {
+    let var = |name| {
+        std::env::var_os(name)
+            .filter(|value| !value.is_empty())
+            .map(PathBuf::from)
+    };
+    var("CACHE_DIRECTORY")
+        .or_else(|| var("XDG_CACHE_HOME").map(|dir| dir.join("wasmgate")))
+        .or_else(|| var("HOME").map(|home| home.join(".cache").join("wasmgate")))
 }
 
 fn check_host(host: &str) -> Result<String, String> {

@@ -42,6 +42,9 @@ pub enum GatewayError {
     /// The guest answered with an error code instead of a response.
     #[error("guest answered with an error: {0}")]
     GuestErrorCode(String),
+    /// The route's handler has no loaded component.
+    #[error("handler {0} has no loaded component")]
+    HandlerUnavailable(String),
     /// The gateway failed to set up the guest (instantiation, resources).
     #[error("gateway failure: {0}")]
     Internal(String),
@@ -56,7 +59,7 @@ impl GatewayError {
             | Self::GuestTimeout(_)
             | Self::GuestNoResponse
             | Self::GuestErrorCode(_) => Blame::Guest,
-            Self::Internal(_) => Blame::Internal,
+            Self::HandlerUnavailable(_) | Self::Internal(_) => Blame::Internal,
         }
     }
 
@@ -66,6 +69,7 @@ impl GatewayError {
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::GuestTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::HandlerUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::GuestTrap(_)
             | Self::GuestNoResponse
             | Self::GuestErrorCode(_)

@@ -29,6 +29,7 @@ pub mod guest;
 pub mod handler_build;
 pub mod listener;
 pub mod live;
+pub mod reload;
 pub mod router;
 pub mod service;
 pub mod tls;
@@ -39,9 +40,10 @@ use std::sync::Arc;
 
 use crate::app::App;
 use crate::config::{Config, Problem, Problems};
-use crate::guest::GuestEngine;
+use crate::guest::{CompileCache, GuestEngine};
 use crate::listener::Bound;
 use crate::live::Snapshot;
+use crate::reload::Reloader;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +60,7 @@ pub enum StartError {
 /// components, warming pools), loaded with no port bound yet.
 pub struct Prepared {
     engine: Arc<GuestEngine>,
+    cache: Option<Arc<CompileCache>>,
     snapshot: Snapshot,
 }
 
@@ -67,10 +70,26 @@ impl Prepared {
         let engine =
             GuestEngine::new(config.gateway.max_instances.max(1)).map_err(StartError::Runtime)?;
         let engine = Arc::new(engine);
-        let snapshot = live::build(&engine, config, 1)
+        let cache = config.gateway.cache_dir.as_deref().and_then(|dir| {
+            CompileCache::open(dir, engine.engine())
+                .map(Arc::new)
+                .inspect_err(|error| {
+                    tracing::warn!(dir = %dir.display(), "compile cache disabled: {error}");
+                })
+                .ok()
+        });
+        let loader = live::Loader {
+            engine: &engine,
+            cache: cache.as_ref(),
+        };
+        let snapshot = live::build(&loader, config.clone())
             .await
             .map_err(StartError::Config)?;
-        Ok(Self { engine, snapshot })
+        Ok(Self {
+            engine,
+            cache,
+            snapshot,
+        })
     }
 
     /// How many handlers were loaded.
@@ -83,10 +102,17 @@ impl Prepared {
         let listeners = listener::bind(&config.listeners)
             .await
             .map_err(StartError::Runtime)?;
-        let app = App::new(self.engine, config.gateway.clone(), self.snapshot);
+        let app = Arc::new(App::new(
+            self.engine,
+            self.cache,
+            config.gateway.clone(),
+            self.snapshot,
+        ));
+        let reloader = Arc::new(Reloader::new(Arc::clone(&app), config.source.clone()));
         Ok(Gateway {
-            app: Arc::new(app),
+            app,
             listeners,
+            reloader,
         })
     }
 }
@@ -105,6 +131,7 @@ pub async fn file_problems(config: &Config) -> Vec<Problem> {
 pub struct Gateway {
     app: Arc<App>,
     listeners: Vec<Bound>,
+    reloader: Arc<Reloader>,
 }
 
 impl Gateway {
@@ -122,13 +149,32 @@ impl Gateway {
             .collect()
     }
 
-    /// Serves until `shutdown` resolves, then drains within the grace period.
-    /// Returns how many connections were still open when the grace period
-    /// ran out (0 after a clean drain).
+    /// What reloads this gateway (for SIGHUP and the like).
+    pub fn reloader(&self) -> Arc<Reloader> {
+        Arc::clone(&self.reloader)
+    }
+
+    /// Serves until `shutdown` resolves, then drains within the grace period;
+    /// reloads on file changes when the config says `watch`. Returns how many
+    /// connections were still open when the grace period ran out (0 after a
+    /// clean drain).
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> usize {
         for bound in self.listeners {
             tokio::spawn(listener::accept_loop(Arc::clone(&self.app), bound));
         }
+        let settings = &self.app.settings;
+        let _watcher = if settings.watch {
+            reload::watch(Arc::clone(&self.reloader), &settings.handlers_dir)
+                .inspect_err(|error| {
+                    tracing::warn!(
+                        dir = %settings.handlers_dir.display(),
+                        "not watching for changes (SIGHUP still reloads): {error}"
+                    );
+                })
+                .ok()
+        } else {
+            None
+        };
         shutdown.await;
         let grace = self.app.settings.grace_period;
         tracing::info!(

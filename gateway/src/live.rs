@@ -1,17 +1,22 @@
 //! The live state a request is served from, built and published as one value.
 //!
 //! Invariant: a [`Snapshot`] is complete before anyone sees it (every
-//! component compiled and type-checked, every certificate loaded), and a
-//! request loads it once and is served entirely by that generation.
+//! component compiled, type-checked and its pool warmed, every certificate
+//! loaded), and a request loads it once and is served entirely by that
+//! generation. A rebuild never recompiles a handler whose file and settings
+//! are unchanged: it carries the running one over.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 
-use crate::config::{Config, HandlerConfig, HandlerName, ProblemList, Problems};
-use crate::guest::{self, GuestEngine, Handler};
+use crate::config::{Config, HandlerConfig, HandlerName, Problem, ProblemList, Problems};
+use crate::guest::{
+    self, CompileCache, ComponentFile, GuestEngine, Handler, LoadError, Loaded, Origin,
+};
 use crate::router::Router;
 use crate::tls::{self, TlsFile};
 
@@ -19,6 +24,8 @@ use crate::tls::{self, TlsFile};
 pub struct Snapshot {
     /// Increases by one with every published snapshot.
     pub generation: u64,
+    /// The configuration this generation was built from.
+    pub config: Arc<Config>,
     /// Host and path → route.
     pub router: Router,
     /// Loaded handlers by name.
@@ -37,20 +44,244 @@ impl Snapshot {
     }
 }
 
-/// Builds generation `generation` of the snapshot for `config`: loads every
-/// certificate and compiles every component (off the async workers), and
-/// reports every problem at once. Needs a tokio runtime (pools prewarm on it).
-pub async fn build(
-    engine: &Arc<GuestEngine>,
-    config: &Config,
-    generation: u64,
-) -> Result<Snapshot, Problems> {
-    let mut problems = ProblemList::new(&config.source);
-    let router = Router::build(&config.routes).map_err(|conflict| conflict.to_string());
-    if let Err(reason) = &router {
-        problems.push("route", reason.clone());
+/// What the builder needs besides the configuration.
+pub struct Loader<'a> {
+    /// The engine components are compiled for.
+    pub engine: &'a Arc<GuestEngine>,
+    /// Where compiled components are cached, if anywhere.
+    pub cache: Option<&'a Arc<CompileCache>>,
+}
+
+/// A rebuilt snapshot and what went wrong on the way (each problem left the
+/// previous version of what it concerns in place).
+pub struct Rebuilt {
+    /// The next generation.
+    pub snapshot: Snapshot,
+    /// Handlers or certificates that could not be (re)loaded.
+    pub problems: Vec<Problem>,
+    /// How the handlers were obtained.
+    pub counts: Counts,
+}
+
+/// How a build obtained its handlers.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Compiled now.
+    pub compiled: usize,
+    /// Mapped from the compile cache.
+    pub cached: usize,
+    /// Unchanged, carried over from the previous generation.
+    pub carried: usize,
+    /// Kept at their previous version because the new file failed.
+    pub kept: usize,
+}
+
+/// Builds the first generation: every problem is fatal (and all are reported).
+pub async fn build(loader: &Loader<'_>, config: Config) -> Result<Snapshot, Problems> {
+    let source = config.source.clone();
+    let built = assemble(loader, config, None).await;
+    let mut problems = ProblemList::new(&source);
+    for problem in built.problems {
+        problems.push(problem.key, problem.reason);
     }
-    let tls = config
+    problems.finish(built.snapshot)
+}
+
+/// Builds the generation after `previous`: a handler or certificate that
+/// fails to load keeps its previous version.
+pub async fn rebuild(loader: &Loader<'_>, config: Config, previous: &Snapshot) -> Rebuilt {
+    assemble(loader, config, Some(previous)).await
+}
+
+/// What to do with one handler.
+enum Plan {
+    /// Same file, same settings: reuse the running handler.
+    Carry,
+    /// A new or changed component, ready to start.
+    Start(Loaded),
+    /// The file failed; keep the previous version (if any) and report.
+    Failed(LoadError),
+}
+
+async fn assemble(loader: &Loader<'_>, config: Config, previous: Option<&Snapshot>) -> Rebuilt {
+    let mut problems = ProblemList::new(&config.source);
+    let mut counts = Counts::default();
+    let automatic = if config.gateway.auto_routes {
+        discover(&config.gateway.handlers_dir, &config.handlers)
+    } else {
+        Vec::new()
+    };
+    let wanted: Vec<(HandlerName, HandlerConfig)> = config
+        .handlers
+        .iter()
+        .map(|(name, handler)| (name.clone(), handler.clone()))
+        .chain(automatic.iter().cloned())
+        .collect();
+    let unconfigured: HashSet<HandlerName> =
+        automatic.iter().map(|(name, _)| name.clone()).collect();
+    let running: HashMap<HandlerName, Arc<Handler>> = previous
+        .map(|snapshot| snapshot.handlers.clone())
+        .unwrap_or_default();
+    let plans = plan(loader, wanted, &running).await;
+
+    let mut handlers = HashMap::new();
+    for (name, handler_config, plan) in plans {
+        let old = running.get(&name);
+        match plan {
+            Plan::Carry => {
+                counts.carried += 1;
+                if let Some(old) = old {
+                    handlers.insert(name, Arc::clone(old));
+                }
+            }
+            Plan::Start(loaded) => {
+                match loaded.origin {
+                    Origin::Compiled => counts.compiled += 1,
+                    Origin::Cache => counts.cached += 1,
+                }
+                tracing::info!(
+                    handler = name.as_str(),
+                    path = %handler_config.path.display(),
+                    hash = %loaded.hash,
+                    origin = ?loaded.origin,
+                    load_ms = loaded.load_time.as_millis() as u64,
+                    "component loaded"
+                );
+                let handler = Handler::start(&name, &handler_config, loaded).await;
+                handlers.insert(name, Arc::new(handler));
+            }
+            Plan::Failed(error) => {
+                let missing = matches!(&error, LoadError::Read(io) if io.kind() == std::io::ErrorKind::NotFound);
+                let path = handler_config.path.display();
+                match old {
+                    Some(old) if missing => {
+                        counts.kept += 1;
+                        tracing::warn!(handler = name.as_str(), %path, "component file deleted; the last good version keeps serving");
+                        handlers.insert(name, Arc::clone(old));
+                    }
+                    Some(old) => {
+                        counts.kept += 1;
+                        problems.push(
+                            format!("handler.{name}.path"),
+                            format!("{path}: {error} (the previous version keeps serving)"),
+                        );
+                        handlers.insert(name, Arc::clone(old));
+                    }
+                    // A file nobody configured must not stop the gateway.
+                    None if unconfigured.contains(&name) => {
+                        tracing::error!(handler = name.as_str(), %path, "not served: {error}");
+                    }
+                    None => {
+                        problems.push(format!("handler.{name}.path"), format!("{path}: {error}"))
+                    }
+                }
+            }
+        }
+    }
+
+    let tls = load_tls(&config, previous, &mut problems);
+    let served_automatically: Vec<HandlerName> = automatic
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| handlers.contains_key(name))
+        .collect();
+    let router = match Router::build(&config.routes, &served_automatically) {
+        Ok(router) => router,
+        Err(conflict) => {
+            problems.push("route", conflict.to_string());
+            Router::default()
+        }
+    };
+    if let Some(cache) = loader.cache {
+        let in_use: HashSet<_> = handlers
+            .values()
+            .map(|handler| handler.hash().clone())
+            .collect();
+        cache.prune(&in_use);
+    }
+    let generation = previous.map_or(1, |snapshot| snapshot.generation + 1);
+    Rebuilt {
+        snapshot: Snapshot {
+            generation,
+            config: Arc::new(config),
+            router,
+            handlers,
+            tls,
+        },
+        problems: problems.into_problems(),
+        counts,
+    }
+}
+
+/// Reads every wanted file and compiles the changed ones, on a blocking
+/// thread (compilation is CPU-bound and would stall an async worker).
+async fn plan(
+    loader: &Loader<'_>,
+    wanted: Vec<(HandlerName, HandlerConfig)>,
+    running: &HashMap<HandlerName, Arc<Handler>>,
+) -> Vec<(HandlerName, HandlerConfig, Plan)> {
+    let engine = Arc::clone(loader.engine);
+    let cache = loader.cache.cloned();
+    let running = running.clone();
+    let planned = tokio::task::spawn_blocking(move || {
+        wanted
+            .into_iter()
+            .map(|(name, handler_config)| {
+                let plan = match ComponentFile::read(&handler_config.path) {
+                    Err(error) => Plan::Failed(error),
+                    Ok(file)
+                        if running
+                            .get(&name)
+                            .is_some_and(|old| old.is_same(&handler_config, &file.hash)) =>
+                    {
+                        Plan::Carry
+                    }
+                    Ok(file) => match guest::component::load(&engine, cache.as_deref(), &file) {
+                        Ok(loaded) => Plan::Start(loaded),
+                        Err(error) => Plan::Failed(error),
+                    },
+                };
+                (name, handler_config, plan)
+            })
+            .collect()
+    })
+    .await;
+    // A panic while compiling is a bug in wasmtime or here; surface it.
+    planned.unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
+}
+
+/// Unconfigured `<name>.wasm` files in `dir`, with default settings.
+fn discover(
+    dir: &Path,
+    configured: &std::collections::BTreeMap<HandlerName, HandlerConfig>,
+) -> Vec<(HandlerName, HandlerConfig)> {
+    let Ok(listing) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(HandlerName, HandlerConfig)> = listing
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|extension| extension == "wasm")
+        })
+        .filter_map(|path: PathBuf| {
+            let name = HandlerName::parse(path.file_stem()?.to_str()?)?;
+            (!configured.contains_key(&name)).then(|| (name, HandlerConfig::defaults(path)))
+        })
+        .collect();
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found
+}
+
+/// TLS configurations by listener; a pair that fails keeps the previous
+/// generation's configuration for that listener, if there was one.
+fn load_tls(
+    config: &Config,
+    previous: Option<&Snapshot>,
+    problems: &mut ProblemList,
+) -> Vec<Option<Arc<ServerConfig>>> {
+    config
         .listeners
         .iter()
         .enumerate()
@@ -59,83 +290,26 @@ pub async fn build(
             match tls::server_config(files) {
                 Ok(server) => Some(server),
                 Err(found) => {
+                    let kept =
+                        previous.and_then(|snapshot| snapshot.tls.get(index).cloned().flatten());
+                    let suffix = if kept.is_some() {
+                        " (the previous certificate stays in use)"
+                    } else {
+                        ""
+                    };
                     for problem in found {
                         let file = match problem.file {
                             TlsFile::Cert => "cert",
                             TlsFile::Key => "key",
                         };
-                        problems.push(format!("listener[{index}].tls.{file}"), problem.reason);
+                        problems.push(
+                            format!("listener[{index}].tls.{file}"),
+                            format!("{}{suffix}", problem.reason),
+                        );
                     }
-                    None
+                    kept
                 }
             }
         })
-        .collect();
-    let loads = match load_components(engine, config).await {
-        Ok(loads) => loads,
-        Err(join) => {
-            problems.push("handler", format!("loading the components failed: {join}"));
-            Vec::new()
-        }
-    };
-    let mut handlers = HashMap::new();
-    for (name, handler, loaded) in loads {
-        match loaded {
-            Ok(loaded) => {
-                handlers.insert(
-                    name.clone(),
-                    Arc::new(Handler::new(&name, &handler, loaded)),
-                );
-            }
-            Err(error) => problems.push(
-                format!("handler.{name}.path"),
-                format!("{}: {error}", handler.path.display()),
-            ),
-        }
-    }
-    let router = router.unwrap_or_default();
-    problems.finish(Snapshot {
-        generation,
-        router,
-        handlers,
-        tls,
-    })
-}
-
-type LoadResult = (
-    HandlerName,
-    HandlerConfig,
-    Result<guest::Loaded, guest::LoadError>,
-);
-
-/// Compiles every handler's component on a blocking thread (compilation is
-/// CPU-bound and would stall an async worker).
-async fn load_components(
-    engine: &Arc<GuestEngine>,
-    config: &Config,
-) -> Result<Vec<LoadResult>, tokio::task::JoinError> {
-    let engine = Arc::clone(engine);
-    let wanted: Vec<_> = config
-        .handlers
-        .iter()
-        .map(|(name, handler)| (name.clone(), handler.clone()))
-        .collect();
-    tokio::task::spawn_blocking(move || {
-        wanted
-            .into_iter()
-            .map(|(name, handler)| {
-                let loaded = guest::component::load(&engine, &handler.path);
-                if let Ok(loaded) = &loaded {
-                    tracing::info!(
-                        handler = name.as_str(),
-                        path = %handler.path.display(),
-                        compile_ms = loaded.compile_time.as_millis() as u64,
-                        "component loaded"
-                    );
-                }
-                (name, handler, loaded)
-            })
-            .collect()
-    })
-    .await
+        .collect()
 }

@@ -150,6 +150,18 @@ async fn run(config: &Config) -> ExitCode {
         // Scripts and tests read these lines: keep their shape.
         println!("listening on {scheme}://{addr}");
     }
+    let reloader = gateway.reloader();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hangups) => {
+                while hangups.recv().await.is_some() {
+                    reloader.reload("SIGHUP").await;
+                }
+            }
+            Err(error) => tracing::error!("cannot listen for SIGHUP: {error}"),
+        }
+    });
     let shutdown = async {
         if let Err(error) = wasmgate::drain::shutdown_signal().await {
             tracing::error!("cannot listen for signals: {error}");

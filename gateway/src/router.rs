@@ -2,7 +2,8 @@
 //!
 //! Invariant: routing is pure (no IO, no locks) and the most specific route
 //! wins: a route for the request's host beats a host-less one, an exact path
-//! beats a prefix, and a longer prefix beats a shorter one.
+//! beats a prefix, and a longer prefix beats a shorter one. Configured routes
+//! always win over automatic ones (`/<name>/*` for unconfigured components).
 
 use std::collections::HashMap;
 
@@ -22,6 +23,7 @@ pub struct Route {
 pub struct Router {
     by_host: HashMap<String, matchit::Router<usize>>,
     any_host: matchit::Router<usize>,
+    automatic: matchit::Router<usize>,
     routes: Vec<Route>,
 }
 
@@ -36,8 +38,12 @@ pub struct RouteConflict {
 }
 
 impl Router {
-    /// Builds the table from validated routes.
-    pub fn build(configs: &[RouteConfig]) -> Result<Self, RouteConflict> {
+    /// Builds the table from validated routes, plus `/<name>/*` for each
+    /// handler in `automatic`.
+    pub fn build(
+        configs: &[RouteConfig],
+        automatic: &[HandlerName],
+    ) -> Result<Self, RouteConflict> {
         let mut router = Self::default();
         // Exact paths first: a prefix `/a/*` also claims the bare `/a`, and an
         // exact `/a` must keep it.
@@ -61,21 +67,23 @@ impl Router {
             match &config.path {
                 RoutePath::Exact(path) => table.insert(escape(path), slot).map_err(conflict)?,
                 RoutePath::Prefix(prefix) => {
-                    table
-                        .insert(format!("{}/{{*rest}}", escape(prefix)), slot)
-                        .map_err(conflict)?;
-                    // matchit's catch-all needs at least one character, so the
-                    // prefix itself (`/a`, `/a/`) is claimed explicitly, unless an
-                    // exact route already holds it.
-                    let bare = [escape(prefix), format!("{}/", escape(prefix))];
-                    for path in bare.into_iter().filter(|path| !path.is_empty()) {
-                        match table.insert(path, slot) {
-                            Ok(()) | Err(matchit::InsertError::Conflict { .. }) => {}
-                            Err(other) => return Err(conflict(other)),
-                        }
-                    }
+                    insert_prefix(table, &escape(prefix), slot).map_err(conflict)?
                 }
             }
+        }
+        for (index, name) in automatic.iter().enumerate() {
+            let slot = router.routes.len();
+            router.routes.push(Route {
+                id: format!("auto:{name}").into(),
+                handler: name.clone(),
+            });
+            insert_prefix(&mut router.automatic, &format!("/{name}"), slot).map_err(|reason| {
+                RouteConflict {
+                    index,
+                    pattern: format!("/{name}/*"),
+                    reason,
+                }
+            })?;
         }
         Ok(router)
     }
@@ -85,9 +93,32 @@ impl Router {
         let on_host = host
             .and_then(|host| self.by_host.get(host))
             .and_then(|table| table.at(path).ok());
-        let found = on_host.or_else(|| self.any_host.at(path).ok())?;
+        let found = on_host
+            .or_else(|| self.any_host.at(path).ok())
+            .or_else(|| self.automatic.at(path).ok())?;
         self.routes.get(*found.value)
     }
+}
+
+/// Routes `prefix/*`: the catch-all, plus the prefix itself (`/a`, `/a/`),
+/// which matchit's catch-all (at least one character) misses, unless an exact
+/// route already holds it.
+fn insert_prefix(
+    table: &mut matchit::Router<usize>,
+    prefix: &str,
+    slot: usize,
+) -> Result<(), matchit::InsertError> {
+    table.insert(format!("{prefix}/{{*rest}}"), slot)?;
+    for path in [prefix.to_string(), format!("{prefix}/")] {
+        if path.is_empty() {
+            continue;
+        }
+        match table.insert(path, slot) {
+            Ok(()) | Err(matchit::InsertError::Conflict { .. }) => {}
+            Err(other) => return Err(other),
+        }
+    }
+    Ok(())
 }
 
 /// matchit gives `{` and `}` a meaning; config paths are literal.
@@ -122,12 +153,15 @@ mod tests {
 
     #[test]
     fn exact_beats_prefix_and_longer_prefix_beats_shorter() {
-        let router = Router::build(&[
-            route(0, None, prefix(""), "root"),
-            route(1, None, prefix("/api"), "api"),
-            route(2, None, exact("/api"), "api-exact"),
-            route(3, None, prefix("/api/v2"), "v2"),
-        ])
+        let router = Router::build(
+            &[
+                route(0, None, prefix(""), "root"),
+                route(1, None, prefix("/api"), "api"),
+                route(2, None, exact("/api"), "api-exact"),
+                route(3, None, prefix("/api/v2"), "v2"),
+            ],
+            &[],
+        )
         .expect("no conflicts");
         assert_eq!(handler_for(&router, None, "/"), Some("root"));
         assert_eq!(handler_for(&router, None, "/other/x"), Some("root"));
@@ -141,7 +175,7 @@ mod tests {
 
     #[test]
     fn exact_path_matches_only_itself() {
-        let router = Router::build(&[route(0, None, exact("/hello"), "hello")]).expect("ok");
+        let router = Router::build(&[route(0, None, exact("/hello"), "hello")], &[]).expect("ok");
         assert_eq!(handler_for(&router, None, "/hello"), Some("hello"));
         assert_eq!(handler_for(&router, None, "/hello/"), None);
         assert_eq!(handler_for(&router, None, "/hello/x"), None);
@@ -150,10 +184,13 @@ mod tests {
 
     #[test]
     fn host_routes_win_and_fall_back_to_any_host() {
-        let router = Router::build(&[
-            route(0, None, prefix(""), "default"),
-            route(1, Some("example.com"), exact("/"), "site"),
-        ])
+        let router = Router::build(
+            &[
+                route(0, None, prefix(""), "default"),
+                route(1, Some("example.com"), exact("/"), "site"),
+            ],
+            &[],
+        )
         .expect("no conflicts");
         assert_eq!(handler_for(&router, Some("example.com"), "/"), Some("site"));
         assert_eq!(
@@ -168,18 +205,41 @@ mod tests {
     }
 
     #[test]
+    fn automatic_routes_serve_their_prefix_but_configured_routes_win() {
+        let name = |name: &str| HandlerName::parse(name).expect("valid name");
+        let router = Router::build(
+            &[
+                route(0, None, exact("/b"), "configured"),
+                route(1, None, prefix("/c"), "wide"),
+            ],
+            &[name("a"), name("b"), name("c")],
+        )
+        .expect("no conflicts");
+        assert_eq!(handler_for(&router, None, "/a"), Some("a"));
+        assert_eq!(handler_for(&router, None, "/a/x/y"), Some("a"));
+        assert_eq!(router.route(None, "/a/").map(|r| &*r.id), Some("auto:a"));
+        assert_eq!(handler_for(&router, None, "/b"), Some("configured"));
+        assert_eq!(handler_for(&router, None, "/b/x"), Some("b"));
+        assert_eq!(handler_for(&router, None, "/c/x"), Some("wide"));
+        assert_eq!(handler_for(&router, None, "/d"), None);
+    }
+
+    #[test]
     fn braces_in_paths_are_literal() {
-        let router = Router::build(&[route(0, None, exact("/a/{id}"), "lit")]).expect("ok");
+        let router = Router::build(&[route(0, None, exact("/a/{id}"), "lit")], &[]).expect("ok");
         assert_eq!(handler_for(&router, None, "/a/{id}"), Some("lit"));
         assert_eq!(handler_for(&router, None, "/a/7"), None);
     }
 
     #[test]
     fn route_ids_name_the_config_position() {
-        let router = Router::build(&[
-            route(0, None, exact("/a"), "a"),
-            route(5, None, prefix("/b"), "b"),
-        ])
+        let router = Router::build(
+            &[
+                route(0, None, exact("/a"), "a"),
+                route(5, None, prefix("/b"), "b"),
+            ],
+            &[],
+        )
         .expect("ok");
         assert_eq!(router.route(None, "/b/c").map(|r| &*r.id), Some("route[5]"));
     }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use wasmtime::component::Component;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+use super::cache::{CompileCache, ContentHash};
 use super::engine::GuestEngine;
 use super::host::Host;
 
@@ -42,23 +43,72 @@ pub enum LoadError {
 pub struct Loaded {
     /// The type-checked pre-instance.
     pub pre: ProxyPre<Host>,
-    /// How long reading and compiling took.
-    pub compile_time: Duration,
+    /// What the file contained.
+    pub hash: ContentHash,
+    /// Whether it was compiled now or taken from the cache.
+    pub origin: Origin,
+    /// How long loading took.
+    pub load_time: Duration,
 }
 
-/// Reads, compiles and type-checks the component at `path`. CPU-heavy
-/// (hundreds of milliseconds for a small component): call it off the request path.
-pub fn load(engine: &GuestEngine, path: &Path) -> Result<Loaded, LoadError> {
+/// Where a loaded component's machine code came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Compiled by Cranelift just now.
+    Compiled,
+    /// Mapped from the compile cache.
+    Cache,
+}
+
+/// The bytes of a component file and their hash, read once.
+pub struct ComponentFile {
+    bytes: Vec<u8>,
+    /// SHA-256 of the bytes.
+    pub hash: ContentHash,
+}
+
+impl ComponentFile {
+    /// Reads the file at `path`.
+    pub fn read(path: &Path) -> Result<Self, LoadError> {
+        let bytes = std::fs::read(path)?;
+        let hash = ContentHash::of(&bytes);
+        Ok(Self { bytes, hash })
+    }
+}
+
+/// Compiles (or maps from `cache`) and type-checks `file`. Compiling is
+/// CPU-heavy (hundreds of milliseconds for a small component): call it off
+/// the request path.
+pub fn load(
+    engine: &GuestEngine,
+    cache: Option<&CompileCache>,
+    file: &ComponentFile,
+) -> Result<Loaded, LoadError> {
     let started = Instant::now();
-    let bytes = std::fs::read(path)?;
-    if wasmparser::Parser::is_core_wasm(&bytes) {
+    let bytes = &file.bytes;
+    if wasmparser::Parser::is_core_wasm(bytes) {
         return Err(LoadError::CoreModule);
     }
-    if !wasmparser::Parser::is_component(&bytes) {
+    if !wasmparser::Parser::is_component(bytes) {
         return Err(LoadError::NotWasm);
     }
-    let component = Component::new(engine.engine(), &bytes)
-        .map_err(|error| LoadError::Compile(format!("{error:#}")))?;
+    let cached = cache.and_then(|cache| cache.load(engine.engine(), &file.hash));
+    let origin = if cached.is_some() {
+        Origin::Cache
+    } else {
+        Origin::Compiled
+    };
+    let component = match cached {
+        Some(component) => component,
+        None => {
+            let component = Component::new(engine.engine(), bytes)
+                .map_err(|error| LoadError::Compile(format!("{error:#}")))?;
+            if let Some(cache) = cache {
+                cache.store(&file.hash, &component);
+            }
+            component
+        }
+    };
     let instance_pre = engine
         .linker()
         .instantiate_pre(&component)
@@ -67,6 +117,8 @@ pub fn load(engine: &GuestEngine, path: &Path) -> Result<Loaded, LoadError> {
         .map_err(|error| LoadError::NotHttpHandler(format!("{error:#}")))?;
     Ok(Loaded {
         pre,
-        compile_time: started.elapsed(),
+        hash: file.hash.clone(),
+        origin,
+        load_time: started.elapsed(),
     })
 }

@@ -17,6 +17,7 @@ use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 
+use super::cache::ContentHash;
 use super::component::Loaded;
 use super::pool::{Blueprint, DeadlineExceeded, Pool, Ready};
 use crate::body::ResponseBody;
@@ -27,6 +28,7 @@ use crate::error::GatewayError;
 pub struct Handler {
     label: Arc<str>,
     config: HandlerConfig,
+    hash: ContentHash,
     pool: Pool,
 }
 
@@ -37,10 +39,10 @@ enum Outcome {
 }
 
 impl Handler {
-    /// Wraps a loaded component and starts prewarming its pool. Reads the
-    /// granted environment variables now, so a request never touches the
-    /// process environment.
-    pub fn new(name: &HandlerName, config: &HandlerConfig, loaded: Loaded) -> Self {
+    /// Wraps a loaded component and fills its pool before returning, so the
+    /// first request finds ready instances. Reads the granted environment
+    /// variables now, so a request never touches the process environment.
+    pub async fn start(name: &HandlerName, config: &HandlerConfig, loaded: Loaded) -> Self {
         let label: Arc<str> = Arc::from(name.as_str());
         let env = config
             .env
@@ -54,10 +56,22 @@ impl Handler {
             memory: usize::try_from(config.memory).unwrap_or(usize::MAX),
         };
         Self {
-            pool: Pool::new(blueprint, config.prewarm),
+            pool: Pool::start(blueprint, config.prewarm).await,
             label,
             config: config.clone(),
+            hash: loaded.hash,
         }
+    }
+
+    /// Whether this handler is exactly what `config` and a file with content
+    /// `hash` would make, so a reload can keep it instead of rebuilding it.
+    pub fn is_same(&self, config: &HandlerConfig, hash: &ContentHash) -> bool {
+        self.config == *config && self.hash == *hash
+    }
+
+    /// The content hash of the component file.
+    pub fn hash(&self) -> &ContentHash {
+        &self.hash
     }
 
     /// The configuration this handler was built from.

@@ -1,20 +1,23 @@
 //! The guest boundary: everything that touches wasmtime.
 //!
 //! [`engine`] owns the process-wide engine and epoch clock, [`component`]
-//! turns files into type-checked pre-instances, [`host`] is what a guest's
+//! turns files into type-checked pre-instances ([`cache`] keeps their machine
+//! code on disk), [`host`] is what a guest's
 //! store may reach, [`pool`] keeps instances ready and [`handler`] runs one
 //! request through one instance.
 //!
 //! Invariant: nothing outside this module sees a wasmtime store; the request
 //! path sees only [`Handler::serve`].
 
+pub mod cache;
 pub mod component;
 pub mod engine;
 mod handler;
 mod host;
 mod pool;
 
-pub use component::{LoadError, Loaded};
+pub use cache::{CompileCache, ContentHash};
+pub use component::{ComponentFile, LoadError, Loaded, Origin};
 pub use engine::{Allocation, GuestEngine};
 pub use handler::Handler;
 pub use host::Host;

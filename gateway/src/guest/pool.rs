@@ -49,14 +49,16 @@ struct Shared {
 }
 
 impl Pool {
-    /// Starts filling a pool of `target` ready instances. Needs a tokio runtime.
-    pub(super) fn new(blueprint: Blueprint, target: usize) -> Self {
+    /// Fills a pool of `target` ready instances, then keeps it filled from a
+    /// background task. Needs a tokio runtime.
+    pub(super) async fn start(blueprint: Blueprint, target: usize) -> Self {
         let shared = Arc::new(Shared {
             blueprint,
             ready: Mutex::new(Vec::with_capacity(target)),
             target,
             wanted: Notify::new(),
         });
+        shared.fill().await;
         let refill = AbortOnDropHandle::new(tokio::spawn(refill(Arc::clone(&shared))));
         Self {
             shared,
@@ -76,6 +78,25 @@ impl Pool {
 }
 
 impl Shared {
+    /// Instantiates until the pool holds its target.
+    async fn fill(&self) {
+        while self.lock().len() < self.target {
+            match self.blueprint.instantiate().await {
+                Ok(ready) => self.lock().push(ready),
+                Err(error) => {
+                    // Usually the pooling allocator is full; requests still
+                    // instantiate inline, and the next take retries the fill.
+                    tracing::debug!(
+                        handler = &*self.blueprint.handler,
+                        error = format!("{error:#}"),
+                        "could not prewarm an instance"
+                    );
+                    break;
+                }
+            }
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Ready>> {
         // The lock only guards push/pop, which cannot panic half-way.
         self.ready.lock().unwrap_or_else(PoisonError::into_inner)
@@ -84,22 +105,8 @@ impl Shared {
 
 async fn refill(shared: Arc<Shared>) {
     loop {
-        while shared.lock().len() < shared.target {
-            match shared.blueprint.instantiate().await {
-                Ok(ready) => shared.lock().push(ready),
-                Err(error) => {
-                    // Usually the pooling allocator is full; requests still
-                    // instantiate inline, and the next take retries the refill.
-                    tracing::debug!(
-                        handler = &*shared.blueprint.handler,
-                        error = format!("{error:#}"),
-                        "could not prewarm an instance"
-                    );
-                    break;
-                }
-            }
-        }
         shared.wanted.notified().await;
+        shared.fill().await;
     }
 }
 

@@ -65,3 +65,23 @@ pub fn respond(out: ResponseOutparam, status: u16, content_type: &str, body: &[u
     response.write(body);
     response.finish();
 }
+
+/// Defines and exports a handler that answers `VERSION\n` to every request.
+/// The hot-swap fixtures `version-v1` and `version-v2` differ only in it.
+#[macro_export]
+macro_rules! versioned_handler {
+    ($version:literal) => {
+        struct Versioned;
+
+        impl $crate::wasip2::exports::http::incoming_handler::Guest for Versioned {
+            fn handle(
+                _request: $crate::wasip2::http::types::IncomingRequest,
+                out: $crate::wasip2::http::types::ResponseOutparam,
+            ) {
+                $crate::respond(out, 200, "text/plain", concat!($version, "\n").as_bytes());
+            }
+        }
+
+        $crate::wasip2::http::proxy::export!(Versioned);
+    };
+}

@@ -1,0 +1,158 @@
+//! Compiled components on disk, so a restart or the return of a known file
+//! skips compilation.
+//!
+//! Invariant: an entry is named by the SHA-256 of the component's bytes and
+//! the engine's compatibility fingerprint, is written under a temporary name
+//! and renamed into place, and is never rewritten: wasmtime maps the file
+//! into memory for as long as the component lives.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::hash::{DefaultHasher, Hash as _, Hasher as _};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use sha2::{Digest as _, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// SHA-256 of a component file, in hex.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ContentHash(String);
+
+impl ContentHash {
+    /// Hashes `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(format!("{:x}", Sha256::digest(bytes)))
+    }
+
+    /// The hex digest.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0[..12])
+    }
+}
+
+/// How many entries not in use are kept for quick rollbacks.
+const KEEP_UNUSED: usize = 32;
+const EXTENSION: &str = "cwasm";
+
+/// A directory of compiled components for one engine configuration.
+pub struct CompileCache {
+    dir: PathBuf,
+    fingerprint: String,
+}
+
+impl CompileCache {
+    /// Opens (creating if needed) the cache in `dir` for `engine`.
+    pub fn open(dir: &Path, engine: &Engine) -> io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let mut hasher = DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            fingerprint: format!("{:016x}", hasher.finish()),
+        })
+    }
+
+    fn entry(&self, hash: &ContentHash) -> PathBuf {
+        self.dir.join(format!(
+            "{}-{}.{EXTENSION}",
+            hash.as_str(),
+            self.fingerprint
+        ))
+    }
+
+    /// The cached compilation of `hash`, if there is a usable one.
+    pub fn load(&self, engine: &Engine, hash: &ContentHash) -> Option<Component> {
+        let entry = self.entry(hash);
+        if !entry.is_file() {
+            return None;
+        }
+        // SAFETY: `deserialize_file` trusts the file to be a compilation by
+        // this wasmtime with a compatible engine: the name carries the
+        // engine's fingerprint, only `store` writes here (whole files,
+        // renamed into place, never modified afterwards), and the cache
+        // directory is as trusted as the binary itself (see the README).
+        #[allow(unsafe_code, reason = "mapping our own compiled artifact; see SAFETY")]
+        let component = unsafe { Component::deserialize_file(engine, &entry) };
+        match component {
+            Ok(component) => Some(component),
+            Err(error) => {
+                tracing::warn!(entry = %entry.display(), "ignoring an unusable cache entry: {error:#}");
+                None
+            }
+        }
+    }
+
+    /// Saves `component` (compiled from content `hash`); failures only cost
+    /// a later recompilation, so they are logged, not returned.
+    pub fn store(&self, hash: &ContentHash, component: &Component) {
+        let entry = self.entry(hash);
+        if entry.is_file() {
+            return;
+        }
+        let staging = self.dir.join(format!(
+            ".{}-{}.{}.partial",
+            hash.as_str(),
+            self.fingerprint,
+            std::process::id()
+        ));
+        let written = component
+            .serialize()
+            .map_err(|error| io::Error::other(format!("{error:#}")))
+            .and_then(|bytes| std::fs::write(&staging, bytes))
+            .and_then(|()| std::fs::rename(&staging, &entry));
+        if let Err(error) = written {
+            let _ = std::fs::remove_file(&staging);
+            tracing::warn!(entry = %entry.display(), "cannot write a cache entry: {error}");
+        }
+    }
+
+    /// Deletes entries of other engine configurations and all but the most
+    /// recent [`KEEP_UNUSED`] entries that are not in `in_use`.
+    pub fn prune(&self, in_use: &HashSet<ContentHash>) {
+        let Ok(listing) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut unused = Vec::new();
+        for entry in listing.filter_map(Result::ok) {
+            let path = entry.path();
+            let Some(name) = path.file_name().and_then(|name| name.to_str()) else {
+                continue;
+            };
+            let Some(stem) = name.strip_suffix(&format!(".{EXTENSION}")) else {
+                continue;
+            };
+            let Some((hash, fingerprint)) = stem.split_once('-') else {
+                continue;
+            };
+            if fingerprint != self.fingerprint {
+                remove(&path);
+            } else if !in_use.contains(&ContentHash(hash.to_string())) {
+                let modified = entry
+                    .metadata()
+                    .and_then(|meta| meta.modified())
+                    .unwrap_or(SystemTime::UNIX_EPOCH);
+                unused.push((modified, path));
+            }
+        }
+        unused.sort_by_key(|(modified, _)| std::cmp::Reverse(*modified));
+        for (_, path) in unused.into_iter().skip(KEEP_UNUSED) {
+            remove(&path);
+        }
+    }
+}
+
+fn remove(path: &Path) {
+    match std::fs::remove_file(path) {
+        Ok(()) => tracing::debug!(entry = %path.display(), "pruned a stale cache entry"),
+        Err(error) => tracing::debug!(entry = %path.display(), "cannot prune: {error}"),
+    }
+}

@@ -1,0 +1,159 @@
+//! Reloading: file changes, SIGHUP and the like all end in [`Reloader::reload`],
+//! which rebuilds the snapshot off the request path and publishes it with one
+//! atomic store.
+//!
+//! Invariant: the watcher only produces events; it never touches live state.
+//! A reload either publishes a complete next generation or keeps the running
+//! one (an invalid configuration changes nothing); reloads never overlap.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
+use tokio::sync::{Mutex, mpsc};
+
+use crate::app::App;
+use crate::config::Config;
+use crate::live::{self, Loader};
+
+/// Quiet time after the last file event before reloading: editors and
+/// installers produce bursts (write, rename, attribute changes).
+const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// Rebuilds and publishes snapshots, one at a time.
+pub struct Reloader {
+    app: Arc<App>,
+    config_path: PathBuf,
+    running: Mutex<()>,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A new generation is live (possibly with handlers kept at their
+    /// previous version; those were logged).
+    Published(u64),
+    /// The configuration is invalid; the running generation stays.
+    Rejected,
+}
+
+impl Reloader {
+    /// A reloader for the gateway in `app`, reading `config_path`.
+    pub fn new(app: Arc<App>, config_path: PathBuf) -> Self {
+        Self {
+            app,
+            config_path,
+            running: Mutex::new(()),
+        }
+    }
+
+    /// Re-reads the configuration and every component, then publishes the
+    /// result. `cause` names what asked for it, for the log.
+    pub async fn reload(&self, cause: &str) -> Outcome {
+        let _one_at_a_time = self.running.lock().await;
+        let mut config = match Config::load(&self.config_path) {
+            Ok(config) => config,
+            Err(invalid) => {
+                for problem in &invalid.problems.0 {
+                    tracing::error!(%cause, "reload rejected: {problem}");
+                }
+                return Outcome::Rejected;
+            }
+        };
+        let previous = self.app.live.load_full();
+        keep_running_listeners(&mut config, &previous.config);
+        let loader = Loader {
+            engine: &self.app.engine,
+            cache: self.app.cache.as_ref(),
+        };
+        let rebuilt = live::rebuild(&loader, config, &previous).await;
+        for problem in &rebuilt.problems {
+            tracing::error!(%cause, "{problem}");
+        }
+        let generation = rebuilt.snapshot.generation;
+        self.app.live.store(Arc::new(rebuilt.snapshot));
+        let counts = rebuilt.counts;
+        tracing::info!(
+            %cause,
+            generation,
+            compiled = counts.compiled,
+            from_cache = counts.cached,
+            unchanged = counts.carried,
+            kept_previous = counts.kept,
+            "generation published"
+        );
+        Outcome::Published(generation)
+    }
+}
+
+/// Listening sockets are bound once: a reload keeps the running listeners
+/// (and reloads their certificates), and says so when the file asks for others.
+fn keep_running_listeners(config: &mut Config, running: &Config) {
+    let addresses = |config: &Config| config.listeners.iter().map(|l| l.addr).collect::<Vec<_>>();
+    if addresses(config) != addresses(running) {
+        tracing::warn!(
+            "the listeners changed in {}: listener changes take effect after a restart",
+            config.source.display()
+        );
+        config.listeners.clone_from(&running.listeners);
+    }
+}
+
+/// Watches the handlers directory and the config file; reloads after each
+/// burst of changes. The watcher stops when the returned value is dropped.
+pub fn watch(reloader: Arc<Reloader>, handlers_dir: &Path) -> notify::Result<RecommendedWatcher> {
+    let config_file = reloader.config_path.canonicalize()?;
+    let config_dir = config_file.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let handlers_dir = handlers_dir.canonicalize()?;
+    let (changes, mut changed) = mpsc::unbounded_channel();
+    let mut watcher = {
+        let handlers_dir = handlers_dir.clone();
+        notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+            Ok(event) if is_complete_change(&event.kind) => {
+                let relevant = event.paths.iter().any(|path| {
+                    *path == config_file
+                        || (path.parent() == Some(&handlers_dir)
+                            && path
+                                .extension()
+                                .is_some_and(|extension| extension == "wasm"))
+                });
+                if relevant {
+                    let _ = changes.send(());
+                }
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!("file watcher: {error}"),
+        })?
+    };
+    watcher.watch(&handlers_dir, RecursiveMode::NonRecursive)?;
+    if config_dir != handlers_dir {
+        watcher.watch(&config_dir, RecursiveMode::NonRecursive)?;
+    }
+    tokio::spawn(async move {
+        while changed.recv().await.is_some() {
+            loop {
+                match tokio::time::timeout(DEBOUNCE, changed.recv()).await {
+                    Ok(Some(())) => continue,
+                    Ok(None) => return,
+                    Err(_quiet) => break,
+                }
+            }
+            reloader.reload("file change").await;
+        }
+    });
+    Ok(watcher)
+}
+
+/// Events that mean a file is complete: closed after writing (`cp`), renamed
+/// into place (`mv`, atomic installers) or removed. Plain writes are not: a
+/// file still being written is never loaded.
+fn is_complete_change(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Access(AccessKind::Close(AccessMode::Write))
+            | EventKind::Modify(ModifyKind::Name(_))
+            | EventKind::Remove(_)
+    )
+}
