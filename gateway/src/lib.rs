@@ -109,10 +109,26 @@ impl Prepared {
             self.snapshot,
         ));
         let reloader = Arc::new(Reloader::new(Arc::clone(&app), config.source.clone()));
+        // Armed before the gateway reports its listeners, so no change made
+        // after that can be missed.
+        let watcher = if config.gateway.watch {
+            let dir = &config.gateway.handlers_dir;
+            reload::watch(Arc::clone(&reloader), dir)
+                .inspect_err(|error| {
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        "not watching for changes (SIGHUP still reloads): {error}"
+                    );
+                })
+                .ok()
+        } else {
+            None
+        };
         Ok(Gateway {
             app,
             listeners,
             reloader,
+            _watcher: watcher,
         })
     }
 }
@@ -132,6 +148,7 @@ pub struct Gateway {
     app: Arc<App>,
     listeners: Vec<Bound>,
     reloader: Arc<Reloader>,
+    _watcher: Option<notify::RecommendedWatcher>,
 }
 
 impl Gateway {
@@ -155,26 +172,14 @@ impl Gateway {
     }
 
     /// Serves until `shutdown` resolves, then drains within the grace period;
-    /// reloads on file changes when the config says `watch`. Returns how many
+    /// reloads on file changes (when the config says `watch`) from the moment
+    /// it is bound. Returns how many
     /// connections were still open when the grace period ran out (0 after a
     /// clean drain).
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> usize {
         for bound in self.listeners {
             tokio::spawn(listener::accept_loop(Arc::clone(&self.app), bound));
         }
-        let settings = &self.app.settings;
-        let _watcher = if settings.watch {
-            reload::watch(Arc::clone(&self.reloader), &settings.handlers_dir)
-                .inspect_err(|error| {
-                    tracing::warn!(
-                        dir = %settings.handlers_dir.display(),
-                        "not watching for changes (SIGHUP still reloads): {error}"
-                    );
-                })
-                .ok()
-        } else {
-            None
-        };
         shutdown.await;
         let grace = self.app.settings.grace_period;
         tracing::info!(

@@ -125,6 +125,7 @@ async fn assemble(loader: &Loader<'_>, config: Config, previous: Option<&Snapsho
     let plans = plan(loader, wanted, &running).await;
 
     let mut handlers = HashMap::new();
+    let mut failed = Vec::new();
     for (name, handler_config, plan) in plans {
         let old = running.get(&name);
         match plan {
@@ -135,47 +136,56 @@ async fn assemble(loader: &Loader<'_>, config: Config, previous: Option<&Snapsho
                 }
             }
             Plan::Start(loaded) => {
-                match loaded.origin {
-                    Origin::Compiled => counts.compiled += 1,
-                    Origin::Cache => counts.cached += 1,
-                }
-                tracing::info!(
-                    handler = name.as_str(),
-                    path = %handler_config.path.display(),
-                    hash = %loaded.hash,
-                    origin = ?loaded.origin,
-                    load_ms = loaded.load_time.as_millis() as u64,
-                    "component loaded"
-                );
-                let handler = Handler::start(&name, &handler_config, loaded).await;
-                handlers.insert(name, Arc::new(handler));
-            }
-            Plan::Failed(error) => {
-                let missing = matches!(&error, LoadError::Read(io) if io.kind() == std::io::ErrorKind::NotFound);
-                let path = handler_config.path.display();
-                match old {
-                    Some(old) if missing => {
-                        counts.kept += 1;
-                        tracing::warn!(handler = name.as_str(), %path, "component file deleted; the last good version keeps serving");
-                        handlers.insert(name, Arc::clone(old));
-                    }
-                    Some(old) => {
-                        counts.kept += 1;
-                        problems.push(
-                            format!("handler.{name}.path"),
-                            format!("{path}: {error} (the previous version keeps serving)"),
+                let origin = loaded.origin;
+                let (hash, load_time) = (loaded.hash.clone(), loaded.load_time);
+                match Handler::start(&name, &handler_config, loaded).await {
+                    Ok(handler) => {
+                        match origin {
+                            Origin::Compiled => counts.compiled += 1,
+                            Origin::Cache => counts.cached += 1,
+                        }
+                        tracing::info!(
+                            handler = name.as_str(),
+                            path = %handler_config.path.display(),
+                            %hash,
+                            ?origin,
+                            load_ms = load_time.as_millis() as u64,
+                            "component loaded"
                         );
-                        handlers.insert(name, Arc::clone(old));
+                        handlers.insert(name, Arc::new(handler));
                     }
-                    // A file nobody configured must not stop the gateway.
-                    None if unconfigured.contains(&name) => {
-                        tracing::error!(handler = name.as_str(), %path, "not served: {error}");
-                    }
-                    None => {
-                        problems.push(format!("handler.{name}.path"), format!("{path}: {error}"))
-                    }
+                    Err(error) => failed.push((name, handler_config, error)),
                 }
             }
+            Plan::Failed(error) => failed.push((name, handler_config, error)),
+        }
+    }
+    for (name, handler_config, error) in failed {
+        let path = handler_config.path.display();
+        let deleted =
+            matches!(&error, LoadError::Read(io) if io.kind() == std::io::ErrorKind::NotFound);
+        match running.get(&name) {
+            Some(old) => {
+                counts.kept += 1;
+                if deleted {
+                    tracing::warn!(
+                        handler = name.as_str(),
+                        %path,
+                        "component file deleted; the last good version keeps serving"
+                    );
+                } else {
+                    problems.push(
+                        format!("handler.{name}.path"),
+                        format!("{path}: {error} (the previous version keeps serving)"),
+                    );
+                }
+                handlers.insert(name, Arc::clone(old));
+            }
+            // A file nobody configured must not stop the gateway.
+            None if unconfigured.contains(&name) => {
+                tracing::error!(handler = name.as_str(), %path, "not served: {error}");
+            }
+            None => problems.push(format!("handler.{name}.path"), format!("{path}: {error}")),
         }
     }
 

@@ -195,6 +195,18 @@ impl TestGateway {
         self.dir.path()
     }
 
+    /// Rewrites the gateway's config file (placeholders expanded as at start).
+    pub fn write_config(&self, config: &str) {
+        std::fs::write(self.dir().join("wasmgate.toml"), expand(config, self.dir()))
+            .expect("write config");
+    }
+
+    /// Waits until generation `generation` of the configuration is published
+    /// and returns that log line.
+    pub fn wait_for_generation(&self, generation: u64) -> String {
+        self.wait_for_log(&format!("generation={generation} "))
+    }
+
     /// Everything the gateway logged so far.
     pub fn log(&self) -> String {
         self.log.text()

@@ -37,6 +37,10 @@ pub enum LoadError {
     /// The component does not export the HTTP handler interface.
     #[error("the component does not export wasi:http/incoming-handler@0.2: {0}")]
     NotHttpHandler(String),
+    /// The component cannot be instantiated (e.g. its initial memory exceeds
+    /// the handler's limit).
+    #[error("the component cannot be instantiated: {0}")]
+    Instantiate(String),
 }
 
 /// A component ready to be instantiated per request.

@@ -18,7 +18,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 
 use super::cache::ContentHash;
-use super::component::Loaded;
+use super::component::{LoadError, Loaded};
 use super::pool::{Blueprint, DeadlineExceeded, Pool, Ready};
 use crate::body::ResponseBody;
 use crate::config::{HandlerConfig, HandlerName};
@@ -42,7 +42,11 @@ impl Handler {
     /// Wraps a loaded component and fills its pool before returning, so the
     /// first request finds ready instances. Reads the granted environment
     /// variables now, so a request never touches the process environment.
-    pub async fn start(name: &HandlerName, config: &HandlerConfig, loaded: Loaded) -> Self {
+    pub async fn start(
+        name: &HandlerName,
+        config: &HandlerConfig,
+        loaded: Loaded,
+    ) -> Result<Self, LoadError> {
         let label: Arc<str> = Arc::from(name.as_str());
         let env = config
             .env
@@ -55,12 +59,15 @@ impl Handler {
             env,
             memory: usize::try_from(config.memory).unwrap_or(usize::MAX),
         };
-        Self {
-            pool: Pool::start(blueprint, config.prewarm).await,
+        let pool = Pool::start(blueprint, config.prewarm)
+            .await
+            .map_err(|error| LoadError::Instantiate(format!("{error:#}")))?;
+        Ok(Self {
+            pool,
             label,
             config: config.clone(),
             hash: loaded.hash,
-        }
+        })
     }
 
     /// Whether this handler is exactly what `config` and a file with content

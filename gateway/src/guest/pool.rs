@@ -49,21 +49,25 @@ struct Shared {
 }
 
 impl Pool {
-    /// Fills a pool of `target` ready instances, then keeps it filled from a
-    /// background task. Needs a tokio runtime.
-    pub(super) async fn start(blueprint: Blueprint, target: usize) -> Self {
+    /// Instantiates once (so a component that cannot be instantiated is
+    /// rejected here, not at its first request), fills a pool of `target`
+    /// ready instances, then keeps it filled from a background task. Needs a
+    /// tokio runtime.
+    pub(super) async fn start(blueprint: Blueprint, target: usize) -> wasmtime::Result<Self> {
+        let first = blueprint.instantiate().await?;
         let shared = Arc::new(Shared {
             blueprint,
-            ready: Mutex::new(Vec::with_capacity(target)),
+            ready: Mutex::new(Vec::with_capacity(target.max(1))),
             target,
             wanted: Notify::new(),
         });
+        shared.lock().push(first);
         shared.fill().await;
         let refill = AbortOnDropHandle::new(tokio::spawn(refill(Arc::clone(&shared))));
-        Self {
+        Ok(Self {
             shared,
             _refill: refill,
-        }
+        })
     }
 
     /// A ready instance, or a fresh one when the pool is empty.
