@@ -202,7 +202,9 @@ async fn assemble(loader: &Loader<'_>, config: Config, previous: Option<&Snapsho
             Router::default()
         }
     };
-    if let Some(cache) = loader.cache {
+    // Only a compilation adds entries; a reload served from the cache (a
+    // rollback) has nothing to prune and should not pay for listing it.
+    if let Some(cache) = loader.cache.filter(|_| counts.compiled > 0) {
         let in_use: HashSet<_> = handlers
             .values()
             .map(|handler| handler.hash().clone())

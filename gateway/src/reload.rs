@@ -18,9 +18,12 @@ use crate::app::App;
 use crate::config::Config;
 use crate::live::{self, Loader};
 
-/// Quiet time after the last file event before reloading: editors and
-/// installers produce bursts (write, rename, attribute changes).
-const DEBOUNCE: Duration = Duration::from_millis(100);
+/// Quiet time after the last file event before reloading. Only complete
+/// files raise events (see [`is_complete_change`]), so this only has to
+/// coalesce the bursts of one save (an editor renaming a backup aside, then
+/// closing the new file), which take well under a millisecond; it adds
+/// directly to every swap's latency.
+const DEBOUNCE: Duration = Duration::from_millis(2);
 
 /// Rebuilds and publishes snapshots, one at a time.
 pub struct Reloader {
