@@ -74,10 +74,22 @@ pub fn build(cargo: &Path, workspace: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(components)
 }
 
+/// Which of the built components to install.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Install {
+    /// Everything, test fixtures included (the end-to-end tests).
+    All,
+    /// Only components a gateway can serve: not [`TEST_ONLY`] (`wasmgate build`).
+    Servable,
+}
+
+/// Fixtures that exist to be rejected by the gateway.
+pub const TEST_ONLY: [&str; 1] = ["no-handler"];
+
 /// Copies each component into `dir` under its file name (`ws_echo.wasm` →
 /// `ws-echo.wasm`: handler names use `-`, crate artifacts `_`), replacing an
 /// older copy atomically. Returns the installed paths.
-pub fn install(components: &[PathBuf], dir: &Path) -> Result<Vec<PathBuf>, String> {
+pub fn install(components: &[PathBuf], dir: &Path, which: Install) -> Result<Vec<PathBuf>, String> {
     std::fs::create_dir_all(dir)
         .map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
     let mut installed = Vec::with_capacity(components.len());
@@ -85,7 +97,11 @@ pub fn install(components: &[PathBuf], dir: &Path) -> Result<Vec<PathBuf>, Strin
         let Some(stem) = component.file_stem().and_then(|stem| stem.to_str()) else {
             continue;
         };
-        let target = dir.join(format!("{}.wasm", stem.replace('_', "-")));
+        let name = stem.replace('_', "-");
+        if which == Install::Servable && TEST_ONLY.contains(&name.as_str()) {
+            continue;
+        }
+        let target = dir.join(format!("{name}.wasm"));
         let staging = dir.join(format!(".{stem}.wasm.partial"));
         std::fs::copy(component, &staging)
             .and_then(|_| std::fs::rename(&staging, &target))

@@ -214,8 +214,12 @@ async fn build(args: &BuildArgs) -> Result<Config, ExitCode> {
     };
     handler_build::ensure_target().map_err(fail)?;
     let components = handler_build::build(Path::new("cargo"), &args.source).map_err(fail)?;
-    let installed =
-        handler_build::install(&components, &config.gateway.handlers_dir).map_err(fail)?;
+    let installed = handler_build::install(
+        &components,
+        &config.gateway.handlers_dir,
+        handler_build::Install::Servable,
+    )
+    .map_err(fail)?;
     for path in installed {
         eprintln!("installed {}", path.display());
     }
