@@ -31,6 +31,8 @@ pub struct Config {
     pub handlers: BTreeMap<HandlerName, HandlerConfig>,
     /// Routes in file order; the router decides precedence.
     pub routes: Vec<RouteConfig>,
+    /// The admin listener's address (`[admin] addr`), if any.
+    pub admin: Option<SocketAddr>,
 }
 
 /// The `[gateway]` section.
@@ -320,12 +322,16 @@ impl Checker<'_> {
             );
         }
         let routes = self.routes(&handlers, raw.route);
+        let admin = raw
+            .admin
+            .and_then(|admin| self.admin(&admin.addr, &listeners));
         Config {
             source: path.to_path_buf(),
             gateway,
             listeners,
             handlers,
             routes,
+            admin,
         }
     }
 
@@ -428,6 +434,27 @@ impl Checker<'_> {
             listeners.push(ListenerConfig { addr, tls });
         }
         listeners
+    }
+
+    fn admin(&mut self, addr: &str, listeners: &[ListenerConfig]) -> Option<SocketAddr> {
+        let key = "admin.addr";
+        match addr.parse::<SocketAddr>() {
+            Ok(addr)
+                if addr.port() != 0 && listeners.iter().any(|listener| listener.addr == addr) =>
+            {
+                self.problems.push(
+                    key,
+                    format!("{addr} is also a [[listener]]: the admin API must not be public"),
+                );
+                None
+            }
+            Ok(addr) => Some(addr),
+            Err(error) => {
+                self.problems
+                    .push(key, format!("`{addr}` is not a socket address ({error})"));
+                None
+            }
+        }
     }
 
     fn handlers(

@@ -18,6 +18,7 @@
 //! validates the file, [`live::build`] loads certificates and compiles every
 //! component, and only then does [`listener::bind`] take the ports.
 
+pub mod admin;
 pub mod app;
 pub mod body;
 pub mod config;
@@ -37,6 +38,8 @@ pub mod tls;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+use anyhow::Context as _;
 
 use crate::app::App;
 use crate::config::{Config, Problem, Problems};
@@ -102,6 +105,15 @@ impl Prepared {
         let listeners = listener::bind(&config.listeners)
             .await
             .map_err(StartError::Runtime)?;
+        let admin = match config.admin {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the admin listener on {addr}"))
+                    .map_err(StartError::Runtime)?,
+            ),
+            None => None,
+        };
         let app = Arc::new(App::new(
             self.engine,
             self.cache,
@@ -127,6 +139,7 @@ impl Prepared {
         Ok(Gateway {
             app,
             listeners,
+            admin,
             reloader,
             _watcher: watcher,
         })
@@ -147,6 +160,7 @@ pub async fn file_problems(config: &Config) -> Vec<Problem> {
 pub struct Gateway {
     app: Arc<App>,
     listeners: Vec<Bound>,
+    admin: Option<tokio::net::TcpListener>,
     reloader: Arc<Reloader>,
     _watcher: Option<notify::RecommendedWatcher>,
 }
@@ -166,6 +180,13 @@ impl Gateway {
             .collect()
     }
 
+    /// The admin listener's address, if there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
+            .as_ref()
+            .and_then(|socket| socket.local_addr().ok())
+    }
+
     /// What reloads this gateway (for SIGHUP and the like).
     pub fn reloader(&self) -> Arc<Reloader> {
         Arc::clone(&self.reloader)
@@ -179,6 +200,10 @@ impl Gateway {
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> usize {
         for bound in self.listeners {
             tokio::spawn(listener::accept_loop(Arc::clone(&self.app), bound));
+        }
+        if let Some(socket) = self.admin {
+            let drain = self.app.drain.clone();
+            tokio::spawn(admin::serve(socket, Arc::clone(&self.reloader), drain));
         }
         shutdown.await;
         let grace = self.app.settings.grace_period;

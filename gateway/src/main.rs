@@ -39,6 +39,14 @@ enum Command {
     Build(BuildArgs),
     /// Build the handlers, make a development certificate if none exists, then serve.
     Up(BuildArgs),
+    /// Ask the running gateway to reload its configuration and components
+    /// (through the admin listener of the configuration); the file is checked
+    /// here first.
+    Reload {
+        /// The configuration file of the running gateway.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -83,6 +91,7 @@ fn main() -> ExitCode {
                 .await
                 .map_or_else(|code| code, |_| ExitCode::SUCCESS),
             Command::Up(args) => up(&args).await,
+            Command::Reload { config } => reload(&config).await,
         }
     })
 }
@@ -101,8 +110,8 @@ fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
 }
 
 /// Loads the config; when it is invalid, also checks the files its valid
-/// parts name, and reports every problem.
-async fn load_config(path: &Path) -> Result<Config, ExitCode> {
+/// parts name, and reports every problem, then what that means.
+async fn load_config(path: &Path, consequence: &str) -> Result<Config, ExitCode> {
     match Config::load(path) {
         Ok(config) => Ok(config),
         Err(invalid) => {
@@ -110,22 +119,24 @@ async fn load_config(path: &Path) -> Result<Config, ExitCode> {
             if let Some(partial) = invalid.partial {
                 problems.0.extend(wasmgate::file_problems(&partial).await);
             }
-            Err(report_config(&problems.to_string()))
+            Err(report_config(&problems.to_string(), consequence))
         }
     }
 }
 
-fn report_config(problems: &str) -> ExitCode {
+const NOTHING_STARTED: &str = "the configuration is invalid; nothing was started";
+
+fn report_config(problems: &str, consequence: &str) -> ExitCode {
     for line in problems.lines() {
         eprintln!("error: {line}");
     }
-    eprintln!("error: the configuration is invalid; nothing was started");
+    eprintln!("error: {consequence}");
     ExitCode::from(EXIT_CONFIG)
 }
 
 fn report_start(error: StartError) -> ExitCode {
     match error {
-        StartError::Config(problems) => report_config(&problems.to_string()),
+        StartError::Config(problems) => report_config(&problems.to_string(), NOTHING_STARTED),
         StartError::Runtime(error) => {
             eprintln!("error: {error:#}");
             ExitCode::from(EXIT_RUNTIME)
@@ -134,7 +145,7 @@ fn report_start(error: StartError) -> ExitCode {
 }
 
 async fn serve(path: &Path) -> ExitCode {
-    let config = match load_config(path).await {
+    let config = match load_config(path, NOTHING_STARTED).await {
         Ok(config) => config,
         Err(code) => return code,
     };
@@ -149,6 +160,9 @@ async fn run(config: &Config) -> ExitCode {
     for (scheme, addr) in gateway.listeners() {
         // Scripts and tests read these lines: keep their shape.
         println!("listening on {scheme}://{addr}");
+    }
+    if let Some(addr) = gateway.admin_addr() {
+        println!("admin on http://{addr}");
     }
     let reloader = gateway.reloader();
     tokio::spawn(async move {
@@ -187,7 +201,7 @@ async fn run(config: &Config) -> ExitCode {
 }
 
 async fn check(path: &Path) -> ExitCode {
-    let config = match load_config(path).await {
+    let config = match load_config(path, NOTHING_STARTED).await {
         Ok(config) => config,
         Err(code) => return code,
     };
@@ -207,7 +221,7 @@ async fn check(path: &Path) -> ExitCode {
 }
 
 async fn build(args: &BuildArgs) -> Result<Config, ExitCode> {
-    let config = load_config(&args.config).await?;
+    let config = load_config(&args.config, NOTHING_STARTED).await?;
     let fail = |message: String| {
         eprintln!("error: {message}");
         ExitCode::from(EXIT_RUNTIME)
@@ -246,4 +260,48 @@ async fn up(args: &BuildArgs) -> ExitCode {
         }
     }
     run(&config).await
+}
+
+async fn reload(path: &Path) -> ExitCode {
+    let config = match load_config(
+        path,
+        "the configuration is invalid; the gateway was not asked to reload",
+    )
+    .await
+    {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let Some(addr) = config.admin else {
+        eprintln!(
+            "error: {}: no [admin] addr is configured; send SIGHUP to the gateway instead",
+            path.display()
+        );
+        return ExitCode::from(EXIT_RUNTIME);
+    };
+    match wasmgate::admin::request_reload(addr).await {
+        Ok((status, body)) if status.is_success() => {
+            println!("reloaded: generation {}", body["generation"]);
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) if status == http::StatusCode::UNPROCESSABLE_ENTITY => {
+            let problems = body["problems"].as_array().cloned().unwrap_or_default();
+            let lines: Vec<String> = problems
+                .iter()
+                .filter_map(|p| p.as_str().map(str::to_string))
+                .collect();
+            report_config(
+                &lines.join("\n"),
+                "the gateway rejected the configuration and keeps the running one",
+            )
+        }
+        Ok((status, body)) => {
+            eprintln!("error: the gateway answered {status}: {body}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
 }

@@ -33,13 +33,14 @@ pub struct Reloader {
 }
 
 /// What a reload did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// A new generation is live (possibly with handlers kept at their
     /// previous version; those were logged).
     Published(u64),
-    /// The configuration is invalid; the running generation stays.
-    Rejected,
+    /// The configuration is invalid (every problem listed); the running
+    /// generation stays.
+    Rejected(Vec<String>),
 }
 
 impl Reloader {
@@ -62,7 +63,9 @@ impl Reloader {
                 for problem in &invalid.problems.0 {
                     tracing::error!(%cause, "reload rejected: {problem}");
                 }
-                return Outcome::Rejected;
+                return Outcome::Rejected(
+                    invalid.problems.0.iter().map(ToString::to_string).collect(),
+                );
             }
         };
         let previous = self.app.live.load_full();

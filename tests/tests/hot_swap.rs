@@ -322,3 +322,77 @@ async fn a_restart_maps_compiled_components_from_the_cache() {
         (StatusCode::OK, "v1\n".into())
     );
 }
+
+#[tokio::test]
+async fn wasmgate_reload_asks_the_running_gateway_through_its_admin_listener() {
+    // The CLI finds the gateway through the config file, so the admin port is
+    // chosen here: reserve a free one, release it, configure it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|socket| socket.local_addr())
+        .expect("free port")
+        .port();
+    let config = format!(
+        "{}\n[admin]\naddr = \"127.0.0.1:{port}\"\n",
+        CONFIG.replace("[gateway]\n", "[gateway]\nwatch = false\n")
+    );
+    let (gateway, _handlers) = start(&config);
+    let config_file = gateway.dir().join("wasmgate.toml").display().to_string();
+    gateway.write_config(&format!(
+        "{config}\n[[route]]\npath = \"/cli\"\nhandler = \"version\"\n"
+    ));
+    let output = wasmgate_tests::run_cli(&["reload", "--config", &config_file], gateway.dir());
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "reloaded: generation 2\n"
+    );
+    assert_eq!(
+        body_of(&gateway, "/cli").await,
+        (StatusCode::OK, "v1\n".into())
+    );
+
+    // An invalid file is refused by the CLI before it bothers the gateway...
+    gateway.write_config(&config.replace("handler = \"version\"", "handler = \"nobody\""));
+    let output = wasmgate_tests::run_cli(&["reload", "--config", &config_file], gateway.dir());
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("route[0].handler: no [handler.nobody] is configured"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the gateway was not asked to reload"),
+        "{stderr}"
+    );
+
+    // ...and by the gateway itself, which lists every problem and keeps going.
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut client = Client::http1(admin).await;
+    let request = client
+        .request("POST", "/reload")
+        .body(client::empty())
+        .expect("valid");
+    let reply = client.send(request).await.expect("admin answers");
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let answer: serde_json::Value = serde_json::from_slice(&reply.body).expect("JSON");
+    let problems = answer["problems"].as_array().expect("problem list");
+    assert!(
+        problems[0]
+            .as_str()
+            .is_some_and(|p| p.contains("no [handler.nobody]")),
+        "{answer}"
+    );
+    assert_eq!(
+        client.get("/reload").await.status,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    assert_eq!(
+        body_of(&gateway, "/cli").await,
+        (StatusCode::OK, "v1\n".into())
+    );
+}

@@ -20,6 +20,12 @@ pub(super) struct RawConfig {
     pub(super) handler: BTreeMap<String, RawHandler>,
     #[serde(default)]
     pub(super) route: Vec<RawRoute>,
+    pub(super) admin: Option<RawAdmin>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RawAdmin {
+    pub(super) addr: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
