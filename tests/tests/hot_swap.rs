@@ -396,3 +396,34 @@ async fn wasmgate_reload_asks_the_running_gateway_through_its_admin_listener() {
         (StatusCode::OK, "v1\n".into())
     );
 }
+
+#[tokio::test]
+async fn a_request_in_flight_during_a_swap_finishes_on_its_version() {
+    let config = CONFIG.replace("[handler.version]", "[handler.version]\n\n[handler.slow]")
+        + "\n[[route]]\npath = \"/slow\"\nhandler = \"slow\"\n";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let handlers = dir.path().join("handlers");
+    std::fs::create_dir(&handlers).expect("handlers dir");
+    install(&handlers, "version.wasm", &fixture("version-v1"));
+    install(&handlers, "slow.wasm", &fixture("slow"));
+    let gateway = TestGateway::start_in(dir, &config);
+    let mut client = Client::http1(gateway.http()).await;
+    let request = client
+        .request("GET", "/slow?chunks=4&pause_ms=200")
+        .body(client::empty())
+        .expect("valid");
+    let response = client.send_streaming(request).await.expect("response head");
+    // Mid-response, the handler becomes another component entirely.
+    install(&handlers, "slow.wasm", &fixture("hello"));
+    gateway.wait_for_generation(2);
+    assert_eq!(
+        body_of(&gateway, "/slow").await,
+        (StatusCode::OK, "Hello from wasmgate!\n".into()),
+        "new requests get the new version"
+    );
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .expect("the in-flight body completes")
+        .to_bytes();
+    assert_eq!(body, "chunk 0\nchunk 1\nchunk 2\nchunk 3\n");
+}

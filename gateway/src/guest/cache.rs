@@ -156,3 +156,45 @@ fn remove(path: &Path) {
         Err(error) => tracing::debug!(entry = %path.display(), "cannot prune: {error}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pruning_drops_other_engines_and_old_unused_entries() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cache = CompileCache::open(dir.path(), &Engine::default()).expect("cache");
+        let entry = |hash: &str| {
+            dir.path()
+                .join(format!("{hash}-{}.{EXTENSION}", cache.fingerprint))
+        };
+        let foreign = dir
+            .path()
+            .join(format!("{}-0123456789abcdef.{EXTENSION}", "a".repeat(64)));
+        std::fs::write(&foreign, b"other engine").expect("write");
+        let in_use = ContentHash::of(b"in use");
+        std::fs::write(entry(in_use.as_str()), b"x").expect("write");
+        for index in 0..KEEP_UNUSED + 5 {
+            std::fs::write(entry(ContentHash::of(&index.to_le_bytes()).as_str()), b"x")
+                .expect("write");
+        }
+        let unrelated = dir.path().join("notes.txt");
+        std::fs::write(&unrelated, b"not an entry").expect("write");
+
+        cache.prune(&HashSet::from([in_use.clone()]));
+
+        assert!(!foreign.exists(), "entries of another engine are stale");
+        assert!(entry(in_use.as_str()).exists(), "entries in use stay");
+        assert!(
+            unrelated.exists(),
+            "files that are not entries are left alone"
+        );
+        let entries = std::fs::read_dir(dir.path())
+            .expect("list")
+            .filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == EXTENSION))
+            .count();
+        assert_eq!(entries, KEEP_UNUSED + 1);
+    }
+}
