@@ -235,6 +235,10 @@ async fn plan(
     let engine = Arc::clone(loader.engine);
     let cache = loader.cache.cloned();
     let running = running.clone();
+    let names: Vec<_> = wanted
+        .iter()
+        .map(|(name, config)| (name.clone(), config.clone()))
+        .collect();
     let planned = tokio::task::spawn_blocking(move || {
         wanted
             .into_iter()
@@ -258,8 +262,18 @@ async fn plan(
             .collect()
     })
     .await;
-    // A panic while compiling is a bug in wasmtime or here; surface it.
-    planned.unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
+    // A panic while compiling is a bug (here or in wasmtime): it fails this
+    // build like a bad file would, and the running versions stay.
+    planned.unwrap_or_else(|join| {
+        tracing::error!("loading components panicked: {join}");
+        names
+            .into_iter()
+            .map(|(name, config)| {
+                let error = LoadError::Compile(format!("the loader panicked: {join}"));
+                (name, config, Plan::Failed(error))
+            })
+            .collect()
+    })
 }
 
 /// Unconfigured `<name>.wasm` files in `dir`, with default settings.

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use wasmgate::config::Config;
+use wasmgate::drain::ShutdownSignals;
 use wasmgate::{Gateway, Prepared, StartError, devcert, handler_build};
 
 #[derive(Parser)]
@@ -157,6 +158,16 @@ async fn run(config: &Config) -> ExitCode {
         Ok(gateway) => gateway,
         Err(error) => return report_start(error),
     };
+    // Signal handlers first: once the lines below are out, scripts may signal.
+    let signals = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .and_then(|hangups| Ok((hangups, ShutdownSignals::register()?)));
+    let (mut hangups, mut shutdown_signals) = match signals {
+        Ok(signals) => signals,
+        Err(error) => {
+            eprintln!("error: cannot handle signals: {error}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
     for (scheme, addr) in gateway.listeners() {
         // Scripts and tests read these lines: keep their shape.
         println!("listening on {scheme}://{addr}");
@@ -166,26 +177,16 @@ async fn run(config: &Config) -> ExitCode {
     }
     let reloader = gateway.reloader();
     tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::hangup()) {
-            Ok(mut hangups) => {
-                while hangups.recv().await.is_some() {
-                    reloader.reload("SIGHUP").await;
-                }
-            }
-            Err(error) => tracing::error!("cannot listen for SIGHUP: {error}"),
+        while hangups.recv().await.is_some() {
+            reloader.reload_contained("SIGHUP").await;
         }
     });
-    let shutdown = async {
-        if let Err(error) = wasmgate::drain::shutdown_signal().await {
-            tracing::error!("cannot listen for signals: {error}");
-            std::future::pending::<()>().await;
-        }
-        tokio::spawn(async {
-            if wasmgate::drain::shutdown_signal().await.is_ok() {
-                eprintln!("second signal: exiting without waiting for in-flight requests");
-                std::process::exit(i32::from(EXIT_RUNTIME));
-            }
+    let shutdown = async move {
+        shutdown_signals.recv().await;
+        tokio::spawn(async move {
+            shutdown_signals.recv().await;
+            eprintln!("second signal: exiting without waiting for in-flight requests");
+            std::process::exit(i32::from(EXIT_RUNTIME));
         });
     };
     let abandoned = gateway.serve(shutdown).await;

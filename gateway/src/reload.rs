@@ -53,6 +53,15 @@ impl Reloader {
         }
     }
 
+    /// [`Self::reload`] on a task of its own, so that a bug that panics
+    /// fails one reload and not the loop (watcher, signal handler) that asked.
+    pub async fn reload_contained(self: &Arc<Self>, cause: &'static str) {
+        let reloader = Arc::clone(self);
+        if let Err(panic) = tokio::spawn(async move { reloader.reload(cause).await }).await {
+            tracing::error!(%cause, "reload failed: {panic}");
+        }
+    }
+
     /// Re-reads the configuration and every component, then publishes the
     /// result. `cause` names what asked for it, for the log.
     pub async fn reload(&self, cause: &str) -> Outcome {
@@ -146,7 +155,7 @@ pub fn watch(reloader: Arc<Reloader>, handlers_dir: &Path) -> notify::Result<Rec
                     Err(_quiet) => break,
                 }
             }
-            reloader.reload("file change").await;
+            reloader.reload_contained("file change").await;
         }
     });
     Ok(watcher)
