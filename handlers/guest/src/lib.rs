@@ -66,6 +66,16 @@ pub fn respond(out: ResponseOutparam, status: u16, content_type: &str, body: &[u
     response.finish();
 }
 
+/// The number in `key=N` of a request's `path?query`, if any.
+pub fn query_number(path_with_query: &str, key: &str) -> Option<u64> {
+    let (_, query) = path_with_query.split_once('?')?;
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(name, _)| *name == key)
+        .and_then(|(_, value)| value.parse().ok())
+}
+
 /// Defines and exports a handler that answers `VERSION\n` to every request.
 /// The hot-swap fixtures `version-v1` and `version-v2` differ only in it.
 #[macro_export]
