@@ -96,7 +96,7 @@ pub async fn rebuild(loader: &Loader<'_>, config: Config, previous: &Snapshot) -
 /// What to do with one handler.
 enum Plan {
     /// Same file, same settings: reuse the running handler.
-    Carry,
+    Carry(Arc<Handler>),
     /// A new or changed component, ready to start.
     Start(Loaded),
     /// The file failed; keep the previous version (if any) and report.
@@ -122,70 +122,30 @@ async fn assemble(loader: &Loader<'_>, config: Config, previous: Option<&Snapsho
     let running: HashMap<HandlerName, Arc<Handler>> = previous
         .map(|snapshot| snapshot.handlers.clone())
         .unwrap_or_default();
-    let plans = plan(loader, wanted, &running).await;
-
     let mut handlers = HashMap::new();
-    let mut failed = Vec::new();
-    for (name, handler_config, plan) in plans {
-        let old = running.get(&name);
-        match plan {
-            Plan::Carry => {
+    for (name, handler_config, plan) in plan(loader, wanted, &running).await {
+        let started = match plan {
+            Plan::Carry(running) => {
                 counts.carried += 1;
-                if let Some(old) = old {
-                    handlers.insert(name, Arc::clone(old));
-                }
+                Ok(running)
             }
-            Plan::Start(loaded) => {
-                let origin = loaded.origin;
-                let (hash, load_time) = (loaded.hash.clone(), loaded.load_time);
-                match Handler::start(&name, &handler_config, loaded).await {
-                    Ok(handler) => {
-                        match origin {
-                            Origin::Compiled => counts.compiled += 1,
-                            Origin::Cache => counts.cached += 1,
-                        }
-                        tracing::info!(
-                            handler = name.as_str(),
-                            path = %handler_config.path.display(),
-                            %hash,
-                            ?origin,
-                            load_ms = load_time.as_millis() as u64,
-                            "component loaded"
-                        );
-                        handlers.insert(name, Arc::new(handler));
-                    }
-                    Err(error) => failed.push((name, handler_config, error)),
-                }
+            Plan::Start(loaded) => start(&name, &handler_config, loaded, &mut counts).await,
+            Plan::Failed(error) => Err(error),
+        };
+        let handler = match started {
+            Ok(handler) => Some(handler),
+            Err(error) => {
+                let failure = Failure {
+                    name: &name,
+                    path: &handler_config.path,
+                    error,
+                    unconfigured: unconfigured.contains(&name),
+                };
+                failure.settle(running.get(&name), &mut problems, &mut counts)
             }
-            Plan::Failed(error) => failed.push((name, handler_config, error)),
-        }
-    }
-    for (name, handler_config, error) in failed {
-        let path = handler_config.path.display();
-        let deleted =
-            matches!(&error, LoadError::Read(io) if io.kind() == std::io::ErrorKind::NotFound);
-        match running.get(&name) {
-            Some(old) => {
-                counts.kept += 1;
-                if deleted {
-                    tracing::warn!(
-                        handler = name.as_str(),
-                        %path,
-                        "component file deleted; the last good version keeps serving"
-                    );
-                } else {
-                    problems.push(
-                        format!("handler.{name}.path"),
-                        format!("{path}: {error} (the previous version keeps serving)"),
-                    );
-                }
-                handlers.insert(name, Arc::clone(old));
-            }
-            // A file nobody configured must not stop the gateway.
-            None if unconfigured.contains(&name) => {
-                tracing::error!(handler = name.as_str(), %path, "not served: {error}");
-            }
-            None => problems.push(format!("handler.{name}.path"), format!("{path}: {error}")),
+        };
+        if let Some(handler) = handler {
+            handlers.insert(name, handler);
         }
     }
 
@@ -225,6 +185,86 @@ async fn assemble(loader: &Loader<'_>, config: Config, previous: Option<&Snapsho
     }
 }
 
+/// Starts a freshly loaded handler (instantiating it once and warming its pool).
+async fn start(
+    name: &HandlerName,
+    handler_config: &HandlerConfig,
+    loaded: Loaded,
+    counts: &mut Counts,
+) -> Result<Arc<Handler>, LoadError> {
+    let (origin, hash, load_time) = (loaded.origin, loaded.hash.clone(), loaded.load_time);
+    let handler = Handler::start(name, handler_config, loaded).await?;
+    match origin {
+        Origin::Compiled => counts.compiled += 1,
+        Origin::Cache => counts.cached += 1,
+    }
+    tracing::info!(
+        handler = name.as_str(),
+        path = %handler_config.path.display(),
+        %hash,
+        ?origin,
+        load_ms = load_time.as_millis() as u64,
+        "component loaded"
+    );
+    Ok(Arc::new(handler))
+}
+
+/// A handler whose new version could not be loaded.
+struct Failure<'a> {
+    name: &'a HandlerName,
+    path: &'a Path,
+    error: LoadError,
+    unconfigured: bool,
+}
+
+impl Failure<'_> {
+    /// Keeps the running version, if there is one, and reports: a deleted
+    /// file with a warning, a bad file as a problem, and a bad file nobody
+    /// configured (auto routes) as an error that must not stop the gateway.
+    fn settle(
+        self,
+        running: Option<&Arc<Handler>>,
+        problems: &mut ProblemList,
+        counts: &mut Counts,
+    ) -> Option<Arc<Handler>> {
+        let Self {
+            name,
+            path,
+            error,
+            unconfigured,
+        } = self;
+        let path = path.display();
+        let deleted =
+            matches!(&error, LoadError::Read(io) if io.kind() == std::io::ErrorKind::NotFound);
+        match running {
+            Some(old) => {
+                counts.kept += 1;
+                if deleted {
+                    tracing::warn!(
+                        handler = name.as_str(),
+                        %path,
+                        "component file deleted; the last good version keeps serving"
+                    );
+                } else {
+                    problems.push(
+                        format!("handler.{name}.path"),
+                        format!("{path}: {error} (the previous version keeps serving)"),
+                    );
+                }
+                Some(Arc::clone(old))
+            }
+            None if unconfigured => {
+                tracing::error!(handler = name.as_str(), %path, "not served: {error}");
+                None
+            }
+            None => {
+                problems.push(format!("handler.{name}.path"), format!("{path}: {error}"));
+                None
+            }
+        }
+    }
+}
+
 /// Reads every wanted file and compiles the changed ones, on a blocking
 /// thread (compilation is CPU-bound and would stall an async worker).
 async fn plan(
@@ -245,16 +285,14 @@ async fn plan(
             .map(|(name, handler_config)| {
                 let plan = match ComponentFile::read(&handler_config.path) {
                     Err(error) => Plan::Failed(error),
-                    Ok(file)
-                        if running
-                            .get(&name)
-                            .is_some_and(|old| old.is_same(&handler_config, &file.hash)) =>
-                    {
-                        Plan::Carry
-                    }
-                    Ok(file) => match guest::component::load(&engine, cache.as_deref(), &file) {
-                        Ok(loaded) => Plan::Start(loaded),
-                        Err(error) => Plan::Failed(error),
+                    Ok(file) => match running.get(&name) {
+                        Some(old) if old.is_same(&handler_config, &file.hash) => {
+                            Plan::Carry(Arc::clone(old))
+                        }
+                        _ => match guest::component::load(&engine, cache.as_deref(), &file) {
+                            Ok(loaded) => Plan::Start(loaded),
+                            Err(error) => Plan::Failed(error),
+                        },
                     },
                 };
                 (name, handler_config, plan)
