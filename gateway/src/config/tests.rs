@@ -1,5 +1,6 @@
 use std::path::Path;
 
+use super::check::{check_host, parse_route_path};
 use super::*;
 
 fn parse(text: &str) -> Result<Config, Invalid> {

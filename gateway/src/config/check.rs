@@ -1,0 +1,342 @@
+//! The checker: raw values → typed, validated values, every problem
+//! collected with its key path and nothing returned early.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+
+use super::raw;
+use super::{
+    Config, DEFAULT_GRACE_PERIOD, DEFAULT_HANDLERS_DIR, DEFAULT_MAX_INSTANCES, DEFAULT_MEMORY,
+    DEFAULT_PREWARM, DEFAULT_TIMEOUT, DEFAULT_TLS_HANDSHAKE_TIMEOUT, GatewaySettings,
+    HandlerConfig, HandlerName, ListenerConfig, ProblemList, RouteConfig, RoutePath, TlsFiles,
+};
+
+pub(super) struct Checker<'a> {
+    base: &'a Path,
+    problems: &'a mut ProblemList,
+}
+
+impl<'a> Checker<'a> {
+    pub(super) fn new(base: &'a Path, problems: &'a mut ProblemList) -> Self {
+        Self { base, problems }
+    }
+
+    pub(super) fn check(mut self, path: &Path, raw: raw::RawConfig) -> Config {
+        let gateway = self.gateway(raw.gateway);
+        let listeners = self.listeners(raw.listener);
+        let handlers = self.handlers(&gateway.handlers_dir, raw.handler);
+        let prewarmed: usize = handlers.values().map(|handler| handler.prewarm).sum();
+        if prewarmed > gateway.max_instances as usize {
+            self.problems.push(
+                "gateway.max_instances",
+                format!(
+                    "{} is less than the {prewarmed} instances the handlers' pool.prewarm settings keep ready",
+                    gateway.max_instances
+                ),
+            );
+        }
+        let routes = self.routes(&handlers, raw.route);
+        let admin = raw
+            .admin
+            .and_then(|admin| self.admin(&admin.addr, &listeners));
+        Config {
+            source: path.to_path_buf(),
+            gateway,
+            listeners,
+            handlers,
+            routes,
+            admin,
+        }
+    }
+
+    fn resolve(&self, path: PathBuf) -> PathBuf {
+        if path.is_absolute() {
+            path
+        } else {
+            self.base.join(path)
+        }
+    }
+
+    fn duration(&mut self, key: &str, text: Option<String>, default: Duration) -> Duration {
+        let Some(text) = text else { return default };
+        match humantime::parse_duration(&text) {
+            Ok(duration) if !duration.is_zero() => duration,
+            Ok(_) => {
+                self.problems.push(key, "must be longer than zero");
+                default
+            }
+            Err(error) => {
+                self.problems.push(
+                    key,
+                    format!(
+                        "`{text}` is not a duration ({error}); write e.g. \"250ms\" or \"10s\""
+                    ),
+                );
+                default
+            }
+        }
+    }
+
+    fn gateway(&mut self, raw: raw::RawGateway) -> GatewaySettings {
+        let handlers_dir = self.resolve(
+            raw.handlers_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_HANDLERS_DIR)),
+        );
+        let grace_period = self.duration(
+            "gateway.grace_period",
+            raw.grace_period,
+            DEFAULT_GRACE_PERIOD,
+        );
+        let tls_handshake_timeout = self.duration(
+            "gateway.tls_handshake_timeout",
+            raw.tls_handshake_timeout,
+            DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+        );
+        let max_instances = raw.max_instances.unwrap_or(DEFAULT_MAX_INSTANCES);
+        if max_instances == 0 {
+            self.problems
+                .push("gateway.max_instances", "must be at least 1");
+        }
+        let cache_dir = match raw.cache_dir {
+            Some(dir) if dir.as_os_str().is_empty() => None,
+            Some(dir) => Some(self.resolve(dir)),
+            None => default_cache_dir(),
+        };
+        GatewaySettings {
+            handlers_dir,
+            grace_period,
+            tls_handshake_timeout,
+            max_instances,
+            auto_routes: raw.auto_routes.unwrap_or(false),
+            watch: raw.watch.unwrap_or(true),
+            cache_dir,
+        }
+    }
+
+    fn listeners(&mut self, raw: Vec<raw::RawListener>) -> Vec<ListenerConfig> {
+        if raw.is_empty() {
+            self.problems
+                .push("listener", "at least one [[listener]] is required");
+        }
+        let mut seen = HashSet::new();
+        let mut listeners = Vec::new();
+        for (index, listener) in raw.into_iter().enumerate() {
+            let key = format!("listener[{index}].addr");
+            let addr = match listener.addr.parse::<SocketAddr>() {
+                Ok(addr) => addr,
+                Err(error) => {
+                    self.problems.push(
+                        key,
+                        format!(
+                            "`{}` is not a socket address ({error}); write e.g. \"127.0.0.1:8080\" or \"[::]:443\"",
+                            listener.addr
+                        ),
+                    );
+                    continue;
+                }
+            };
+            if addr.port() != 0 && !seen.insert(addr) {
+                self.problems.push(
+                    key,
+                    format!("{addr} is already used by an earlier listener"),
+                );
+            }
+            let tls = listener.tls.map(|tls| TlsFiles {
+                cert: self.resolve(tls.cert),
+                key: self.resolve(tls.key),
+            });
+            listeners.push(ListenerConfig { addr, tls });
+        }
+        listeners
+    }
+
+    fn admin(&mut self, addr: &str, listeners: &[ListenerConfig]) -> Option<SocketAddr> {
+        let key = "admin.addr";
+        match addr.parse::<SocketAddr>() {
+            Ok(addr)
+                if addr.port() != 0 && listeners.iter().any(|listener| listener.addr == addr) =>
+            {
+                self.problems.push(
+                    key,
+                    format!("{addr} is also a [[listener]]: the admin API must not be public"),
+                );
+                None
+            }
+            Ok(addr) => Some(addr),
+            Err(error) => {
+                self.problems
+                    .push(key, format!("`{addr}` is not a socket address ({error})"));
+                None
+            }
+        }
+    }
+
+    fn handlers(
+        &mut self,
+        handlers_dir: &Path,
+        raw: BTreeMap<String, raw::RawHandler>,
+    ) -> BTreeMap<HandlerName, HandlerConfig> {
+        let mut handlers = BTreeMap::new();
+        for (name, handler) in raw {
+            let key = format!("handler.{name}");
+            let Some(handler_name) = HandlerName::parse(&name) else {
+                self.problems.push(
+                    &key,
+                    "a handler name is lowercase letters, digits, `-` and `_`, starting with a letter",
+                );
+                continue;
+            };
+            let path = match handler.path {
+                Some(path) => self.resolve(path),
+                None => handlers_dir.join(format!("{name}.wasm")),
+            };
+            let timeout = self.duration(
+                &format!("{key}.limits.timeout"),
+                handler.limits.timeout,
+                DEFAULT_TIMEOUT,
+            );
+            let memory = match handler.limits.memory {
+                None => DEFAULT_MEMORY,
+                Some(text) => match text.parse::<ByteSize>() {
+                    Ok(size) if size.as_u64() >= 64 * 1024 => size.as_u64(),
+                    Ok(_) => {
+                        self.problems.push(
+                            format!("{key}.limits.memory"),
+                            "must be at least one wasm page (64KiB)",
+                        );
+                        DEFAULT_MEMORY
+                    }
+                    Err(error) => {
+                        self.problems.push(
+                            format!("{key}.limits.memory"),
+                            format!("`{text}` is not a size ({error}); write e.g. \"128MiB\""),
+                        );
+                        DEFAULT_MEMORY
+                    }
+                },
+            };
+            for (index, variable) in handler.env.iter().enumerate() {
+                if variable.is_empty() || variable.contains('=') || variable.contains('\0') {
+                    self.problems.push(
+                        format!("{key}.env[{index}]"),
+                        format!("`{variable}` is not an environment variable name"),
+                    );
+                }
+            }
+            let config = HandlerConfig {
+                path,
+                prewarm: handler.pool.prewarm.unwrap_or(DEFAULT_PREWARM),
+                env: handler.env,
+                timeout,
+                memory,
+            };
+            handlers.insert(handler_name, config);
+        }
+        handlers
+    }
+
+    fn routes(
+        &mut self,
+        handlers: &BTreeMap<HandlerName, HandlerConfig>,
+        raw: Vec<raw::RawRoute>,
+    ) -> Vec<RouteConfig> {
+        let mut seen = HashSet::new();
+        let mut routes = Vec::new();
+        for (index, route) in raw.into_iter().enumerate() {
+            let key = format!("route[{index}]");
+            let handler = HandlerName(route.handler);
+            if !handlers.contains_key(&handler) {
+                self.problems.push(
+                    format!("{key}.handler"),
+                    format!("no [handler.{handler}] is configured"),
+                );
+            }
+            let host = route.host.and_then(|host| match check_host(&host) {
+                Ok(host) => Some(host),
+                Err(reason) => {
+                    self.problems.push(format!("{key}.host"), reason);
+                    None
+                }
+            });
+            let path = match parse_route_path(&route.path) {
+                Ok(path) => path,
+                Err(reason) => {
+                    self.problems.push(format!("{key}.path"), reason);
+                    continue;
+                }
+            };
+            if !seen.insert((host.clone(), path.clone())) {
+                let on_host = host
+                    .as_deref()
+                    .map(|host| format!(" on host {host}"))
+                    .unwrap_or_default();
+                self.problems.push(
+                    format!("{key}.path"),
+                    format!("duplicate route: `{path}`{on_host} is already routed by an earlier [[route]]"),
+                );
+                continue;
+            }
+            routes.push(RouteConfig {
+                index,
+                host,
+                path,
+                handler,
+            });
+        }
+        routes
+    }
+}
+
+/// systemd's `CacheDirectory=`, else the XDG cache, else none.
+fn default_cache_dir() -> Option<PathBuf> {
+    let var = |name| {
+        std::env::var_os(name)
+            .filter(|value| !value.is_empty())
+            .map(PathBuf::from)
+    };
+    var("CACHE_DIRECTORY")
+        .or_else(|| var("XDG_CACHE_HOME").map(|dir| dir.join("wasmgate")))
+        .or_else(|| var("HOME").map(|home| home.join(".cache").join("wasmgate")))
+}
+
+pub(super) fn check_host(host: &str) -> Result<String, String> {
+    let lower = host.to_ascii_lowercase();
+    let valid = !lower.is_empty()
+        && lower.split('.').all(|label| {
+            !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if valid {
+        Ok(lower)
+    } else {
+        Err(format!(
+            "`{host}` is not a host name; write the bare name, e.g. \"example.com\" (no scheme, port or path)"
+        ))
+    }
+}
+
+pub(super) fn parse_route_path(path: &str) -> Result<RoutePath, String> {
+    if !path.starts_with('/') {
+        return Err(format!("`{path}` must start with `/`"));
+    }
+    if path.contains(['?', '#']) {
+        return Err(format!("`{path}` must not contain a query or fragment"));
+    }
+    let (pattern, prefix) = match path.strip_suffix("/*") {
+        Some(prefix) => (prefix, true),
+        None => (path, false),
+    };
+    if pattern.contains('*') {
+        return Err(format!(
+            "`{path}`: `*` is only allowed as a final `/*` segment (prefix match)"
+        ));
+    }
+    Ok(if prefix {
+        RoutePath::Prefix(pattern.to_string())
+    } else {
+        RoutePath::Exact(pattern.to_string())
+    })
+}
