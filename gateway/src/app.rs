@@ -10,6 +10,7 @@ use hyper_util::server::conn::auto;
 
 use crate::config::GatewaySettings;
 use crate::drain::Drain;
+use crate::guest::websocket::Hub;
 use crate::guest::{CompileCache, GuestEngine};
 use crate::live::{Live, Snapshot};
 
@@ -28,6 +29,8 @@ pub struct App {
     pub settings: GatewaySettings,
     /// Graceful shutdown.
     pub drain: Drain,
+    /// Pub/sub between stream connections, across generations.
+    pub hub: Arc<Hub>,
     /// The HTTP/1.1 + HTTP/2 connection builder, configured once.
     pub http: auto::Builder<TokioExecutor>,
 }
@@ -52,6 +55,7 @@ impl App {
             cache,
             settings,
             drain: Drain::new(),
+            hub: Arc::default(),
             http,
         }
     }

@@ -110,6 +110,17 @@ pub struct HandlerConfig {
     pub timeout: Duration,
     /// Cap on the guest's linear memory.
     pub memory: u64,
+    /// Which world the component implements, hence how it is served.
+    pub world: HandlerWorld,
+}
+
+/// The world a handler's component implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandlerWorld {
+    /// `wasi:http/proxy`: one instance per request.
+    Http,
+    /// `wasmgate:streaming/websocket-service`: one instance per WebSocket connection.
+    Websocket,
 }
 
 impl HandlerConfig {
@@ -122,6 +133,7 @@ impl HandlerConfig {
             env: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
             memory: DEFAULT_MEMORY,
+            world: HandlerWorld::Http,
         }
     }
 }

@@ -42,6 +42,9 @@ pub enum GatewayError {
     /// The guest answered with an error code instead of a response.
     #[error("guest answered with an error: {0}")]
     GuestErrorCode(String),
+    /// A WebSocket route asked for without a WebSocket upgrade.
+    #[error("this route serves WebSocket connections only")]
+    UpgradeRequired,
     /// The route's handler has no loaded component.
     #[error("handler {0} has no loaded component")]
     HandlerUnavailable(String),
@@ -54,7 +57,7 @@ impl GatewayError {
     /// Who is responsible for this failure.
     pub fn blame(&self) -> Blame {
         match self {
-            Self::NoRoute | Self::BadRequest(_) => Blame::Client,
+            Self::NoRoute | Self::BadRequest(_) | Self::UpgradeRequired => Blame::Client,
             Self::GuestTrap(_)
             | Self::GuestTimeout(_)
             | Self::GuestNoResponse
@@ -68,6 +71,7 @@ impl GatewayError {
         match self {
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             Self::GuestTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::HandlerUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::GuestTrap(_)

@@ -34,6 +34,7 @@ pub mod reload;
 pub mod router;
 pub mod service;
 pub mod tls;
+pub mod upgrade;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -289,7 +289,12 @@ async fn plan(
                         Some(old) if old.is_same(&handler_config, &file.hash) => {
                             Plan::Carry(Arc::clone(old))
                         }
-                        _ => match guest::component::load(&engine, cache.as_deref(), &file) {
+                        _ => match guest::component::load(
+                            &engine,
+                            cache.as_deref(),
+                            &file,
+                            handler_config.world,
+                        ) {
                             Ok(loaded) => Plan::Start(loaded),
                             Err(error) => Plan::Failed(error),
                         },

@@ -44,11 +44,9 @@ pub async fn handle(
         return Ok(rescue(&GatewayError::NoRoute));
     };
     let Some(handler) = snapshot.handler(&route.handler) else {
-        let error = GatewayError::Internal(format!(
-            "{} routes to unloaded handler {}",
-            route.id, route.handler
-        ));
-        tracing::error!(route = &*route.id, "{error}");
+        // Its component has never loaded (the reason was logged at load time).
+        let error = GatewayError::HandlerUnavailable(route.handler.to_string());
+        tracing::debug!(route = &*route.id, "{error}");
         return Ok(rescue(&error));
     };
     if host.is_none() {
@@ -56,6 +54,9 @@ pub async fn handle(
         if let Ok(value) = HeaderValue::from_str(&connection.local.to_string()) {
             request.headers_mut().insert(header::HOST, value);
         }
+    }
+    if handler.is_websocket() {
+        return Ok(crate::upgrade::websocket(&app, handler, &route.id, request).await);
     }
     match handler
         .serve(request, connection.scheme.clone(), &route.id)

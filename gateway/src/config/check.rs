@@ -12,7 +12,8 @@ use super::raw;
 use super::{
     Config, DEFAULT_GRACE_PERIOD, DEFAULT_HANDLERS_DIR, DEFAULT_MAX_INSTANCES, DEFAULT_MEMORY,
     DEFAULT_PREWARM, DEFAULT_TIMEOUT, DEFAULT_TLS_HANDSHAKE_TIMEOUT, GatewaySettings,
-    HandlerConfig, HandlerName, ListenerConfig, ProblemList, RouteConfig, RoutePath, TlsFiles,
+    HandlerConfig, HandlerName, HandlerWorld, ListenerConfig, ProblemList, RouteConfig, RoutePath,
+    TlsFiles,
 };
 
 pub(super) struct Checker<'a> {
@@ -227,12 +228,26 @@ impl<'a> Checker<'a> {
                     );
                 }
             }
+            let world = match handler.world.as_deref() {
+                None | Some("http") => HandlerWorld::Http,
+                Some("websocket") => HandlerWorld::Websocket,
+                Some(other) => {
+                    self.problems.push(
+                        format!("{key}.world"),
+                        format!(
+                            "`{other}` is not a world; write \"http\" (default) or \"websocket\""
+                        ),
+                    );
+                    HandlerWorld::Http
+                }
+            };
             let config = HandlerConfig {
                 path,
                 prewarm: handler.pool.prewarm.unwrap_or(DEFAULT_PREWARM),
                 env: handler.env,
                 timeout,
                 memory,
+                world,
             };
             handlers.insert(handler_name, config);
         }

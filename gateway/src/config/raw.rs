@@ -60,6 +60,7 @@ pub(super) struct RawHandler {
     pub(super) env: Vec<String>,
     #[serde(default)]
     pub(super) limits: RawLimits,
+    pub(super) world: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -13,6 +13,8 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use super::cache::{CompileCache, ContentHash};
 use super::engine::GuestEngine;
 use super::host::Host;
+use super::websocket::WebsocketServicePre;
+use crate::config::HandlerWorld;
 
 /// Why a file cannot serve as a handler.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +39,9 @@ pub enum LoadError {
     /// The component does not export the HTTP handler interface.
     #[error("the component does not export wasi:http/incoming-handler@0.2: {0}")]
     NotHttpHandler(String),
+    /// The component does not export the WebSocket handler interface.
+    #[error("the component does not export wasmgate:streaming/websocket-handler@0.1: {0}")]
+    NotWebsocketHandler(String),
     /// The component cannot be instantiated (e.g. its initial memory exceeds
     /// the handler's limit).
     #[error("the component cannot be instantiated: {0}")]
@@ -46,13 +51,21 @@ pub enum LoadError {
 /// A component ready to be instantiated per request.
 pub struct Loaded {
     /// The type-checked pre-instance.
-    pub pre: ProxyPre<Host>,
+    pub pre: Pre,
     /// What the file contained.
     pub hash: ContentHash,
     /// Whether it was compiled now or taken from the cache.
     pub origin: Origin,
     /// How long loading took.
     pub load_time: Duration,
+}
+
+/// A pre-instance, typed by the world the component implements.
+pub enum Pre {
+    /// `wasi:http/proxy`.
+    Http(ProxyPre<Host>),
+    /// `wasmgate:streaming/websocket-service`.
+    Websocket(WebsocketServicePre<Host>),
 }
 
 /// Where a loaded component's machine code came from.
@@ -87,6 +100,7 @@ pub fn load(
     engine: &GuestEngine,
     cache: Option<&CompileCache>,
     file: &ComponentFile,
+    world: HandlerWorld,
 ) -> Result<Loaded, LoadError> {
     let started = Instant::now();
     let bytes = &file.bytes;
@@ -117,8 +131,14 @@ pub fn load(
         .linker()
         .instantiate_pre(&component)
         .map_err(|error| LoadError::Link(format!("{error:#}")))?;
-    let pre = ProxyPre::new(instance_pre)
-        .map_err(|error| LoadError::NotHttpHandler(format!("{error:#}")))?;
+    let pre = match world {
+        HandlerWorld::Http => ProxyPre::new(instance_pre)
+            .map(Pre::Http)
+            .map_err(|error| LoadError::NotHttpHandler(format!("{error:#}")))?,
+        HandlerWorld::Websocket => WebsocketServicePre::new(instance_pre)
+            .map(Pre::Websocket)
+            .map_err(|error| LoadError::NotWebsocketHandler(format!("{error:#}")))?,
+    };
     Ok(Loaded {
         pre,
         hash: file.hash.clone(),

@@ -78,6 +78,9 @@ impl GuestEngine {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(|error| anyhow::anyhow!("{error:?}"))
             .context("linking wasi:http")?;
+        super::websocket::add_to_linker(&mut linker)
+            .map_err(|error| anyhow::anyhow!("{error:?}"))
+            .context("linking wasmgate:streaming")?;
         let ticker = EpochTicker::start(engine.clone());
         Ok(Self {
             engine,

@@ -18,8 +18,11 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 
 use super::cache::ContentHash;
+use super::component::Pre;
 use super::component::{LoadError, Loaded};
-use super::pool::{Blueprint, DeadlineExceeded, Pool, Ready};
+use super::host::{DeadlineExceeded, Host, StoreMaker};
+use super::pool::{Blueprint, Pool, Ready};
+use super::websocket::{Hub, Opening, Refused, Session, WebsocketServicePre};
 use crate::body::ResponseBody;
 use crate::config::{HandlerConfig, HandlerName};
 use crate::error::GatewayError;
@@ -29,7 +32,18 @@ pub struct Handler {
     label: Arc<str>,
     config: HandlerConfig,
     hash: ContentHash,
-    pool: Pool,
+    kind: Kind,
+}
+
+/// How the handler's instances are made and used.
+enum Kind {
+    /// One pooled, pre-instantiated instance per request.
+    Http(Pool),
+    /// One instance per WebSocket connection, made when it opens.
+    Websocket {
+        pre: WebsocketServicePre<Host>,
+        stores: StoreMaker,
+    },
 }
 
 /// How a guest's run ended.
@@ -53,17 +67,31 @@ impl Handler {
             .iter()
             .filter_map(|key| std::env::var(key).ok().map(|value| (key.clone(), value)))
             .collect();
-        let blueprint = Blueprint {
-            pre: loaded.pre,
+        let stores = StoreMaker {
             handler: Arc::clone(&label),
             env,
             memory: usize::try_from(config.memory).unwrap_or(usize::MAX),
         };
-        let pool = Pool::start(blueprint, config.prewarm)
-            .await
-            .map_err(|error| LoadError::Instantiate(format!("{error:#}")))?;
+        let instantiate_failed =
+            |error: wasmtime::Error| LoadError::Instantiate(format!("{error:#}"));
+        let kind = match loaded.pre {
+            Pre::Http(pre) => Kind::Http(
+                Pool::start(Blueprint { pre, stores }, config.prewarm)
+                    .await
+                    .map_err(instantiate_failed)?,
+            ),
+            Pre::Websocket(pre) => {
+                // Instantiated once now, so a component that cannot be is
+                // rejected at load rather than at its first connection.
+                let mut store = stores.make(pre.engine());
+                pre.instantiate_async(&mut store)
+                    .await
+                    .map_err(instantiate_failed)?;
+                Kind::Websocket { pre, stores }
+            }
+        };
         Ok(Self {
-            pool,
+            kind,
             label,
             config: config.clone(),
             hash: loaded.hash,
@@ -93,7 +121,10 @@ impl Handler {
         scheme: Scheme,
         route: &Arc<str>,
     ) -> Result<Response<ResponseBody>, GatewayError> {
-        let Ready { mut store, proxy } = self.pool.take().await.map_err(|error| {
+        let Kind::Http(pool) = &self.kind else {
+            return Err(GatewayError::UpgradeRequired);
+        };
+        let Ready { mut store, proxy } = pool.take().await.map_err(|error| {
             GatewayError::Internal(format!("instantiating the guest: {error:#}"))
         })?;
         let deadline = Instant::now() + self.config.timeout;
@@ -138,6 +169,33 @@ impl Handler {
                 Err(join) => Err(GatewayError::Internal(format!("guest task failed: {join}"))),
             },
         }
+    }
+
+    /// Whether this handler serves WebSocket connections.
+    pub fn is_websocket(&self) -> bool {
+        matches!(self.kind, Kind::Websocket { .. })
+    }
+
+    /// Instantiates the guest for a new WebSocket connection and asks it
+    /// whether to accept `opening`.
+    pub async fn open_websocket(
+        &self,
+        hub: &Arc<Hub>,
+        opening: Opening,
+    ) -> Result<Session, Refused> {
+        let Kind::Websocket { pre, stores } = &self.kind else {
+            return Err(Refused::Failed("not a WebSocket handler".into()));
+        };
+        let store = stores.make(pre.engine());
+        Session::open(
+            store,
+            pre,
+            hub,
+            opening,
+            self.config.timeout,
+            Arc::clone(&self.label),
+        )
+        .await
     }
 
     fn log(&self, route: &str, error: &GatewayError) {

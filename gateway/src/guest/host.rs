@@ -27,11 +27,13 @@ pub struct Host {
     /// When the current request must be finished; far in the future while the
     /// instance waits in the pool.
     pub(super) deadline: Instant,
+    /// The connection a streaming guest serves; `None` for HTTP handlers.
+    pub(super) link: Option<super::websocket::Link>,
 }
 
 impl Host {
     /// A fresh context for `handler`, seeing only `env`.
-    pub(super) fn new(handler: &Arc<str>, env: &[(String, String)], limits: StoreLimits) -> Self {
+    fn new(handler: &Arc<str>, env: &[(String, String)], limits: StoreLimits) -> Self {
         let mut wasi = WasiCtx::builder();
         wasi.envs(env)
             .stdout(GuestLog::new(handler, GuestStream::Stdout))
@@ -45,7 +47,44 @@ impl Host {
             },
             limits,
             deadline: far_future(),
+            link: None,
         }
+    }
+}
+
+/// Makes the stores of one handler: its environment, its memory cap, and
+/// the epoch callback that enforces each call's deadline.
+pub(super) struct StoreMaker {
+    pub(super) handler: Arc<str>,
+    pub(super) env: Vec<(String, String)>,
+    pub(super) memory: usize,
+}
+
+/// The guest ran past its deadline; raised from the epoch callback so it
+/// unwinds the guest like a trap.
+#[derive(Debug, thiserror::Error)]
+#[error("the guest ran past its deadline")]
+pub(super) struct DeadlineExceeded;
+
+impl StoreMaker {
+    pub(super) fn make(&self, engine: &wasmtime::Engine) -> wasmtime::Store<Host> {
+        let limits = wasmtime::StoreLimitsBuilder::new()
+            .memory_size(self.memory)
+            .build();
+        let mut store = wasmtime::Store::new(engine, Host::new(&self.handler, &self.env, limits));
+        store.limiter(|host| &mut host.limits);
+        // Every epoch tick a running guest either yields to tokio (so one busy
+        // guest cannot starve the worker it runs on) or, past its deadline, is
+        // stopped.
+        store.epoch_deadline_callback(|store| {
+            if Instant::now() >= store.data().deadline {
+                Err(DeadlineExceeded.into())
+            } else {
+                Ok(wasmtime::UpdateDeadline::Yield(1))
+            }
+        });
+        store.set_epoch_deadline(1);
+        store
     }
 }
 

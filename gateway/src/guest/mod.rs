@@ -15,9 +15,10 @@ pub mod engine;
 mod handler;
 mod host;
 mod pool;
+pub mod websocket;
 
 pub use cache::{CompileCache, ContentHash};
-pub use component::{ComponentFile, LoadError, Loaded, Origin};
+pub use component::{ComponentFile, LoadError, Loaded, Origin, Pre};
 pub use engine::{Allocation, GuestEngine};
 pub use handler::Handler;
 pub use host::Host;

@@ -6,14 +6,13 @@
 //! an old component version are never handed out.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
 
 use tokio::sync::Notify;
 use tokio_util::task::AbortOnDropHandle;
-use wasmtime::{Store, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 
-use super::host::Host;
+use super::host::{Host, StoreMaker};
 
 /// An instantiated guest waiting for its request.
 pub(super) struct Ready {
@@ -24,16 +23,8 @@ pub(super) struct Ready {
 /// What every instance of one handler is made with.
 pub(super) struct Blueprint {
     pub(super) pre: ProxyPre<Host>,
-    pub(super) handler: Arc<str>,
-    pub(super) env: Vec<(String, String)>,
-    pub(super) memory: usize,
+    pub(super) stores: StoreMaker,
 }
-
-/// The guest ran past the deadline of its request; raised from the epoch
-/// callback so it unwinds the guest like a trap.
-#[derive(Debug, thiserror::Error)]
-#[error("the guest ran past its deadline")]
-pub(super) struct DeadlineExceeded;
 
 /// Ready instances of one handler, refilled in the background.
 pub(super) struct Pool {
@@ -91,7 +82,7 @@ impl Shared {
                     // Usually the pooling allocator is full; requests still
                     // instantiate inline, and the next take retries the fill.
                     tracing::debug!(
-                        handler = &*self.blueprint.handler,
+                        handler = &*self.blueprint.stores.handler,
                         error = format!("{error:#}"),
                         "could not prewarm an instance"
                     );
@@ -116,21 +107,7 @@ async fn refill(shared: Arc<Shared>) {
 
 impl Blueprint {
     async fn instantiate(&self) -> wasmtime::Result<Ready> {
-        let limits = StoreLimitsBuilder::new().memory_size(self.memory).build();
-        let host = Host::new(&self.handler, &self.env, limits);
-        let mut store = Store::new(self.pre.engine(), host);
-        store.limiter(|host| &mut host.limits);
-        // Every epoch tick a running guest either yields to tokio (so one busy
-        // guest cannot starve the worker it runs on) or, past its request's
-        // deadline, is stopped.
-        store.epoch_deadline_callback(|store| {
-            if Instant::now() >= store.data().deadline {
-                Err(DeadlineExceeded.into())
-            } else {
-                Ok(UpdateDeadline::Yield(1))
-            }
-        });
-        store.set_epoch_deadline(1);
+        let mut store = self.stores.make(self.pre.engine());
         let proxy = self.pre.instantiate_async(&mut store).await?;
         Ok(Ready { store, proxy })
     }
