@@ -52,6 +52,9 @@ pub struct GatewaySettings {
     pub watch: bool,
     /// Where compiled components are cached; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
+    /// How often an idle event stream gets a keep-alive comment (which is
+    /// also how a departed client is noticed).
+    pub stream_keep_alive: Duration,
 }
 
 /// One `[[listener]]`.
@@ -121,6 +124,8 @@ pub enum HandlerWorld {
     Http,
     /// `wasmgate:streaming/websocket-service`: one instance per WebSocket connection.
     Websocket,
+    /// `wasmgate:streaming/sse-service`: one instance per event stream.
+    Sse,
 }
 
 impl HandlerConfig {
@@ -271,6 +276,7 @@ const DEFAULT_MAX_INSTANCES: u32 = 1000;
 const DEFAULT_PREWARM: usize = 4;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_MEMORY: u64 = 128 * 1024 * 1024;
+const DEFAULT_STREAM_KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 impl Config {
     /// Reads and validates the file at `path`.

@@ -58,6 +58,9 @@ pub async fn handle(
     if handler.is_websocket() {
         return Ok(crate::upgrade::websocket(&app, handler, &route.id, request).await);
     }
+    if handler.is_sse() {
+        return Ok(crate::upgrade::sse(&app, handler, &route.id, request).await);
+    }
     match handler
         .serve(request, connection.scheme.clone(), &route.id)
         .await

@@ -55,9 +55,10 @@ enum Sender {
     Http2(http2::SendRequest<Body>),
 }
 
-/// One client connection.
+/// One client connection; dropping it closes the connection.
 pub struct Client {
     sender: Sender,
+    connection: tokio::task::AbortHandle,
     scheme: &'static str,
     authority: String,
     /// The ALPN protocol the TLS handshake settled on, if TLS.
@@ -102,8 +103,8 @@ impl Client {
         let (sender, connection) = http1::handshake(TokioIo::new(io))
             .await
             .expect("HTTP/1 handshake");
-        tokio::spawn(connection);
-        Self::new(Sender::Http1(sender), scheme, addr, alpn)
+        let connection = tokio::spawn(connection).abort_handle();
+        Self::new(Sender::Http1(sender), connection, scheme, addr, alpn)
     }
 
     async fn start_http2<IO: Io>(
@@ -115,13 +116,20 @@ impl Client {
         let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(io))
             .await
             .expect("HTTP/2 handshake");
-        tokio::spawn(connection);
-        Self::new(Sender::Http2(sender), scheme, addr, alpn)
+        let connection = tokio::spawn(connection).abort_handle();
+        Self::new(Sender::Http2(sender), connection, scheme, addr, alpn)
     }
 
-    fn new(sender: Sender, scheme: &'static str, addr: SocketAddr, alpn: Option<Vec<u8>>) -> Self {
+    fn new(
+        sender: Sender,
+        connection: tokio::task::AbortHandle,
+        scheme: &'static str,
+        addr: SocketAddr,
+        alpn: Option<Vec<u8>>,
+    ) -> Self {
         Self {
             sender,
+            connection,
             scheme,
             authority: addr.to_string(),
             alpn,
@@ -180,5 +188,11 @@ impl Client {
         self.send(request)
             .await
             .expect("GET succeeds at the HTTP level")
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.connection.abort();
     }
 }

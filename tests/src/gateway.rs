@@ -214,6 +214,8 @@ impl TestGateway {
 
     /// Waits until a log line contains `fragment` and returns that line. Log
     /// lines reach the harness asynchronously, after the response they concern.
+    /// This blocks the calling thread: a test whose own tasks must progress
+    /// meanwhile (e.g. to close a connection) needs a multi-threaded runtime.
     pub fn wait_for_log(&self, fragment: &str) -> String {
         let deadline = Instant::now() + LOG_TIMEOUT;
         let mut text = self.log.lock();

@@ -11,9 +11,9 @@ use bytesize::ByteSize;
 use super::raw;
 use super::{
     Config, DEFAULT_GRACE_PERIOD, DEFAULT_HANDLERS_DIR, DEFAULT_MAX_INSTANCES, DEFAULT_MEMORY,
-    DEFAULT_PREWARM, DEFAULT_TIMEOUT, DEFAULT_TLS_HANDSHAKE_TIMEOUT, GatewaySettings,
-    HandlerConfig, HandlerName, HandlerWorld, ListenerConfig, ProblemList, RouteConfig, RoutePath,
-    TlsFiles,
+    DEFAULT_PREWARM, DEFAULT_STREAM_KEEP_ALIVE, DEFAULT_TIMEOUT, DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+    GatewaySettings, HandlerConfig, HandlerName, HandlerWorld, ListenerConfig, ProblemList,
+    RouteConfig, RoutePath, TlsFiles,
 };
 
 pub(super) struct Checker<'a> {
@@ -115,6 +115,11 @@ impl<'a> Checker<'a> {
             auto_routes: raw.auto_routes.unwrap_or(false),
             watch: raw.watch.unwrap_or(true),
             cache_dir,
+            stream_keep_alive: self.duration(
+                "gateway.stream_keep_alive",
+                raw.stream_keep_alive,
+                DEFAULT_STREAM_KEEP_ALIVE,
+            ),
         }
     }
 
@@ -231,11 +236,12 @@ impl<'a> Checker<'a> {
             let world = match handler.world.as_deref() {
                 None | Some("http") => HandlerWorld::Http,
                 Some("websocket") => HandlerWorld::Websocket,
+                Some("sse") => HandlerWorld::Sse,
                 Some(other) => {
                     self.problems.push(
                         format!("{key}.world"),
                         format!(
-                            "`{other}` is not a world; write \"http\" (default) or \"websocket\""
+                            "`{other}` is not a world; write \"http\" (default), \"websocket\" or \"sse\""
                         ),
                     );
                     HandlerWorld::Http

@@ -13,6 +13,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use super::cache::{CompileCache, ContentHash};
 use super::engine::GuestEngine;
 use super::host::Host;
+use super::sse::SseServicePre;
 use super::websocket::WebsocketServicePre;
 use crate::config::HandlerWorld;
 
@@ -39,9 +40,9 @@ pub enum LoadError {
     /// The component does not export the HTTP handler interface.
     #[error("the component does not export wasi:http/incoming-handler@0.2: {0}")]
     NotHttpHandler(String),
-    /// The component does not export the WebSocket handler interface.
-    #[error("the component does not export wasmgate:streaming/websocket-handler@0.1: {0}")]
-    NotWebsocketHandler(String),
+    /// The component does not export the stream handler interface its world needs.
+    #[error("the component does not export wasmgate:streaming/{0}@0.1: {1}")]
+    NotStreamHandler(&'static str, String),
     /// The component cannot be instantiated (e.g. its initial memory exceeds
     /// the handler's limit).
     #[error("the component cannot be instantiated: {0}")]
@@ -66,6 +67,8 @@ pub enum Pre {
     Http(ProxyPre<Host>),
     /// `wasmgate:streaming/websocket-service`.
     Websocket(WebsocketServicePre<Host>),
+    /// `wasmgate:streaming/sse-service`.
+    Sse(SseServicePre<Host>),
 }
 
 /// Where a loaded component's machine code came from.
@@ -137,7 +140,12 @@ pub fn load(
             .map_err(|error| LoadError::NotHttpHandler(format!("{error:#}")))?,
         HandlerWorld::Websocket => WebsocketServicePre::new(instance_pre)
             .map(Pre::Websocket)
-            .map_err(|error| LoadError::NotWebsocketHandler(format!("{error:#}")))?,
+            .map_err(|error| {
+                LoadError::NotStreamHandler("websocket-handler", format!("{error:#}"))
+            })?,
+        HandlerWorld::Sse => SseServicePre::new(instance_pre)
+            .map(Pre::Sse)
+            .map_err(|error| LoadError::NotStreamHandler("sse-handler", format!("{error:#}")))?,
     };
     Ok(Loaded {
         pre,

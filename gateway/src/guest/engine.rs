@@ -79,6 +79,7 @@ impl GuestEngine {
             .map_err(|error| anyhow::anyhow!("{error:?}"))
             .context("linking wasi:http")?;
         super::websocket::add_to_linker(&mut linker)
+            .and_then(|()| super::sse::add_to_linker(&mut linker))
             .map_err(|error| anyhow::anyhow!("{error:?}"))
             .context("linking wasmgate:streaming")?;
         let ticker = EpochTicker::start(engine.clone());

@@ -22,6 +22,7 @@ use super::component::Pre;
 use super::component::{LoadError, Loaded};
 use super::host::{DeadlineExceeded, Host, StoreMaker};
 use super::pool::{Blueprint, Pool, Ready};
+use super::sse::{Session as SseSession, SseServicePre};
 use super::websocket::{Hub, Opening, Refused, Session, WebsocketServicePre};
 use crate::body::ResponseBody;
 use crate::config::{HandlerConfig, HandlerName};
@@ -42,6 +43,11 @@ enum Kind {
     /// One instance per WebSocket connection, made when it opens.
     Websocket {
         pre: WebsocketServicePre<Host>,
+        stores: StoreMaker,
+    },
+    /// One instance per SSE stream, made when it is subscribed.
+    Sse {
+        pre: SseServicePre<Host>,
         stores: StoreMaker,
     },
 }
@@ -80,14 +86,21 @@ impl Handler {
                     .await
                     .map_err(instantiate_failed)?,
             ),
+            // Stream handlers are instantiated once now, so a component that
+            // cannot be is rejected at load rather than at its first connection.
             Pre::Websocket(pre) => {
-                // Instantiated once now, so a component that cannot be is
-                // rejected at load rather than at its first connection.
                 let mut store = stores.make(pre.engine());
                 pre.instantiate_async(&mut store)
                     .await
                     .map_err(instantiate_failed)?;
                 Kind::Websocket { pre, stores }
+            }
+            Pre::Sse(pre) => {
+                let mut store = stores.make(pre.engine());
+                pre.instantiate_async(&mut store)
+                    .await
+                    .map_err(instantiate_failed)?;
+                Kind::Sse { pre, stores }
             }
         };
         Ok(Self {
@@ -169,6 +182,29 @@ impl Handler {
                 Err(join) => Err(GatewayError::Internal(format!("guest task failed: {join}"))),
             },
         }
+    }
+
+    /// Whether this handler serves SSE streams.
+    pub fn is_sse(&self) -> bool {
+        matches!(self.kind, Kind::Sse { .. })
+    }
+
+    /// Instantiates the guest for a new SSE stream and asks it whether to
+    /// accept `opening`.
+    pub async fn open_sse(&self, hub: &Arc<Hub>, opening: Opening) -> Result<SseSession, Refused> {
+        let Kind::Sse { pre, stores } = &self.kind else {
+            return Err(Refused::Failed("not an SSE handler".into()));
+        };
+        let store = stores.make(pre.engine());
+        SseSession::open(
+            store,
+            pre,
+            hub,
+            opening,
+            self.config.timeout,
+            Arc::clone(&self.label),
+        )
+        .await
     }
 
     /// Whether this handler serves WebSocket connections.

@@ -15,6 +15,7 @@ pub mod engine;
 mod handler;
 mod host;
 mod pool;
+pub mod sse;
 pub mod websocket;
 
 pub use cache::{CompileCache, ContentHash};

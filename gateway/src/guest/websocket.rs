@@ -23,7 +23,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use super::host::Host;
 use crate::drain::Drain;
 
-mod bindings {
+pub(super) mod bindings {
     wasmtime::component::bindgen!({
         path: "wit",
         world: "websocket-service",
@@ -51,9 +51,9 @@ pub struct Hub {
     next_id: AtomicU64,
 }
 
-struct Published {
-    topic: String,
-    message: Message,
+pub(super) struct Published {
+    pub(super) topic: String,
+    pub(super) message: Message,
 }
 
 impl Hub {
@@ -74,7 +74,7 @@ impl Hub {
         }
     }
 
-    fn leave(&self, connection: u64) {
+    pub(super) fn leave(&self, connection: u64) {
         let mut topics = self.lock();
         topics.retain(|_, subscribers| {
             subscribers.remove(&connection);
@@ -85,14 +85,34 @@ impl Hub {
 
 /// What ties a guest instance to its connection.
 pub(super) struct Link {
-    id: u64,
-    hub: Arc<Hub>,
-    outbox: mpsc::Sender<Outgoing>,
-    inbox: mpsc::Sender<Published>,
+    pub(super) id: u64,
+    pub(super) hub: Arc<Hub>,
+    pub(super) outbox: mpsc::Sender<Outgoing>,
+    pub(super) inbox: mpsc::Sender<Published>,
 }
 
-enum Outgoing {
+impl Link {
+    /// A link for a new connection, with the receiving ends of its queues.
+    pub(super) fn new(
+        hub: &Arc<Hub>,
+    ) -> (Self, mpsc::Receiver<Outgoing>, mpsc::Receiver<Published>) {
+        let id = hub.next_id.fetch_add(1, Ordering::Relaxed);
+        let (outbox, outgoing) = mpsc::channel(SEND_QUEUE);
+        let (inbox, published) = mpsc::channel(INBOX);
+        let link = Self {
+            id,
+            hub: Arc::clone(hub),
+            outbox,
+            inbox,
+        };
+        (link, outgoing, published)
+    }
+}
+
+pub(super) enum Outgoing {
     Message(Message),
+    /// An SSE event, already in wire format.
+    Event(String),
     Close(u16, String),
 }
 
@@ -194,15 +214,9 @@ impl Session {
         timeout: std::time::Duration,
         handler: Arc<str>,
     ) -> Result<Self, Refused> {
-        let id = hub.next_id.fetch_add(1, Ordering::Relaxed);
-        let (outbox_sender, outbox) = mpsc::channel(SEND_QUEUE);
-        let (inbox_sender, inbox) = mpsc::channel(INBOX);
-        store.data_mut().link = Some(Link {
-            id,
-            hub: Arc::clone(hub),
-            outbox: outbox_sender,
-            inbox: inbox_sender,
-        });
+        let (link, outbox, inbox) = Link::new(hub);
+        let id = link.id;
+        store.data_mut().link = Some(link);
         store.data_mut().deadline = Instant::now() + timeout;
         let guest = pre
             .instantiate_async(&mut store)
@@ -267,6 +281,8 @@ impl Session {
                 Some(outgoing) = self.outbox.recv() => match outgoing {
                     Outgoing::Message(Message::Text(text)) => { let _ = sink.send(WireMessage::text(text)).await; }
                     Outgoing::Message(Message::Binary(bytes)) => { let _ = sink.send(WireMessage::binary(bytes)).await; }
+                    // SSE events have no place on a WebSocket.
+                    Outgoing::Event(_) => {}
                     Outgoing::Close(code, reason) => {
                         let _ = sink.send(close(code, &reason)).await;
                         break (code, reason);

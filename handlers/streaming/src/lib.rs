@@ -11,3 +11,14 @@ pub mod websocket {
         default_bindings_module: "streaming::websocket",
     });
 }
+
+/// The `sse-service` world; export a handler with [`export_sse!`].
+pub mod sse {
+    wit_bindgen::generate!({
+        path: "../../gateway/wit",
+        world: "sse-service",
+        pub_export_macro: true,
+        export_macro_name: "export_sse",
+        default_bindings_module: "streaming::sse",
+    });
+}

@@ -1,0 +1,219 @@
+//! Server-Sent Event streams served by `wasmgate:streaming/sse-service`
+//! guests: the host side of the `sse` interface and one session per stream.
+//!
+//! Invariant: a session owns its guest instance for the stream's whole life
+//! and feeds it one event at a time (subscribe, each published message,
+//! close), each under the handler's time limit; the host writes the SSE wire
+//! format, so no guest data can break the framing.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::host::Host;
+use super::websocket::{Hub, Link, Opening, Outgoing, Published, Refused};
+use crate::drain::Drain;
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "wit",
+        world: "sse-service",
+        exports: { default: async },
+        require_store_data_send: true,
+        // The shared interfaces are the WebSocket world's, linked once.
+        with: {
+            "wasmgate:streaming/types": crate::guest::websocket::bindings::wasmgate::streaming::types,
+            "wasmgate:streaming/pubsub": crate::guest::websocket::bindings::wasmgate::streaming::pubsub,
+        },
+    });
+}
+
+pub use bindings::SseServicePre;
+use bindings::wasmgate::streaming::sse;
+use bindings::wasmgate::streaming::types::{Refusal, Request, SendError};
+
+impl sse::Host for Host {
+    fn emit(&mut self, event: sse::Event) -> Result<(), SendError> {
+        let Some(link) = &self.link else {
+            return Err(SendError::Closed);
+        };
+        link.outbox
+            .try_send(Outgoing::Event(wire_format(&event)))
+            .map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => SendError::QueueFull,
+                mpsc::error::TrySendError::Closed(_) => SendError::Closed,
+            })
+    }
+
+    fn close(&mut self) {
+        if let Some(link) = &self.link {
+            let _ = link.outbox.try_send(Outgoing::Close(0, String::new()));
+        }
+    }
+}
+
+/// Adds the `sse` interface to the shared linker (the WebSocket world adds
+/// `types` and `pubsub`).
+pub(super) fn add_to_linker(
+    linker: &mut wasmtime::component::Linker<Host>,
+) -> wasmtime::Result<()> {
+    sse::add_to_linker::<Host, wasmtime::component::HasSelf<Host>>(linker, |host| host)
+}
+
+/// An SSE event in wire format: one line per field, `data` split on newlines
+/// so it cannot end the event or forge a field.
+fn wire_format(event: &sse::Event) -> String {
+    let mut wire = String::new();
+    let single_line = |value: &str| value.replace(['\r', '\n'], " ");
+    if let Some(retry) = event.retry_ms {
+        wire.push_str(&format!("retry: {retry}\n"));
+    }
+    if let Some(id) = &event.id {
+        wire.push_str(&format!("id: {}\n", single_line(id)));
+    }
+    if let Some(name) = &event.event {
+        wire.push_str(&format!("event: {}\n", single_line(name)));
+    }
+    for line in event.data.split('\n') {
+        wire.push_str(&format!("data: {}\n", line.trim_end_matches('\r')));
+    }
+    wire.push('\n');
+    wire
+}
+
+/// One accepted SSE subscription and the guest instance that serves it.
+pub struct Session {
+    store: wasmtime::Store<Host>,
+    guest: bindings::SseService,
+    outbox: mpsc::Receiver<Outgoing>,
+    inbox: mpsc::Receiver<Published>,
+    hub: Arc<Hub>,
+    id: u64,
+    timeout: std::time::Duration,
+    handler: Arc<str>,
+}
+
+impl Session {
+    /// Instantiates the guest for a new subscription and asks it `on-subscribe`.
+    pub(super) async fn open(
+        mut store: wasmtime::Store<Host>,
+        pre: &SseServicePre<Host>,
+        hub: &Arc<Hub>,
+        opening: Opening,
+        timeout: std::time::Duration,
+        handler: Arc<str>,
+    ) -> Result<Self, Refused> {
+        let (link, outbox, inbox) = Link::new(hub);
+        let id = link.id;
+        store.data_mut().link = Some(link);
+        store.data_mut().deadline = Instant::now() + timeout;
+        let failed = |error: wasmtime::Error| Refused::Failed(format!("{error:#}"));
+        let guest = pre.instantiate_async(&mut store).await.map_err(failed)?;
+        let request = Request {
+            method: opening.method,
+            path_with_query: opening.path_with_query,
+            headers: opening.headers,
+        };
+        let answer = guest
+            .wasmgate_streaming_sse_handler()
+            .call_on_subscribe(&mut store, &request)
+            .await
+            .map_err(failed)?;
+        let session = Self {
+            store,
+            guest,
+            outbox,
+            inbox,
+            hub: Arc::clone(hub),
+            id,
+            timeout,
+            handler,
+        };
+        match answer {
+            Ok(()) => Ok(session),
+            Err(Refusal { status, reason }) => Err(Refused::ByGuest(status, reason)),
+        }
+    }
+
+    /// Streams the guest's events into `body` until the client goes away,
+    /// the guest closes the stream or fails, or the gateway drains. A comment
+    /// line goes out every `keep_alive` so proxies keep the stream open and a
+    /// departed client is noticed (only a write can tell).
+    pub async fn run(mut self, body: mpsc::Sender<Bytes>, drain: Drain, keep_alive: Duration) {
+        let mut ticks =
+            tokio::time::interval_at(tokio::time::Instant::now() + keep_alive, keep_alive);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {
+                    if body.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() {
+                        break;
+                    }
+                }
+                Some(outgoing) = self.outbox.recv() => match outgoing {
+                    Outgoing::Event(wire) => {
+                        if body.send(Bytes::from(wire)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Outgoing::Close(..) => break,
+                    // WebSocket messages have no place in an event stream.
+                    Outgoing::Message(_) => {}
+                },
+                Some(published) = self.inbox.recv() => {
+                    if let Err(error) = self.publish(published).await {
+                        tracing::warn!(handler = &*self.handler, "SSE guest failed; ending the stream: {error:#}");
+                        self.hub.leave(self.id);
+                        return;
+                    }
+                }
+                () = body.closed() => break,
+                () = drain.signaled() => break,
+            }
+        }
+        // Events the guest queued last still go out.
+        while let Ok(Outgoing::Event(wire)) = self.outbox.try_recv() {
+            let _ = body.send(Bytes::from(wire)).await;
+        }
+        self.hub.leave(self.id);
+        self.store.data_mut().deadline = Instant::now() + self.timeout;
+        let close = self
+            .guest
+            .wasmgate_streaming_sse_handler()
+            .call_on_close(&mut self.store);
+        let _ = tokio::time::timeout(self.timeout, close).await;
+    }
+
+    async fn publish(&mut self, published: Published) -> wasmtime::Result<()> {
+        self.store.data_mut().deadline = Instant::now() + self.timeout;
+        let call = self.guest.wasmgate_streaming_sse_handler().call_on_publish(
+            &mut self.store,
+            &published.topic,
+            &published.message,
+        );
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(wasmtime::format_err!("the guest ran past its time limit")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_fields_cannot_break_the_framing() {
+        let event = sse::Event {
+            id: Some("7\nevent: forged".into()),
+            event: Some("tick".into()),
+            data: "line one\nline two".into(),
+            retry_ms: Some(1500),
+        };
+        assert_eq!(
+            wire_format(&event),
+            "retry: 1500\nid: 7 event: forged\nevent: tick\ndata: line one\ndata: line two\n\n"
+        );
+    }
+}
