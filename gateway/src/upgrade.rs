@@ -24,7 +24,7 @@ use crate::app::App;
 use crate::body::{ResponseBody, full};
 use crate::error::{GatewayError, rescue};
 use crate::guest::Handler;
-use crate::guest::websocket::{Opening, Refused};
+use crate::guest::stream::{Opening, Refused};
 
 /// Answers `request` on a WebSocket route: 101 and a bridged connection, the
 /// guest's refusal, or 426 when the request is not a WebSocket upgrade.

@@ -22,8 +22,9 @@ use super::component::Pre;
 use super::component::{LoadError, Loaded};
 use super::host::{DeadlineExceeded, Host, StoreMaker};
 use super::pool::{Blueprint, Pool, Ready};
-use super::sse::{Session as SseSession, SseServicePre};
-use super::websocket::{Hub, Opening, Refused, Session, WebsocketServicePre};
+use super::sse::{Session as SseSession, SseService, SseServicePre};
+use super::stream::{Opening, Refused, Stream, trial};
+use super::websocket::{Hub, Session, WebsocketService, WebsocketServicePre};
 use crate::body::ResponseBody;
 use crate::config::{HandlerConfig, HandlerName};
 use crate::error::GatewayError;
@@ -86,18 +87,14 @@ impl Handler {
                     .await
                     .map_err(instantiate_failed)?,
             ),
-            // Stream handlers are instantiated once now, so a component that
-            // cannot be is rejected at load rather than at its first connection.
             Pre::Websocket(pre) => {
-                let mut store = stores.make(pre.engine());
-                pre.instantiate_async(&mut store)
+                trial::<WebsocketService>(&pre, &stores)
                     .await
                     .map_err(instantiate_failed)?;
                 Kind::Websocket { pre, stores }
             }
             Pre::Sse(pre) => {
-                let mut store = stores.make(pre.engine());
-                pre.instantiate_async(&mut store)
+                trial::<SseService>(&pre, &stores)
                     .await
                     .map_err(instantiate_failed)?;
                 Kind::Sse { pre, stores }
@@ -189,27 +186,20 @@ impl Handler {
         matches!(self.kind, Kind::Sse { .. })
     }
 
-    /// Instantiates the guest for a new SSE stream and asks it whether to
-    /// accept `opening`.
-    pub async fn open_sse(&self, hub: &Arc<Hub>, opening: Opening) -> Result<SseSession, Refused> {
-        let Kind::Sse { pre, stores } = &self.kind else {
-            return Err(Refused::Failed("not an SSE handler".into()));
-        };
-        let store = stores.make(pre.engine());
-        SseSession::open(
-            store,
-            pre,
-            hub,
-            opening,
-            self.config.timeout,
-            Arc::clone(&self.label),
-        )
-        .await
-    }
-
     /// Whether this handler serves WebSocket connections.
     pub fn is_websocket(&self) -> bool {
         matches!(self.kind, Kind::Websocket { .. })
+    }
+
+    /// Instantiates the guest for a new SSE stream and asks it whether to
+    /// accept `opening`.
+    pub async fn open_sse(&self, hub: &Arc<Hub>, opening: Opening) -> Result<SseSession, Refused> {
+        match &self.kind {
+            Kind::Sse { pre, stores } => {
+                Stream::open(stores, pre, hub, opening, self.config.timeout).await
+            }
+            _ => Err(Refused::Failed("not an SSE handler".into())),
+        }
     }
 
     /// Instantiates the guest for a new WebSocket connection and asks it
@@ -219,19 +209,12 @@ impl Handler {
         hub: &Arc<Hub>,
         opening: Opening,
     ) -> Result<Session, Refused> {
-        let Kind::Websocket { pre, stores } = &self.kind else {
-            return Err(Refused::Failed("not a WebSocket handler".into()));
-        };
-        let store = stores.make(pre.engine());
-        Session::open(
-            store,
-            pre,
-            hub,
-            opening,
-            self.config.timeout,
-            Arc::clone(&self.label),
-        )
-        .await
+        match &self.kind {
+            Kind::Websocket { pre, stores } => {
+                Stream::open(stores, pre, hub, opening, self.config.timeout).await
+            }
+            _ => Err(Refused::Failed("not a WebSocket handler".into())),
+        }
     }
 
     fn log(&self, route: &str, error: &GatewayError) {

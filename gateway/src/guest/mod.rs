@@ -16,6 +16,7 @@ mod handler;
 mod host;
 mod pool;
 pub mod sse;
+pub mod stream;
 pub mod websocket;
 
 pub use cache::{CompileCache, ContentHash};

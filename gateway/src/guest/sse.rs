@@ -6,14 +6,14 @@
 //! close), each under the handler's time limit; the host writes the SSE wire
 //! format, so no guest data can break the framing.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::host::Host;
-use super::websocket::{Hub, Link, Opening, Outgoing, Published, Refused};
+use super::stream::{Stream, StreamGuest, within};
+use super::websocket::{Outgoing, Published};
 use crate::drain::Drain;
 
 mod bindings {
@@ -30,9 +30,9 @@ mod bindings {
     });
 }
 
-pub use bindings::SseServicePre;
 use bindings::wasmgate::streaming::sse;
 use bindings::wasmgate::streaming::types::{Refusal, Request, SendError};
+pub use bindings::{SseService, SseServicePre};
 
 impl sse::Host for Host {
     fn emit(&mut self, event: sse::Event) -> Result<(), SendError> {
@@ -84,59 +84,34 @@ fn wire_format(event: &sse::Event) -> String {
 }
 
 /// One accepted SSE subscription and the guest instance that serves it.
-pub struct Session {
-    store: wasmtime::Store<Host>,
-    guest: bindings::SseService,
-    outbox: mpsc::Receiver<Outgoing>,
-    inbox: mpsc::Receiver<Published>,
-    hub: Arc<Hub>,
-    id: u64,
-    timeout: std::time::Duration,
-    handler: Arc<str>,
-}
+pub type Session = Stream<bindings::SseService>;
 
-impl Session {
-    /// Instantiates the guest for a new subscription and asks it `on-subscribe`.
-    pub(super) async fn open(
-        mut store: wasmtime::Store<Host>,
-        pre: &SseServicePre<Host>,
-        hub: &Arc<Hub>,
-        opening: Opening,
-        timeout: std::time::Duration,
-        handler: Arc<str>,
-    ) -> Result<Self, Refused> {
-        let (link, outbox, inbox) = Link::new(hub);
-        let id = link.id;
-        store.data_mut().link = Some(link);
-        store.data_mut().deadline = Instant::now() + timeout;
-        let failed = |error: wasmtime::Error| Refused::Failed(format!("{error:#}"));
-        let guest = pre.instantiate_async(&mut store).await.map_err(failed)?;
-        let request = Request {
-            method: opening.method,
-            path_with_query: opening.path_with_query,
-            headers: opening.headers,
-        };
-        let answer = guest
-            .wasmgate_streaming_sse_handler()
-            .call_on_subscribe(&mut store, &request)
-            .await
-            .map_err(failed)?;
-        let session = Self {
-            store,
-            guest,
-            outbox,
-            inbox,
-            hub: Arc::clone(hub),
-            id,
-            timeout,
-            handler,
-        };
-        match answer {
-            Ok(()) => Ok(session),
-            Err(Refusal { status, reason }) => Err(Refused::ByGuest(status, reason)),
-        }
+impl StreamGuest for bindings::SseService {
+    type Pre = SseServicePre<Host>;
+
+    fn engine(pre: &Self::Pre) -> &wasmtime::Engine {
+        pre.engine()
     }
 
+    async fn instantiate(
+        pre: &Self::Pre,
+        store: &mut wasmtime::Store<Host>,
+    ) -> wasmtime::Result<Self> {
+        pre.instantiate_async(store).await
+    }
+
+    async fn accept(
+        &self,
+        store: &mut wasmtime::Store<Host>,
+        request: &Request,
+    ) -> wasmtime::Result<Result<(), Refusal>> {
+        self.wasmgate_streaming_sse_handler()
+            .call_on_subscribe(store, request)
+            .await
+    }
+}
+
+impl Stream<bindings::SseService> {
     /// Streams the guest's events into `body` until the client goes away,
     /// the guest closes the stream or fails, or the gateway drains. A comment
     /// line goes out every `keep_alive` so proxies keep the stream open and a
@@ -177,25 +152,22 @@ impl Session {
             let _ = body.send(Bytes::from(wire)).await;
         }
         self.hub.leave(self.id);
-        self.store.data_mut().deadline = Instant::now() + self.timeout;
+        self.arm_deadline();
         let close = self
             .guest
             .wasmgate_streaming_sse_handler()
             .call_on_close(&mut self.store);
-        let _ = tokio::time::timeout(self.timeout, close).await;
+        let _ = within(self.timeout, close).await;
     }
 
     async fn publish(&mut self, published: Published) -> wasmtime::Result<()> {
-        self.store.data_mut().deadline = Instant::now() + self.timeout;
+        self.arm_deadline();
         let call = self.guest.wasmgate_streaming_sse_handler().call_on_publish(
             &mut self.store,
             &published.topic,
             &published.message,
         );
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => result,
-            Err(_) => Err(wasmtime::format_err!("the guest ran past its time limit")),
-        }
+        within(self.timeout, call).await
     }
 }
 

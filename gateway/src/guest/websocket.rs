@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
 
 use futures::{SinkExt as _, StreamExt as _};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -21,6 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::host::Host;
+use super::stream::{Stream, StreamGuest, within};
 use crate::drain::Drain;
 
 pub(super) mod bindings {
@@ -32,9 +32,9 @@ pub(super) mod bindings {
     });
 }
 
-pub use bindings::WebsocketServicePre;
 use bindings::wasmgate::streaming::types::{Message, Refusal, Request, SendError};
 use bindings::wasmgate::streaming::{pubsub, types, websocket};
+pub use bindings::{WebsocketService, WebsocketServicePre};
 
 /// How many outgoing messages may wait for a slow client before `send`
 /// answers `queue-full`.
@@ -174,80 +174,35 @@ pub(super) fn add_to_linker(
     )
 }
 
-/// Why a connection was not opened.
-pub enum Refused {
-    /// The guest turned it down with this HTTP status and reason.
-    ByGuest(u16, String),
-    /// The guest failed (trap, time limit, instantiation).
-    Failed(String),
-}
-
 /// One accepted connection and the guest instance that serves it.
-pub struct Session {
-    store: wasmtime::Store<Host>,
-    guest: bindings::WebsocketService,
-    outbox: mpsc::Receiver<Outgoing>,
-    inbox: mpsc::Receiver<Published>,
-    hub: Arc<Hub>,
-    id: u64,
-    timeout: std::time::Duration,
-    handler: Arc<str>,
-}
+pub type Session = Stream<bindings::WebsocketService>;
 
-/// The opening request as the guest sees it.
-pub struct Opening {
-    /// The request method.
-    pub method: String,
-    /// Path and query.
-    pub path_with_query: String,
-    /// Headers, names lowercase.
-    pub headers: Vec<(String, Vec<u8>)>,
-}
+impl StreamGuest for bindings::WebsocketService {
+    type Pre = WebsocketServicePre<Host>;
 
-impl Session {
-    /// Instantiates the guest for a new connection and asks it `on-open`.
-    pub(super) async fn open(
-        mut store: wasmtime::Store<Host>,
-        pre: &WebsocketServicePre<Host>,
-        hub: &Arc<Hub>,
-        opening: Opening,
-        timeout: std::time::Duration,
-        handler: Arc<str>,
-    ) -> Result<Self, Refused> {
-        let (link, outbox, inbox) = Link::new(hub);
-        let id = link.id;
-        store.data_mut().link = Some(link);
-        store.data_mut().deadline = Instant::now() + timeout;
-        let guest = pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|error| Refused::Failed(format!("{error:#}")))?;
-        let request = Request {
-            method: opening.method,
-            path_with_query: opening.path_with_query,
-            headers: opening.headers,
-        };
-        let answer = guest
-            .wasmgate_streaming_websocket_handler()
-            .call_on_open(&mut store, &request)
-            .await
-            .map_err(|error| Refused::Failed(format!("{error:#}")))?;
-        let session = Self {
-            store,
-            guest,
-            outbox,
-            inbox,
-            hub: Arc::clone(hub),
-            id,
-            timeout,
-            handler,
-        };
-        match answer {
-            Ok(()) => Ok(session),
-            Err(Refusal { status, reason }) => Err(Refused::ByGuest(status, reason)),
-        }
+    fn engine(pre: &Self::Pre) -> &wasmtime::Engine {
+        pre.engine()
     }
 
+    async fn instantiate(
+        pre: &Self::Pre,
+        store: &mut wasmtime::Store<Host>,
+    ) -> wasmtime::Result<Self> {
+        pre.instantiate_async(store).await
+    }
+
+    async fn accept(
+        &self,
+        store: &mut wasmtime::Store<Host>,
+        request: &Request,
+    ) -> wasmtime::Result<Result<(), Refusal>> {
+        self.wasmgate_streaming_websocket_handler()
+            .call_on_open(store, request)
+            .await
+    }
+}
+
+impl Stream<bindings::WebsocketService> {
     /// Bridges `socket` and the guest until either side closes or the
     /// gateway drains (close 1001).
     pub async fn run<S>(mut self, socket: WebSocketStream<S>, drain: Drain)
@@ -310,7 +265,7 @@ impl Session {
     }
 
     async fn deliver(&mut self, event: Event) -> wasmtime::Result<()> {
-        self.store.data_mut().deadline = Instant::now() + self.timeout;
+        self.arm_deadline();
         let handler = self.guest.wasmgate_streaming_websocket_handler();
         let call = async {
             match event {
@@ -325,12 +280,8 @@ impl Session {
                 }
             }
         };
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => result,
-            Err(_) => Err(wasmtime::format_err!("the guest ran past its time limit")),
-        }
+        within(self.timeout, call).await
     }
-
     fn failed(&self, error: wasmtime::Error) -> (u16, String) {
         tracing::warn!(
             handler = &*self.handler,

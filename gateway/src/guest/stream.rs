@@ -1,0 +1,137 @@
+//! What WebSocket connections and SSE streams share: opening a stream (a
+//! store linked to the connection's queues, the guest instantiated and asked
+//! to accept) and calling the guest under the handler's time limit.
+//!
+//! Invariant: the two stream worlds differ only in their bindings
+//! ([`StreamGuest`]) and in their `run` loops; everything else is here once.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use wasmtime::Store;
+
+use super::host::{Host, StoreMaker};
+use super::websocket::bindings::wasmgate::streaming::types::{Refusal, Request};
+use super::websocket::{Hub, Link, Outgoing, Published};
+
+/// The bindings of one stream world, as far as opening a stream goes.
+pub trait StreamGuest: Sized + Send {
+    /// The world's pre-instance.
+    type Pre: Send + Sync;
+
+    /// The engine `pre` belongs to.
+    fn engine(pre: &Self::Pre) -> &wasmtime::Engine;
+
+    /// Instantiates the guest.
+    fn instantiate(
+        pre: &Self::Pre,
+        store: &mut Store<Host>,
+    ) -> impl Future<Output = wasmtime::Result<Self>> + Send;
+
+    /// Asks the guest whether to accept the stream (`on-open`, `on-subscribe`).
+    fn accept(
+        &self,
+        store: &mut Store<Host>,
+        request: &Request,
+    ) -> impl Future<Output = wasmtime::Result<Result<(), Refusal>>> + Send;
+}
+
+/// Why a stream was not opened.
+pub enum Refused {
+    /// The guest turned it down with this HTTP status and reason.
+    ByGuest(u16, String),
+    /// The guest failed (trap, time limit, instantiation).
+    Failed(String),
+}
+
+/// The opening request as the guest sees it.
+pub struct Opening {
+    /// The request method.
+    pub method: String,
+    /// Path and query.
+    pub path_with_query: String,
+    /// Headers, names lowercase.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// One accepted stream and the guest instance that serves it, for its life.
+pub struct Stream<G> {
+    pub(super) store: Store<Host>,
+    pub(super) guest: G,
+    pub(super) outbox: mpsc::Receiver<Outgoing>,
+    pub(super) inbox: mpsc::Receiver<Published>,
+    pub(super) hub: Arc<Hub>,
+    pub(super) id: u64,
+    pub(super) timeout: Duration,
+    pub(super) handler: Arc<str>,
+}
+
+impl<G: StreamGuest> Stream<G> {
+    /// Makes a store linked to a new connection, instantiates the guest and
+    /// asks it whether to accept `opening`.
+    pub(super) async fn open(
+        stores: &StoreMaker,
+        pre: &G::Pre,
+        hub: &Arc<Hub>,
+        opening: Opening,
+        timeout: Duration,
+    ) -> Result<Self, Refused> {
+        let mut store = stores.make(G::engine(pre));
+        let (link, outbox, inbox) = Link::new(hub);
+        let id = link.id;
+        store.data_mut().link = Some(link);
+        store.data_mut().deadline = Instant::now() + timeout;
+        let failed = |error: wasmtime::Error| Refused::Failed(format!("{error:#}"));
+        let guest = G::instantiate(pre, &mut store).await.map_err(failed)?;
+        let request = Request {
+            method: opening.method,
+            path_with_query: opening.path_with_query,
+            headers: opening.headers,
+        };
+        let answer = guest.accept(&mut store, &request).await.map_err(failed)?;
+        if let Err(Refusal { status, reason }) = answer {
+            return Err(Refused::ByGuest(status, reason));
+        }
+        Ok(Self {
+            store,
+            guest,
+            outbox,
+            inbox,
+            hub: Arc::clone(hub),
+            id,
+            timeout,
+            handler: Arc::clone(&stores.handler),
+        })
+    }
+}
+
+impl<G> Stream<G> {
+    /// Restarts the deadline the epoch callback enforces, for one guest call.
+    pub(super) fn arm_deadline(&mut self) {
+        self.store.data_mut().deadline = Instant::now() + self.timeout;
+    }
+}
+
+/// `call`, stopped at `timeout` even when the guest is blocked in a host
+/// call, where the epoch deadline cannot reach it.
+pub(super) async fn within<T>(
+    timeout: Duration,
+    call: impl Future<Output = wasmtime::Result<T>>,
+) -> wasmtime::Result<T> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(result) => result,
+        Err(_) => Err(wasmtime::format_err!("the guest ran past its time limit")),
+    }
+}
+
+/// Instantiates a stream guest once, so a component that cannot be
+/// instantiated is rejected at load rather than at its first connection.
+pub(super) async fn trial<G: StreamGuest>(
+    pre: &G::Pre,
+    stores: &StoreMaker,
+) -> wasmtime::Result<()> {
+    let mut store = stores.make(G::engine(pre));
+    G::instantiate(pre, &mut store).await.map(drop)
+}
