@@ -12,7 +12,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::host::Host;
-use super::stream::{Stream, StreamGuest, within};
+use super::stream::{Stream, stream_guest, within};
 use super::websocket::{Outgoing, Published};
 use crate::drain::Drain;
 
@@ -86,30 +86,12 @@ fn wire_format(event: &sse::Event) -> String {
 /// One accepted SSE subscription and the guest instance that serves it.
 pub type Session = Stream<bindings::SseService>;
 
-impl StreamGuest for bindings::SseService {
-    type Pre = SseServicePre<Host>;
-
-    fn engine(pre: &Self::Pre) -> &wasmtime::Engine {
-        pre.engine()
-    }
-
-    async fn instantiate(
-        pre: &Self::Pre,
-        store: &mut wasmtime::Store<Host>,
-    ) -> wasmtime::Result<Self> {
-        pre.instantiate_async(store).await
-    }
-
-    async fn accept(
-        &self,
-        store: &mut wasmtime::Store<Host>,
-        request: &Request,
-    ) -> wasmtime::Result<Result<(), Refusal>> {
-        self.wasmgate_streaming_sse_handler()
-            .call_on_subscribe(store, request)
-            .await
-    }
-}
+stream_guest!(
+    bindings::SseService,
+    SseServicePre<Host>,
+    wasmgate_streaming_sse_handler,
+    call_on_subscribe
+);
 
 impl Stream<bindings::SseService> {
     /// Streams the guest's events into `body` until the client goes away,

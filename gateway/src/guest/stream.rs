@@ -38,6 +38,37 @@ pub trait StreamGuest: Sized + Send {
     ) -> impl Future<Output = wasmtime::Result<Result<(), Refusal>>> + Send;
 }
 
+/// Implements [`StreamGuest`] for a world's bindings (bindgen's pre-instance
+/// types share no trait, so the impl is written once here): `$interface` and
+/// `$accept` name the export that asks the guest to accept a stream.
+macro_rules! stream_guest {
+    ($guest:ty, $pre:ty, $interface:ident, $accept:ident) => {
+        impl $crate::guest::stream::StreamGuest for $guest {
+            type Pre = $pre;
+
+            fn engine(pre: &Self::Pre) -> &wasmtime::Engine {
+                pre.engine()
+            }
+
+            async fn instantiate(
+                pre: &Self::Pre,
+                store: &mut wasmtime::Store<Host>,
+            ) -> wasmtime::Result<Self> {
+                pre.instantiate_async(store).await
+            }
+
+            async fn accept(
+                &self,
+                store: &mut wasmtime::Store<Host>,
+                request: &Request,
+            ) -> wasmtime::Result<Result<(), Refusal>> {
+                self.$interface().$accept(store, request).await
+            }
+        }
+    };
+}
+pub(super) use stream_guest;
+
 /// Why a stream was not opened.
 pub enum Refused {
     /// The guest turned it down with this HTTP status and reason.

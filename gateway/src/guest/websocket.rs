@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::host::Host;
-use super::stream::{Stream, StreamGuest, within};
+use super::stream::{Stream, stream_guest, within};
 use crate::drain::Drain;
 
 pub(super) mod bindings {
@@ -177,30 +177,12 @@ pub(super) fn add_to_linker(
 /// One accepted connection and the guest instance that serves it.
 pub type Session = Stream<bindings::WebsocketService>;
 
-impl StreamGuest for bindings::WebsocketService {
-    type Pre = WebsocketServicePre<Host>;
-
-    fn engine(pre: &Self::Pre) -> &wasmtime::Engine {
-        pre.engine()
-    }
-
-    async fn instantiate(
-        pre: &Self::Pre,
-        store: &mut wasmtime::Store<Host>,
-    ) -> wasmtime::Result<Self> {
-        pre.instantiate_async(store).await
-    }
-
-    async fn accept(
-        &self,
-        store: &mut wasmtime::Store<Host>,
-        request: &Request,
-    ) -> wasmtime::Result<Result<(), Refusal>> {
-        self.wasmgate_streaming_websocket_handler()
-            .call_on_open(store, request)
-            .await
-    }
-}
+stream_guest!(
+    bindings::WebsocketService,
+    WebsocketServicePre<Host>,
+    wasmgate_streaming_websocket_handler,
+    call_on_open
+);
 
 impl Stream<bindings::WebsocketService> {
     /// Bridges `socket` and the guest until either side closes or the
