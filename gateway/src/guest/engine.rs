@@ -34,25 +34,15 @@ const TABLE_KEEP_RESIDENT: usize = 64 << 10;
 pub struct GuestEngine {
     engine: Engine,
     linker: Linker<Host>,
-    allocation: Allocation,
     _ticker: EpochTicker,
-}
-
-/// Which instance allocator the engine ended up with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Allocation {
-    /// Pre-reserved slots: instantiation is a few microseconds.
-    Pooling,
-    /// mmap per instance: slower, used when the pool cannot be reserved.
-    OnDemand,
 }
 
 impl GuestEngine {
     /// Builds the engine, preferring the pooling allocator for up to
     /// `max_instances` concurrent instances.
     pub fn new(max_instances: u32) -> anyhow::Result<Self> {
-        let (engine, allocation) = match Engine::new(&engine_config(Some(pooling(max_instances)))) {
-            Ok(engine) => (engine, Allocation::Pooling),
+        let engine = match Engine::new(&engine_config(Some(pooling(max_instances)))) {
+            Ok(engine) => engine,
             Err(error) => {
                 // The pool reserves address space for every slot up front; hosts
                 // with a small virtual address space (or a tight ulimit -v)
@@ -61,10 +51,9 @@ impl GuestEngine {
                     error = format!("{error:?}"),
                     "pooling allocator unavailable; falling back to on-demand allocation (slower instantiation)"
                 );
-                let engine = Engine::new(&engine_config(None))
+                Engine::new(&engine_config(None))
                     .map_err(|error| anyhow::anyhow!("{error:?}"))
-                    .context("creating the wasmtime engine")?;
-                (engine, Allocation::OnDemand)
+                    .context("creating the wasmtime engine")?
             }
         };
         let mut linker = Linker::new(&engine);
@@ -86,7 +75,6 @@ impl GuestEngine {
         Ok(Self {
             engine,
             linker,
-            allocation,
             _ticker: ticker,
         })
     }
@@ -99,11 +87,6 @@ impl GuestEngine {
     /// The linker shared by every component.
     pub fn linker(&self) -> &Linker<Host> {
         &self.linker
-    }
-
-    /// Which allocator is in use.
-    pub fn allocation(&self) -> Allocation {
-        self.allocation
     }
 }
 

@@ -119,11 +119,6 @@ impl Handler {
         &self.hash
     }
 
-    /// The configuration this handler was built from.
-    pub fn config(&self) -> &HandlerConfig {
-        &self.config
-    }
-
     /// Serves `request` on a fresh instance. `route` names the route in logs.
     pub async fn serve(
         &self,

@@ -21,7 +21,7 @@ pub mod websocket;
 
 pub use cache::{CompileCache, ContentHash};
 pub use component::{ComponentFile, LoadError, Loaded, Origin, Pre};
-pub use engine::{Allocation, GuestEngine};
+pub use engine::GuestEngine;
 pub use handler::Handler;
 pub use host::Host;
 pub use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
