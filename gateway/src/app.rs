@@ -10,9 +10,10 @@ use hyper_util::server::conn::auto;
 
 use crate::config::GatewaySettings;
 use crate::drain::Drain;
-use crate::guest::websocket::Hub;
+use crate::guest::pubsub::Hub;
 use crate::guest::{CompileCache, GuestEngine};
 use crate::live::{Live, Snapshot};
+use crate::upgrade::StreamSlots;
 
 /// How long a client may take to send a request's headers (HTTP/1).
 const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -31,6 +32,8 @@ pub struct App {
     pub drain: Drain,
     /// Pub/sub between stream connections, across generations.
     pub hub: Arc<Hub>,
+    /// Open WebSocket and SSE streams per route.
+    pub stream_slots: StreamSlots,
     /// The HTTP/1.1 + HTTP/2 connection builder, configured once.
     pub http: auto::Builder<TokioExecutor>,
 }
@@ -48,7 +51,10 @@ impl App {
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .keep_alive(true);
-        http.http2().timer(TokioTimer::new());
+        // RFC 8441, so browsers can open WebSockets over an HTTP/2 connection.
+        http.http2()
+            .timer(TokioTimer::new())
+            .enable_connect_protocol();
         Self {
             live: Live::from_pointee(snapshot),
             engine,
@@ -56,6 +62,7 @@ impl App {
             settings,
             drain: Drain::new(),
             hub: Arc::default(),
+            stream_slots: StreamSlots::default(),
             http,
         }
     }

@@ -115,6 +115,50 @@ pub struct HandlerConfig {
     pub memory: u64,
     /// Which world the component implements, hence how it is served.
     pub world: HandlerWorld,
+    /// Limits of each stream (WebSocket and SSE handlers only).
+    pub stream: StreamLimits,
+}
+
+/// `[handler.NAME.stream]`: what one WebSocket connection or SSE stream may
+/// use. The handler's `limits.timeout` bounds each guest call (open, each
+/// message, each publication, close), not the stream's life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// Largest message (or SSE event) either way; a client that sends more is
+    /// closed with 1009, a guest that sends more gets `too-large`.
+    pub max_message: usize,
+    /// Open streams per route serving this handler; past it the upgrade or
+    /// subscription is refused with 503.
+    pub max_connections: usize,
+    /// A stream with no message either way for this long is closed.
+    pub idle_timeout: Duration,
+    /// Messages that may wait for a slow client, per connection.
+    pub send_queue: usize,
+    /// What happens when that queue is full.
+    pub slow_consumer: SlowConsumer,
+}
+
+/// The policy for a client that reads slower than messages arrive for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowConsumer {
+    /// Close the connection (WebSocket 1008; an SSE stream ends) so the
+    /// client reconnects and never sees a gap.
+    Close,
+    /// Drop what does not fit: the guest's send answers `queue-full`, a
+    /// publication to a full inbox is skipped for that connection.
+    Drop,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        Self {
+            max_message: DEFAULT_MAX_MESSAGE,
+            max_connections: DEFAULT_MAX_STREAMS,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            send_queue: DEFAULT_SEND_QUEUE,
+            slow_consumer: SlowConsumer::Close,
+        }
+    }
 }
 
 /// The world a handler's component implements.
@@ -139,6 +183,7 @@ impl HandlerConfig {
             timeout: DEFAULT_TIMEOUT,
             memory: DEFAULT_MEMORY,
             world: HandlerWorld::Http,
+            stream: StreamLimits::default(),
         }
     }
 }
@@ -277,6 +322,10 @@ const DEFAULT_PREWARM: usize = 4;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_MEMORY: u64 = 128 * 1024 * 1024;
 const DEFAULT_STREAM_KEEP_ALIVE: Duration = Duration::from_secs(15);
+const DEFAULT_MAX_MESSAGE: usize = 4 * 1024 * 1024;
+const DEFAULT_MAX_STREAMS: usize = 10_000;
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+const DEFAULT_SEND_QUEUE: usize = 64;
 
 impl Config {
     /// Reads and validates the file at `path`.

@@ -45,6 +45,9 @@ pub enum GatewayError {
     /// A WebSocket route asked for without a WebSocket upgrade.
     #[error("this route serves WebSocket connections only")]
     UpgradeRequired,
+    /// A limit on concurrent work is reached; the client may retry shortly.
+    #[error("{0} is at its limit")]
+    Saturated(String),
     /// The route's handler has no loaded component.
     #[error("handler {0} has no loaded component")]
     HandlerUnavailable(String),
@@ -57,7 +60,9 @@ impl GatewayError {
     /// Who is responsible for this failure.
     pub fn blame(&self) -> Blame {
         match self {
-            Self::NoRoute | Self::BadRequest(_) | Self::UpgradeRequired => Blame::Client,
+            Self::NoRoute | Self::BadRequest(_) | Self::UpgradeRequired | Self::Saturated(_) => {
+                Blame::Client
+            }
             Self::GuestTrap(_)
             | Self::GuestTimeout(_)
             | Self::GuestNoResponse
@@ -73,7 +78,7 @@ impl GatewayError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             Self::GuestTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Self::HandlerUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::HandlerUnavailable(_) | Self::Saturated(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::GuestTrap(_)
             | Self::GuestNoResponse
             | Self::GuestErrorCode(_)
@@ -93,6 +98,12 @@ pub fn rescue(error: &GatewayError) -> Response<ResponseBody> {
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    if let GatewayError::Saturated(_) = error {
+        // Capacity frees up as streams and requests end; a second is a hint.
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    }
     response
 }
 

@@ -62,7 +62,7 @@ pub async fn handle(
         return Ok(crate::upgrade::sse(&app, handler, &route.id, request).await);
     }
     match handler
-        .serve(request, connection.scheme.clone(), &route.id)
+        .serve(request, connection.scheme.clone(), &route.id, &app.hub)
         .await
     {
         Ok(response) => Ok(response),

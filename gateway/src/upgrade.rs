@@ -1,13 +1,17 @@
-//! Stream routes: WebSocket upgrades (RFC 6455 over HTTP/1.1) for handlers of
+//! Stream routes: WebSocket upgrades (RFC 6455 over HTTP/1.1, RFC 8441
+//! extended CONNECT over HTTP/2) for handlers of
 //! `wasmgate:streaming/websocket-service`, and event streams for handlers of
 //! `sse-service`.
 //!
-//! Invariant: the guest decides (`on-open`, `on-subscribe`) before anything
-//! is upgraded or streamed; an accepted stream is served by its own task,
-//! which holds a drain slot, so shutdown closes WebSockets with 1001 and ends
-//! event streams within the grace period.
+//! Invariant: a stream takes one of its route's connection slots before the
+//! guest is even instantiated (none left: 503), and the guest decides
+//! (`on-open`, `on-subscribe`) before anything is upgraded or streamed; an
+//! accepted stream is served by its own task, which holds the slot and a
+//! drain slot, so shutdown closes WebSockets with 1001 and ends event streams
+//! within the grace period.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -15,10 +19,10 @@ use http_body_util::{BodyExt as _, StreamBody};
 use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::app::App;
 use crate::body::{ResponseBody, full};
@@ -26,44 +30,95 @@ use crate::error::{GatewayError, rescue};
 use crate::guest::Handler;
 use crate::guest::stream::{Opening, Refused};
 
-/// Answers `request` on a WebSocket route: 101 and a bridged connection, the
-/// guest's refusal, or 426 when the request is not a WebSocket upgrade.
+/// Open streams per route, across generations: a swap does not reset the
+/// count, since the old version's connections stay open.
+#[derive(Default)]
+pub struct StreamSlots {
+    routes: Mutex<HashMap<SlotKey, Arc<Semaphore>>>,
+}
+
+/// A route and its limit: a reload that changes the limit starts a new count.
+type SlotKey = (Arc<str>, usize);
+
+impl StreamSlots {
+    /// One of `route`'s `max` slots, held until dropped; `None` when all are taken.
+    fn take(&self, route: &Arc<str>, max: usize) -> Option<OwnedSemaphorePermit> {
+        let semaphore = {
+            let mut routes = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(
+                routes
+                    .entry((Arc::clone(route), max))
+                    .or_insert_with(|| Arc::new(Semaphore::new(max))),
+            )
+        };
+        semaphore.try_acquire_owned().ok()
+    }
+}
+
+/// Answers `request` on a WebSocket route: the upgrade (101 over HTTP/1.1,
+/// 200 to an HTTP/2 extended CONNECT) and a bridged connection, the guest's
+/// refusal, 503 when the route is full, or 426 when the request is not a
+/// WebSocket upgrade.
 pub async fn websocket(
     app: &Arc<App>,
     handler: &Handler,
-    route: &str,
+    route: &Arc<str>,
     mut request: Request<Incoming>,
 ) -> Response<ResponseBody> {
-    let Some(key) = websocket_key(&request) else {
+    let Some(kind) = websocket_request(&request) else {
         return rescue(&GatewayError::UpgradeRequired);
     };
-    let opening = opening(&request);
-    let session = match handler.open_websocket(&app.hub, opening).await {
+    let limits = handler.stream_limits();
+    let Some(slot) = app.stream_slots.take(route, limits.max_connections) else {
+        return full_route(route);
+    };
+    let session = match handler.open_websocket(&app.hub, opening(&request)).await {
         Ok(session) => session,
         Err(refused) => return refusal(route, refused),
     };
     let upgrade = hyper::upgrade::on(&mut request);
     let drain = app.drain.clone();
+    let keep_alive = app.settings.stream_keep_alive;
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(limits.max_message))
+        .max_frame_size(Some(limits.max_message));
     app.drain.spawn(async move {
         match upgrade.await {
             Ok(upgraded) => {
-                let socket =
-                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
-                        .await;
-                session.run(socket, drain).await;
+                let socket = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
+                session.run(socket, drain, keep_alive).await;
             }
             Err(error) => tracing::debug!("WebSocket upgrade failed: {error}"),
         }
+        drop(slot);
     });
-    let mut response = Response::new(full(""));
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let headers = response.headers_mut();
-    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
-        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    match kind {
+        Upgrade::Http1(key) => {
+            let mut response = Response::new(full(""));
+            *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            let headers = response.headers_mut();
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+                headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+            }
+            response
+        }
+        // RFC 8441: a 2xx answer turns the stream into the WebSocket.
+        Upgrade::ExtendedConnect => Response::new(full("")),
     }
-    response
+}
+
+/// 503 for a route whose streams are all taken.
+fn full_route(route: &str) -> Response<ResponseBody> {
+    let error = GatewayError::Saturated(format!("route {route}'s connection limit"));
+    tracing::debug!(route, "{error}");
+    rescue(&error)
 }
 
 /// Answers `request` on an SSE route: a `text/event-stream` fed by the
@@ -71,9 +126,15 @@ pub async fn websocket(
 pub async fn sse(
     app: &Arc<App>,
     handler: &Handler,
-    route: &str,
+    route: &Arc<str>,
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
+    let Some(slot) = app
+        .stream_slots
+        .take(route, handler.stream_limits().max_connections)
+    else {
+        return full_route(route);
+    };
     let session = match handler.open_sse(&app.hub, opening(&request)).await {
         Ok(session) => session,
         Err(refused) => return refusal(route, refused),
@@ -81,8 +142,11 @@ pub async fn sse(
     // A small buffer: a client that stops reading soon holds up its own
     // guest's emits (which then answer queue-full), never the gateway.
     let (events, body) = mpsc::channel::<Bytes>(16);
-    app.drain
-        .spawn(session.run(events, app.drain.clone(), app.settings.stream_keep_alive));
+    let (drain, keep_alive) = (app.drain.clone(), app.settings.stream_keep_alive);
+    app.drain.spawn(async move {
+        session.run(events, drain, keep_alive).await;
+        drop(slot);
+    });
     let frames = futures::stream::unfold(body, |mut body| async move {
         let chunk = body.recv().await?;
         Some((Ok(Frame::data(chunk)), body))
@@ -128,9 +192,27 @@ fn refusal(route: &str, refused: Refused) -> Response<ResponseBody> {
     }
 }
 
-/// The `Sec-WebSocket-Key` of a well-formed version-13 upgrade request.
-fn websocket_key<B>(request: &Request<B>) -> Option<HeaderValue> {
+/// How a WebSocket is asked for.
+enum Upgrade {
+    /// HTTP/1.1 `Upgrade: websocket`, with its `Sec-WebSocket-Key`.
+    Http1(HeaderValue),
+    /// HTTP/2 `CONNECT` with `:protocol = websocket` (RFC 8441).
+    ExtendedConnect,
+}
+
+/// The kind of a well-formed version-13 WebSocket request, if it is one.
+fn websocket_request<B>(request: &Request<B>) -> Option<Upgrade> {
     let headers = request.headers();
+    let version_13 = headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|version| version == "13");
+    if request.method() == http::Method::CONNECT {
+        let websocket = request
+            .extensions()
+            .get::<hyper::ext::Protocol>()
+            .is_some_and(|protocol| protocol.as_str().eq_ignore_ascii_case("websocket"));
+        return (websocket && version_13).then_some(Upgrade::ExtendedConnect);
+    }
     let has = |name: header::HeaderName, token: &str| {
         headers.get_all(name).iter().any(|value| {
             value.to_str().is_ok_and(|value| {
@@ -143,10 +225,9 @@ fn websocket_key<B>(request: &Request<B>) -> Option<HeaderValue> {
     let upgrade = request.method() == http::Method::GET
         && has(header::CONNECTION, "upgrade")
         && has(header::UPGRADE, "websocket")
-        && headers
-            .get(header::SEC_WEBSOCKET_VERSION)
-            .is_some_and(|version| version == "13");
+        && version_13;
     upgrade
         .then(|| headers.get(header::SEC_WEBSOCKET_KEY).cloned())
         .flatten()
+        .map(Upgrade::Http1)
 }

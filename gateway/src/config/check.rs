@@ -13,7 +13,7 @@ use super::{
     Config, DEFAULT_GRACE_PERIOD, DEFAULT_HANDLERS_DIR, DEFAULT_MAX_INSTANCES, DEFAULT_MEMORY,
     DEFAULT_PREWARM, DEFAULT_STREAM_KEEP_ALIVE, DEFAULT_TIMEOUT, DEFAULT_TLS_HANDSHAKE_TIMEOUT,
     GatewaySettings, HandlerConfig, HandlerName, HandlerWorld, ListenerConfig, ProblemList,
-    RouteConfig, RoutePath, TlsFiles,
+    RouteConfig, RoutePath, SlowConsumer, StreamLimits, TlsFiles,
 };
 
 pub(super) struct Checker<'a> {
@@ -79,6 +79,86 @@ impl<'a> Checker<'a> {
                 );
                 default
             }
+        }
+    }
+
+    /// A byte size of at least `minimum` (`minimum_words` in messages).
+    fn size(
+        &mut self,
+        key: &str,
+        text: Option<String>,
+        minimum: u64,
+        minimum_words: &str,
+        default: u64,
+    ) -> u64 {
+        let Some(text) = text else { return default };
+        match text.parse::<ByteSize>() {
+            Ok(size) if size.as_u64() >= minimum => size.as_u64(),
+            Ok(_) => {
+                self.problems
+                    .push(key, format!("must be at least {minimum_words}"));
+                default
+            }
+            Err(error) => {
+                self.problems.push(
+                    key,
+                    format!("`{text}` is not a size ({error}); write e.g. \"128MiB\""),
+                );
+                default
+            }
+        }
+    }
+
+    /// A count of at least one.
+    fn count(&mut self, key: &str, value: Option<usize>, default: usize) -> usize {
+        match value {
+            None => default,
+            Some(0) => {
+                self.problems.push(key, "must be at least 1");
+                default
+            }
+            Some(count) => count,
+        }
+    }
+
+    fn stream(&mut self, key: &str, raw: raw::RawStream) -> StreamLimits {
+        let defaults = StreamLimits::default();
+        let max_message = self.size(
+            &format!("{key}.max_message"),
+            raw.max_message,
+            128,
+            "128B",
+            defaults.max_message as u64,
+        );
+        let slow_consumer = match raw.slow_consumer.as_deref() {
+            None | Some("close") => SlowConsumer::Close,
+            Some("drop") => SlowConsumer::Drop,
+            Some(other) => {
+                self.problems.push(
+                    format!("{key}.slow_consumer"),
+                    format!("`{other}` is not a policy; write \"close\" (default) or \"drop\""),
+                );
+                SlowConsumer::Close
+            }
+        };
+        StreamLimits {
+            max_message: usize::try_from(max_message).unwrap_or(usize::MAX),
+            max_connections: self.count(
+                &format!("{key}.max_connections"),
+                raw.max_connections,
+                defaults.max_connections,
+            ),
+            idle_timeout: self.duration(
+                &format!("{key}.idle_timeout"),
+                raw.idle_timeout,
+                defaults.idle_timeout,
+            ),
+            send_queue: self.count(
+                &format!("{key}.send_queue"),
+                raw.send_queue,
+                defaults.send_queue,
+            ),
+            slow_consumer,
         }
     }
 
@@ -205,26 +285,13 @@ impl<'a> Checker<'a> {
                 handler.limits.timeout,
                 DEFAULT_TIMEOUT,
             );
-            let memory = match handler.limits.memory {
-                None => DEFAULT_MEMORY,
-                Some(text) => match text.parse::<ByteSize>() {
-                    Ok(size) if size.as_u64() >= 64 * 1024 => size.as_u64(),
-                    Ok(_) => {
-                        self.problems.push(
-                            format!("{key}.limits.memory"),
-                            "must be at least one wasm page (64KiB)",
-                        );
-                        DEFAULT_MEMORY
-                    }
-                    Err(error) => {
-                        self.problems.push(
-                            format!("{key}.limits.memory"),
-                            format!("`{text}` is not a size ({error}); write e.g. \"128MiB\""),
-                        );
-                        DEFAULT_MEMORY
-                    }
-                },
-            };
+            let memory = self.size(
+                &format!("{key}.limits.memory"),
+                handler.limits.memory,
+                64 * 1024,
+                "one wasm page (64KiB)",
+                DEFAULT_MEMORY,
+            );
             for (index, variable) in handler.env.iter().enumerate() {
                 if variable.is_empty() || variable.contains('=') || variable.contains('\0') {
                     self.problems.push(
@@ -247,6 +314,18 @@ impl<'a> Checker<'a> {
                     HandlerWorld::Http
                 }
             };
+            let stream = match handler.stream {
+                None => StreamLimits::default(),
+                Some(raw) => {
+                    if world == HandlerWorld::Http {
+                        self.problems.push(
+                            format!("{key}.stream"),
+                            "stream limits apply to handlers with world = \"websocket\" or \"sse\"",
+                        );
+                    }
+                    self.stream(&format!("{key}.stream"), raw)
+                }
+            };
             let config = HandlerConfig {
                 path,
                 prewarm: handler.pool.prewarm.unwrap_or(DEFAULT_PREWARM),
@@ -254,6 +333,7 @@ impl<'a> Checker<'a> {
                 timeout,
                 memory,
                 world,
+                stream,
             };
             handlers.insert(handler_name, config);
         }

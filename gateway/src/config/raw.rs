@@ -62,6 +62,16 @@ pub(super) struct RawHandler {
     #[serde(default)]
     pub(super) limits: RawLimits,
     pub(super) world: Option<String>,
+    pub(super) stream: Option<RawStream>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawStream {
+    pub(super) max_message: Option<String>,
+    pub(super) max_connections: Option<usize>,
+    pub(super) idle_timeout: Option<String>,
+    pub(super) send_queue: Option<usize>,
+    pub(super) slow_consumer: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -198,3 +198,37 @@ fn prewarmed_instances_must_fit_the_instance_limit() {
         ]
     );
 }
+
+#[test]
+fn stream_limits_are_typed_and_checked() {
+    let config = parse(&format!(
+        "{MINIMAL}\n[handler.chat]\nworld = \"websocket\"\n\
+         stream = {{ max_message = \"64KiB\", max_connections = 50, idle_timeout = \"90s\", \
+         send_queue = 8, slow_consumer = \"drop\" }}\n"
+    ))
+    .expect("valid");
+    let chat = &config.handlers[&HandlerName::parse("chat").expect("name")];
+    assert_eq!(
+        chat.stream,
+        StreamLimits {
+            max_message: 64 * 1024,
+            max_connections: 50,
+            idle_timeout: Duration::from_secs(90),
+            send_queue: 8,
+            slow_consumer: SlowConsumer::Drop,
+        }
+    );
+    let found = problems(&format!(
+        "{MINIMAL}\n[handler.hello.stream]\nmax_connections = 0\nslow_consumer = \"block\"\n\
+         max_message = \"12\"\n"
+    ));
+    assert_eq!(
+        found,
+        [
+            "/etc/wasmgate/gw.toml: handler.hello.stream: stream limits apply to handlers with world = \"websocket\" or \"sse\"",
+            "/etc/wasmgate/gw.toml: handler.hello.stream.max_message: must be at least 128B",
+            "/etc/wasmgate/gw.toml: handler.hello.stream.slow_consumer: `block` is not a policy; write \"close\" (default) or \"drop\"",
+            "/etc/wasmgate/gw.toml: handler.hello.stream.max_connections: must be at least 1",
+        ]
+    );
+}

@@ -22,11 +22,12 @@ use super::component::Pre;
 use super::component::{LoadError, Loaded};
 use super::host::{DeadlineExceeded, Host, StoreMaker};
 use super::pool::{Blueprint, Pool, Ready};
+use super::pubsub::Hub;
 use super::sse::{Session as SseSession, SseService, SseServicePre};
 use super::stream::{Opening, Refused, Stream, trial};
-use super::websocket::{Hub, Session, WebsocketService, WebsocketServicePre};
+use super::websocket::{Session, WebsocketService, WebsocketServicePre};
 use crate::body::ResponseBody;
-use crate::config::{HandlerConfig, HandlerName};
+use crate::config::{HandlerConfig, HandlerName, StreamLimits};
 use crate::error::GatewayError;
 
 /// One handler of one generation.
@@ -125,6 +126,7 @@ impl Handler {
         request: Request<Incoming>,
         scheme: Scheme,
         route: &Arc<str>,
+        hub: &Arc<Hub>,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let Kind::Http(pool) = &self.kind else {
             return Err(GatewayError::UpgradeRequired);
@@ -134,6 +136,7 @@ impl Handler {
         })?;
         let deadline = Instant::now() + self.config.timeout;
         store.data_mut().deadline = deadline;
+        store.data_mut().hub = Some(Arc::clone(hub));
         let (sender, receiver) = oneshot::channel();
         let mut http = store.data_mut().http();
         let incoming: Resource<HostIncomingRequest> = http
@@ -176,6 +179,11 @@ impl Handler {
         }
     }
 
+    /// The limits of this handler's streams.
+    pub fn stream_limits(&self) -> &StreamLimits {
+        &self.config.stream
+    }
+
     /// Whether this handler serves SSE streams.
     pub fn is_sse(&self) -> bool {
         matches!(self.kind, Kind::Sse { .. })
@@ -191,7 +199,14 @@ impl Handler {
     pub async fn open_sse(&self, hub: &Arc<Hub>, opening: Opening) -> Result<SseSession, Refused> {
         match &self.kind {
             Kind::Sse { pre, stores } => {
-                Stream::open(stores, pre, hub, opening, self.config.timeout).await
+                Stream::open(
+                    stores,
+                    pre,
+                    hub,
+                    opening,
+                    (self.config.timeout, &self.config.stream),
+                )
+                .await
             }
             _ => Err(Refused::Failed("not an SSE handler".into())),
         }
@@ -206,7 +221,14 @@ impl Handler {
     ) -> Result<Session, Refused> {
         match &self.kind {
             Kind::Websocket { pre, stores } => {
-                Stream::open(stores, pre, hub, opening, self.config.timeout).await
+                Stream::open(
+                    stores,
+                    pre,
+                    hub,
+                    opening,
+                    (self.config.timeout, &self.config.stream),
+                )
+                .await
             }
             _ => Err(Refused::Failed("not a WebSocket handler".into())),
         }

@@ -28,7 +28,9 @@ pub struct Host {
     /// instance waits in the pool.
     pub(super) deadline: Instant,
     /// The connection a streaming guest serves; `None` for HTTP handlers.
-    pub(super) link: Option<super::websocket::Link>,
+    pub(super) link: Option<super::pubsub::Link>,
+    /// Where `pubsub` publishes (HTTP handlers may publish too).
+    pub(super) hub: Option<Arc<super::pubsub::Hub>>,
 }
 
 impl Host {
@@ -48,6 +50,7 @@ impl Host {
             limits,
             deadline: far_future(),
             link: None,
+            hub: None,
         }
     }
 }

@@ -4,7 +4,8 @@
 //! turns files into type-checked pre-instances ([`cache`] keeps their machine
 //! code on disk), [`host`] is what a guest's
 //! store may reach, [`pool`] keeps instances ready and [`handler`] runs one
-//! request through one instance.
+//! request through one instance. [`stream`], [`websocket`] and [`sse`] serve
+//! long-lived streams, connected through [`pubsub`].
 //!
 //! Invariant: nothing outside this module sees a wasmtime store; the request
 //! path sees only [`Handler::serve`].
@@ -15,6 +16,7 @@ pub mod engine;
 mod handler;
 mod host;
 mod pool;
+pub mod pubsub;
 pub mod sse;
 pub mod stream;
 pub mod websocket;

@@ -6,14 +6,15 @@
 //! close), each under the handler's time limit; the host writes the SSE wire
 //! format, so no guest data can break the framing.
 
+use std::pin::pin;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::host::Host;
-use super::stream::{Stream, stream_guest, within};
-use super::websocket::{Outgoing, Published};
+use super::pubsub::{Outgoing, Published};
+use super::stream::{Calls, Stream, stream_guest, within};
 use crate::drain::Drain;
 
 mod bindings {
@@ -39,17 +40,14 @@ impl sse::Host for Host {
         let Some(link) = &self.link else {
             return Err(SendError::Closed);
         };
-        link.outbox
-            .try_send(Outgoing::Event(wire_format(&event)))
-            .map_err(|error| match error {
-                mpsc::error::TrySendError::Full(_) => SendError::QueueFull,
-                mpsc::error::TrySendError::Closed(_) => SendError::Closed,
-            })
+        let wire = wire_format(&event);
+        let size = wire.len();
+        link.send(Outgoing::Event(wire), size)
     }
 
     fn close(&mut self) {
         if let Some(link) = &self.link {
-            let _ = link.outbox.try_send(Outgoing::Close(0, String::new()));
+            link.ending.end(1000, "closed by the guest");
         }
     }
 }
@@ -95,53 +93,72 @@ stream_guest!(
 
 impl Stream<bindings::SseService> {
     /// Streams the guest's events into `body` until the client goes away,
-    /// the guest closes the stream or fails, or the gateway drains. A comment
-    /// line goes out every `keep_alive` so proxies keep the stream open and a
-    /// departed client is noticed (only a write can tell).
-    pub async fn run(mut self, body: mpsc::Sender<Bytes>, drain: Drain, keep_alive: Duration) {
+    /// the guest closes the stream or fails, a limit ends it, or the gateway
+    /// drains. A comment line goes out every `keep_alive` so proxies keep the
+    /// stream open and a departed client is noticed (only a write can tell).
+    pub async fn run(self, body: mpsc::Sender<Bytes>, drain: Drain, keep_alive: Duration) {
+        let Stream {
+            mut calls,
+            mut outbox,
+            mut inbox,
+            hub,
+            id,
+            ending,
+            limits,
+        } = self;
         let mut ticks =
             tokio::time::interval_at(tokio::time::Instant::now() + keep_alive, keep_alive);
+        let mut idle = pin!(tokio::time::sleep(limits.idle_timeout));
+        let mut failed = false;
         loop {
-            tokio::select! {
-                _ = ticks.tick() => {
-                    if body.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() {
+            let chunk = tokio::select! {
+                _ = ticks.tick() => Bytes::from_static(b": keep-alive\n\n"),
+                Some(outgoing) = outbox.recv() => match outgoing {
+                    Outgoing::Event(wire) => Bytes::from(wire),
+                    // WebSocket messages have no place in an event stream.
+                    Outgoing::Message(_) => continue,
+                },
+                Some(published) = inbox.recv() => {
+                    idle.as_mut().reset(tokio::time::Instant::now() + limits.idle_timeout);
+                    if let Err(error) = calls.publish(published).await {
+                        tracing::warn!(handler = &*calls.handler, "SSE guest failed; ending the stream: {error:#}");
+                        failed = true;
                         break;
                     }
-                }
-                Some(outgoing) = self.outbox.recv() => match outgoing {
-                    Outgoing::Event(wire) => {
-                        if body.send(Bytes::from(wire)).await.is_err() {
-                            break;
-                        }
-                    }
-                    Outgoing::Close(..) => break,
-                    // WebSocket messages have no place in an event stream.
-                    Outgoing::Message(_) => {}
-                },
-                Some(published) = self.inbox.recv() => {
-                    if let Err(error) = self.publish(published).await {
-                        tracing::warn!(handler = &*self.handler, "SSE guest failed; ending the stream: {error:#}");
-                        self.hub.leave(self.id);
-                        return;
-                    }
+                    continue;
                 }
                 () = body.closed() => break,
+                _ = ending.ended() => break,
                 () = drain.signaled() => break,
+                () = &mut idle => break,
+            };
+            // A client that stops reading holds this send up, not the stream's end.
+            tokio::select! {
+                sent = body.send(chunk) => if sent.is_err() { break },
+                _ = ending.ended() => break,
+                () = drain.signaled() => break,
+                () = &mut idle => break,
             }
         }
-        // Events the guest queued last still go out.
-        while let Ok(Outgoing::Event(wire)) = self.outbox.try_recv() {
-            let _ = body.send(Bytes::from(wire)).await;
+        // Events the guest queued last still go out, as far as the body has room.
+        while let Ok(Outgoing::Event(wire)) = outbox.try_recv() {
+            if body.try_send(Bytes::from(wire)).is_err() {
+                break;
+            }
         }
-        self.hub.leave(self.id);
-        self.arm_deadline();
-        let close = self
-            .guest
-            .wasmgate_streaming_sse_handler()
-            .call_on_close(&mut self.store);
-        let _ = within(self.timeout, close).await;
+        hub.leave(id);
+        if !failed {
+            calls.arm_deadline();
+            let close = calls
+                .guest
+                .wasmgate_streaming_sse_handler()
+                .call_on_close(&mut calls.store);
+            let _ = within(calls.timeout, close).await;
+        }
     }
+}
 
+impl Calls<bindings::SseService> {
     async fn publish(&mut self, published: Published) -> wasmtime::Result<()> {
         self.arm_deadline();
         let call = self.guest.wasmgate_streaming_sse_handler().call_on_publish(

@@ -13,8 +13,9 @@ use tokio::sync::mpsc;
 use wasmtime::Store;
 
 use super::host::{Host, StoreMaker};
+use super::pubsub::{Ending, Hub, Link, Outgoing, Published};
 use super::websocket::bindings::wasmgate::streaming::types::{Refusal, Request};
-use super::websocket::{Hub, Link, Outgoing, Published};
+use crate::config::StreamLimits;
 
 /// The bindings of one stream world, as far as opening a stream goes.
 pub trait StreamGuest: Sized + Send {
@@ -89,12 +90,19 @@ pub struct Opening {
 
 /// One accepted stream and the guest instance that serves it, for its life.
 pub struct Stream<G> {
-    pub(super) store: Store<Host>,
-    pub(super) guest: G,
+    pub(super) calls: Calls<G>,
     pub(super) outbox: mpsc::Receiver<Outgoing>,
     pub(super) inbox: mpsc::Receiver<Published>,
     pub(super) hub: Arc<Hub>,
     pub(super) id: u64,
+    pub(super) ending: Arc<Ending>,
+    pub(super) limits: StreamLimits,
+}
+
+/// The guest instance of a stream, called one event at a time.
+pub(super) struct Calls<G> {
+    pub(super) store: Store<Host>,
+    pub(super) guest: G,
     pub(super) timeout: Duration,
     pub(super) handler: Arc<str>,
 }
@@ -107,12 +115,13 @@ impl<G: StreamGuest> Stream<G> {
         pre: &G::Pre,
         hub: &Arc<Hub>,
         opening: Opening,
-        timeout: Duration,
+        limits: (Duration, &StreamLimits),
     ) -> Result<Self, Refused> {
+        let (timeout, limits) = limits;
         let mut store = stores.make(G::engine(pre));
-        let (link, outbox, inbox) = Link::new(hub);
-        let id = link.id;
+        let (link, ends) = Link::new(hub, limits);
         store.data_mut().link = Some(link);
+        store.data_mut().hub = Some(Arc::clone(hub));
         store.data_mut().deadline = Instant::now() + timeout;
         let failed = |error: wasmtime::Error| Refused::Failed(format!("{error:#}"));
         let guest = G::instantiate(pre, &mut store).await.map_err(failed)?;
@@ -121,24 +130,35 @@ impl<G: StreamGuest> Stream<G> {
             path_with_query: opening.path_with_query,
             headers: opening.headers,
         };
-        let answer = guest.accept(&mut store, &request).await.map_err(failed)?;
-        if let Err(Refusal { status, reason }) = answer {
-            return Err(Refused::ByGuest(status, reason));
+        let answer = guest.accept(&mut store, &request).await;
+        let refused = match answer {
+            Ok(Ok(())) => None,
+            Ok(Err(Refusal { status, reason })) => Some(Refused::ByGuest(status, reason)),
+            Err(error) => Some(failed(error)),
+        };
+        if let Some(refused) = refused {
+            // It may have subscribed before it said no.
+            hub.leave(ends.id);
+            return Err(refused);
         }
         Ok(Self {
-            store,
-            guest,
-            outbox,
-            inbox,
+            calls: Calls {
+                store,
+                guest,
+                timeout,
+                handler: Arc::clone(&stores.handler),
+            },
+            outbox: ends.outbox,
+            inbox: ends.inbox,
             hub: Arc::clone(hub),
-            id,
-            timeout,
-            handler: Arc::clone(&stores.handler),
+            id: ends.id,
+            ending: ends.ending,
+            limits: limits.clone(),
         })
     }
 }
 
-impl<G> Stream<G> {
+impl<G> Calls<G> {
     /// Restarts the deadline the epoch callback enforces, for one guest call.
     pub(super) fn arm_deadline(&mut self) {
         self.store.data_mut().deadline = Instant::now() + self.timeout;

@@ -1,26 +1,29 @@
 //! WebSocket connections served by `wasmgate:streaming/websocket-service`
-//! guests: the host side of the world, the pub/sub hub, and one session per
+//! guests: the host side of the `websocket` interface and one session per
 //! connection.
 //!
 //! Invariant: a session owns its guest instance for the connection's whole
-//! life and feeds it one event at a time (open, each message, each published
-//! message, close), each under the handler's time limit; a guest trap closes
-//! that connection with 1011 and nothing else.
+//! life and feeds it one event at a time (each message, each publication,
+//! close), each under the handler's time limit. Writing to the client never
+//! holds up reading from it: a client that stops reading fills its send queue
+//! and meets the slow-consumer policy, and every way a connection ends (guest
+//! trap 1011, oversized message 1009, slow consumer 1008, idle or drain 1001,
+//! silence through two keep-alive pings) is bounded in time.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::pin::pin;
+use std::time::{Duration, Instant};
 
-use futures::{SinkExt as _, StreamExt as _};
+use futures::{Sink, SinkExt as _, StreamExt as _};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message as WireMessage;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WireError, Message as WireMessage};
 
 use super::host::Host;
-use super::stream::{Stream, stream_guest, within};
+use super::pubsub::{Outgoing, Published, message_size};
+use super::stream::{Calls, Stream, stream_guest, within};
 use crate::drain::Drain;
 
 pub(super) mod bindings {
@@ -33,88 +36,8 @@ pub(super) mod bindings {
 }
 
 use bindings::wasmgate::streaming::types::{Message, Refusal, Request, SendError};
-use bindings::wasmgate::streaming::{pubsub, types, websocket};
+use bindings::wasmgate::streaming::{types, websocket};
 pub use bindings::{WebsocketService, WebsocketServicePre};
-
-/// How many outgoing messages may wait for a slow client before `send`
-/// answers `queue-full`.
-const SEND_QUEUE: usize = 64;
-/// How many published messages may wait for a busy connection; past that a
-/// slow subscriber misses messages rather than holding up the publisher.
-const INBOX: usize = 256;
-
-/// Topic subscriptions of every open connection, across handlers and
-/// generations.
-#[derive(Default)]
-pub struct Hub {
-    topics: Mutex<HashMap<String, HashMap<u64, mpsc::Sender<Published>>>>,
-    next_id: AtomicU64,
-}
-
-pub(super) struct Published {
-    pub(super) topic: String,
-    pub(super) message: Message,
-}
-
-impl Hub {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<u64, mpsc::Sender<Published>>>> {
-        // Only map inserts and removals happen under the lock.
-        self.topics.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn publish(&self, topic: &str, message: &Message) {
-        let topics = self.lock();
-        for inbox in topics.get(topic).into_iter().flat_map(HashMap::values) {
-            let _ = inbox.try_send(Published {
-                topic: topic.to_string(),
-                message: message.clone(),
-            });
-        }
-    }
-
-    pub(super) fn leave(&self, connection: u64) {
-        let mut topics = self.lock();
-        topics.retain(|_, subscribers| {
-            subscribers.remove(&connection);
-            !subscribers.is_empty()
-        });
-    }
-}
-
-/// What ties a guest instance to its connection.
-pub(super) struct Link {
-    pub(super) id: u64,
-    pub(super) hub: Arc<Hub>,
-    pub(super) outbox: mpsc::Sender<Outgoing>,
-    pub(super) inbox: mpsc::Sender<Published>,
-}
-
-impl Link {
-    /// A link for a new connection, with the receiving ends of its queues.
-    pub(super) fn new(
-        hub: &Arc<Hub>,
-    ) -> (Self, mpsc::Receiver<Outgoing>, mpsc::Receiver<Published>) {
-        let id = hub.next_id.fetch_add(1, Ordering::Relaxed);
-        let (outbox, outgoing) = mpsc::channel(SEND_QUEUE);
-        let (inbox, published) = mpsc::channel(INBOX);
-        let link = Self {
-            id,
-            hub: Arc::clone(hub),
-            outbox,
-            inbox,
-        };
-        (link, outgoing, published)
-    }
-}
-
-pub(super) enum Outgoing {
-    Message(Message),
-    /// An SSE event, already in wire format.
-    Event(String),
-    Close(u16, String),
-}
 
 impl types::Host for Host {}
 
@@ -123,43 +46,13 @@ impl websocket::Host for Host {
         let Some(link) = &self.link else {
             return Err(SendError::Closed);
         };
-        link.outbox
-            .try_send(Outgoing::Message(message))
-            .map_err(|error| match error {
-                mpsc::error::TrySendError::Full(_) => SendError::QueueFull,
-                mpsc::error::TrySendError::Closed(_) => SendError::Closed,
-            })
+        let size = message_size(&message);
+        link.send(Outgoing::Message(message), size)
     }
 
     fn close(&mut self, code: u16, reason: String) {
         if let Some(link) = &self.link {
-            let _ = link.outbox.try_send(Outgoing::Close(code, reason));
-        }
-    }
-}
-
-impl pubsub::Host for Host {
-    fn publish(&mut self, topic: String, message: Message) {
-        if let Some(link) = &self.link {
-            link.hub.publish(&topic, &message);
-        }
-    }
-
-    fn subscribe(&mut self, topic: String) {
-        if let Some(link) = &self.link {
-            link.hub
-                .lock()
-                .entry(topic)
-                .or_default()
-                .insert(link.id, link.inbox.clone());
-        }
-    }
-
-    fn unsubscribe(&mut self, topic: String) {
-        if let Some(link) = &self.link
-            && let Some(subscribers) = link.hub.lock().get_mut(&topic)
-        {
-            subscribers.remove(&link.id);
+            link.ending.end(code, &reason);
         }
     }
 }
@@ -184,68 +77,173 @@ stream_guest!(
     call_on_open
 );
 
+/// How long a closing connection may take to flush what is queued and its
+/// close frame to a client that has stopped reading.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// How a connection ends, as the guest's `on-close` and the close frame see it.
+struct Closing {
+    code: u16,
+    reason: String,
+    /// Whether the gateway sends this close frame (not when the client sent
+    /// one, nor when the connection is already gone).
+    send: bool,
+}
+
+impl Closing {
+    fn sent(code: u16, reason: &str) -> Self {
+        Self {
+            code,
+            reason: reason.to_string(),
+            send: true,
+        }
+    }
+
+    fn silent(code: u16, reason: &str) -> Self {
+        Self {
+            code,
+            reason: reason.to_string(),
+            send: false,
+        }
+    }
+}
+
 impl Stream<bindings::WebsocketService> {
-    /// Bridges `socket` and the guest until either side closes or the
-    /// gateway drains (close 1001).
-    pub async fn run<S>(mut self, socket: WebSocketStream<S>, drain: Drain)
+    /// Bridges `socket` and the guest until either side closes, the
+    /// connection breaks a limit, or the gateway drains (close 1001). A ping
+    /// goes out every `keep_alive`; a client silent through two of them is gone.
+    pub async fn run<S>(self, socket: WebSocketStream<S>, drain: Drain, keep_alive: Duration)
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let (mut sink, mut incoming) = socket.split();
-        let (code, reason) = loop {
-            tokio::select! {
-                frame = incoming.next() => {
-                    let message = match frame {
-                        Some(Ok(WireMessage::Text(text))) => Message::Text(text.to_string()),
-                        Some(Ok(WireMessage::Binary(bytes))) => Message::Binary(bytes.to_vec()),
-                        Some(Ok(WireMessage::Close(frame))) => {
-                            break frame.map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.to_string()));
+        let Stream {
+            mut calls,
+            mut outbox,
+            mut inbox,
+            hub,
+            id,
+            ending,
+            limits,
+        } = self;
+        let (sink, mut frames) = socket.split();
+        let (close_sender, close_receiver) = oneshot::channel();
+        let mut writer = pin!(write_loop(sink, &mut outbox, close_receiver, keep_alive));
+        let reader = async {
+            let mut idle = pin!(tokio::time::sleep(limits.idle_timeout));
+            let mut liveness = tokio::time::interval(keep_alive);
+            let mut heard = Instant::now();
+            loop {
+                let event = tokio::select! {
+                    frame = frames.next() => {
+                        heard = Instant::now();
+                        match frame {
+                            Some(Ok(WireMessage::Text(text))) => Event::Message(Message::Text(text.to_string())),
+                            Some(Ok(WireMessage::Binary(bytes))) => Event::Message(Message::Binary(bytes.to_vec())),
+                            Some(Ok(WireMessage::Close(frame))) => {
+                                return frame.map_or_else(
+                                    || Closing::silent(1005, ""),
+                                    |frame| Closing::silent(u16::from(frame.code), &frame.reason),
+                                );
+                            }
+                            Some(Ok(_control)) => continue,
+                            Some(Err(WireError::Capacity(_))) => {
+                                return Closing::sent(1009, "message too big");
+                            }
+                            Some(Err(_)) | None => return Closing::silent(1006, ""),
                         }
-                        Some(Ok(_control)) => continue,
-                        Some(Err(_)) | None => break (1006, String::new()),
-                    };
-                    if let Err(error) = self.deliver(Event::Message(message)).await {
-                        let _ = sink.send(close(1011, "guest failure")).await;
-                        break self.failed(error);
                     }
-                }
-                Some(published) = self.inbox.recv() => {
-                    if let Err(error) = self.deliver(Event::Published(published)).await {
-                        let _ = sink.send(close(1011, "guest failure")).await;
-                        break self.failed(error);
+                    Some(published) = inbox.recv() => Event::Published(published),
+                    (code, reason) = ending.ended() => return Closing::sent(code, &reason),
+                    () = drain.signaled() => return Closing::sent(1001, "gateway shutting down"),
+                    () = &mut idle => return Closing::sent(1001, "idle timeout"),
+                    _ = liveness.tick() => {
+                        if heard.elapsed() > keep_alive * 2 {
+                            return Closing::silent(1006, "no answer to pings");
+                        }
+                        continue;
                     }
-                }
-                Some(outgoing) = self.outbox.recv() => match outgoing {
-                    Outgoing::Message(Message::Text(text)) => { let _ = sink.send(WireMessage::text(text)).await; }
-                    Outgoing::Message(Message::Binary(bytes)) => { let _ = sink.send(WireMessage::binary(bytes)).await; }
-                    // SSE events have no place on a WebSocket.
-                    Outgoing::Event(_) => {}
-                    Outgoing::Close(code, reason) => {
-                        let _ = sink.send(close(code, &reason)).await;
-                        break (code, reason);
-                    }
-                },
-                () = drain.signaled() => {
-                    let _ = sink.send(close(1001, "gateway shutting down")).await;
-                    break (1001, "gateway shutting down".to_string());
+                };
+                idle.as_mut()
+                    .reset(tokio::time::Instant::now() + limits.idle_timeout);
+                if let Err(error) = calls.deliver(event).await {
+                    tracing::warn!(
+                        handler = &*calls.handler,
+                        "WebSocket guest failed; closing with 1011: {error:#}"
+                    );
+                    return Closing::sent(1011, "guest failure");
                 }
             }
         };
-        // Whatever the guest queued last still goes out before the socket ends.
-        while let Ok(Outgoing::Message(message)) = self.outbox.try_recv() {
-            let wire = match message {
-                Message::Text(text) => WireMessage::text(text),
-                Message::Binary(bytes) => WireMessage::binary(bytes),
-            };
-            let _ = sink.send(wire).await;
+        let closing = {
+            let mut reader = pin!(reader);
+            tokio::select! {
+              closing = &mut reader => {
+                  if closing.send {
+                      let _ = close_sender.send(close(closing.code, &closing.reason));
+                  } else {
+                      drop(close_sender);
+                  }
+                  let _ = tokio::time::timeout(CLOSE_GRACE, writer).await;
+                  closing
+              }
+              // Only a write error ends the writer first: the client is gone.
+              // The reader stops at its next event, never inside a guest call.
+              () = &mut writer => {
+                  ending.end(1006, "connection lost");
+                  reader.await
+              }
+            }
+        };
+        hub.leave(id);
+        if closing.code != 1011 {
+            let _ = calls
+                .deliver(Event::Closed(closing.code, closing.reason))
+                .await;
         }
-        let _ = sink.close().await;
-        if code != 1011 {
-            let _ = self.deliver(Event::Closed(code, reason)).await;
-        }
-        self.hub.leave(self.id);
     }
+}
 
+/// Writes the guest's messages and keep-alive pings to the client until the
+/// reader hands over a close frame (or drops the sender: no frame), then
+/// flushes what the guest queued, the close frame, and ends the socket.
+async fn write_loop<K>(
+    mut sink: K,
+    outbox: &mut mpsc::Receiver<Outgoing>,
+    mut close: oneshot::Receiver<WireMessage>,
+    keep_alive: Duration,
+) where
+    K: Sink<WireMessage> + Unpin,
+{
+    let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + keep_alive, keep_alive);
+    loop {
+        let frame = tokio::select! {
+            biased;
+            frame = &mut close => {
+                while let Ok(Outgoing::Message(message)) = outbox.try_recv() {
+                    if sink.send(wire(message)).await.is_err() {
+                        return;
+                    }
+                }
+                if let Ok(frame) = frame {
+                    let _ = sink.send(frame).await;
+                }
+                let _ = sink.close().await;
+                return;
+            }
+            Some(outgoing) = outbox.recv() => match outgoing {
+                Outgoing::Message(message) => wire(message),
+                // SSE events have no place on a WebSocket.
+                Outgoing::Event(_) => continue,
+            },
+            _ = pings.tick() => WireMessage::Ping(Default::default()),
+        };
+        if sink.send(frame).await.is_err() {
+            return;
+        }
+    }
+}
+
+impl Calls<bindings::WebsocketService> {
     async fn deliver(&mut self, event: Event) -> wasmtime::Result<()> {
         self.arm_deadline();
         let handler = self.guest.wasmgate_streaming_websocket_handler();
@@ -264,19 +262,19 @@ impl Stream<bindings::WebsocketService> {
         };
         within(self.timeout, call).await
     }
-    fn failed(&self, error: wasmtime::Error) -> (u16, String) {
-        tracing::warn!(
-            handler = &*self.handler,
-            "WebSocket guest failed; closing with 1011: {error:#}"
-        );
-        (1011, "guest failure".to_string())
-    }
 }
 
 enum Event {
     Message(Message),
     Published(Published),
     Closed(u16, String),
+}
+
+fn wire(message: Message) -> WireMessage {
+    match message {
+        Message::Text(text) => WireMessage::text(text),
+        Message::Binary(bytes) => WireMessage::binary(bytes),
+    }
 }
 
 fn close(code: u16, reason: &str) -> WireMessage {
