@@ -16,5 +16,20 @@ if [ ! -x target/test-venv/bin/componentize-py ]; then
 fi
 export COMPONENTIZE_PY="$PWD/target/test-venv/bin/componentize-py"
 
+# Debian packages the tests run for real: chromium drives the chat demo page
+# (tests/tests/chat.rs). Installed only when missing; needs root or sudo.
+apt_install() {
+  local missing=()
+  for pair in "$@"; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+  done
+  [ ${#missing[@]} -eq 0 ] && return
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+apt_install chromium:chromium
+
 # --workspace also builds the wasmgate binary the end-to-end tests run.
 cargo test --workspace --locked

@@ -1,11 +1,13 @@
 //! The end-to-end harness: starts the real `wasmgate` binary on loopback
 //! ports ([`TestGateway`]), talks to it with real HTTP/1.1, h2c and h2-over-TLS
-//! clients ([`client`]) and makes throw-away certificates ([`certs`]).
+//! clients ([`client`]) and a headless browser ([`browser`]), and makes
+//! throw-away certificates ([`certs`]).
 //!
 //! Invariant: no fixed ports (every listener binds `127.0.0.1:0` and the
 //! harness reads the bound address from the gateway's `listening on` lines)
 //! and no sleeps where the gateway signals readiness.
 
+pub mod browser;
 pub mod certs;
 pub mod client;
 mod gateway;
@@ -35,4 +37,39 @@ path = "/echo/*"
 handler = "echo"
 {extra}"#
     )
+}
+
+/// The chat example as the dev config serves it: one component on four
+/// routes (page, POST, WebSocket, SSE), with a 100 ms keep-alive.
+pub fn chat_config() -> String {
+    hello_and_echo(
+        r#"
+[handler.chat]
+
+[handler.chat-ws]
+path = "{handlers}/chat.wasm"
+world = "websocket"
+
+[handler.chat-sse]
+path = "{handlers}/chat.wasm"
+world = "sse"
+
+[[route]]
+path = "/chat"
+handler = "chat"
+
+[[route]]
+path = "/chat/send"
+handler = "chat"
+
+[[route]]
+path = "/chat/ws"
+handler = "chat-ws"
+
+[[route]]
+path = "/chat/events"
+handler = "chat-sse"
+"#,
+    )
+    .replace("[gateway]\n", "[gateway]\nstream_keep_alive = \"100ms\"\n")
 }
