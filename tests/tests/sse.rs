@@ -87,3 +87,28 @@ async fn the_guest_can_refuse_a_subscription() {
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
     assert_eq!(reply.text(), "no room in the path\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_ends_event_streams_cleanly() {
+    let mut gateway = gateway();
+    let mut sse = Client::http1(gateway.http()).await;
+    let request = sse
+        .request("GET", "/sse/lobby")
+        .body(client::empty())
+        .expect("valid");
+    let response = sse.send_streaming(request).await.expect("response head");
+    let mut events = BodyDataStream::new(response.into_body()).eventsource();
+    assert_eq!(next_event(&mut events).await.event, "joined");
+    gateway.signal("TERM");
+    // The body ends (no error: the chunked stream is terminated properly)
+    // well within the grace period, and the guest's on-close ran.
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(event) = events.next().await {
+            event.expect("a clean stream");
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "the stream did not end");
+    gateway.wait_for_log("sse-room: client gone");
+    assert_eq!(gateway.wait_exit(Duration::from_secs(10)).code(), Some(0));
+}
