@@ -179,6 +179,18 @@ impl Client {
         }
     }
 
+    /// `GET path`, returning the response with its body unread (an event
+    /// stream, a slow body).
+    pub async fn get_streaming(&mut self, path: &str) -> http::Response<hyper::body::Incoming> {
+        let request = self
+            .request("GET", path)
+            .body(empty())
+            .expect("valid request");
+        self.send_streaming(request)
+            .await
+            .expect("GET succeeds at the HTTP level")
+    }
+
     /// `GET path`.
     pub async fn get(&mut self, path: &str) -> Reply {
         let request = self

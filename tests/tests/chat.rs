@@ -40,11 +40,7 @@ async fn websocket_client(gateway: &TestGateway, ready: tokio::sync::mpsc::Sende
 
 async fn sse_client(gateway: &TestGateway, ready: tokio::sync::mpsc::Sender<()>) -> Seen {
     let mut client = Client::http1(gateway.http()).await;
-    let request = client
-        .request("GET", "/chat/events?room=fanout")
-        .body(client::empty())
-        .expect("valid");
-    let response = client.send_streaming(request).await.expect("response head");
+    let response = client.get_streaming("/chat/events?room=fanout").await;
     assert_eq!(response.status(), StatusCode::OK);
     let mut events = BodyDataStream::new(response.into_body()).eventsource();
     let mut seen = Vec::new();

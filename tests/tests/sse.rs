@@ -10,7 +10,7 @@ use http_body_util::BodyDataStream;
 use tokio::net::TcpStream;
 use tokio_tungstenite::client_async;
 use tokio_tungstenite::tungstenite::Message;
-use wasmgate_tests::client::{self, Client};
+use wasmgate_tests::client::Client;
 use wasmgate_tests::{TestGateway, hello_and_echo};
 
 fn gateway() -> TestGateway {
@@ -42,11 +42,7 @@ where
 async fn sse_subscribers_receive_what_websocket_clients_publish() {
     let gateway = gateway();
     let mut sse = Client::http1(gateway.http()).await;
-    let request = sse
-        .request("GET", "/sse/lobby")
-        .body(client::empty())
-        .expect("valid");
-    let response = sse.send_streaming(request).await.expect("response head");
+    let response = sse.get_streaming("/sse/lobby").await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
         response.headers()[header::CONTENT_TYPE],
@@ -92,11 +88,7 @@ async fn the_guest_can_refuse_a_subscription() {
 async fn draining_ends_event_streams_cleanly() {
     let mut gateway = gateway();
     let mut sse = Client::http1(gateway.http()).await;
-    let request = sse
-        .request("GET", "/sse/lobby")
-        .body(client::empty())
-        .expect("valid");
-    let response = sse.send_streaming(request).await.expect("response head");
+    let response = sse.get_streaming("/sse/lobby").await;
     let mut events = BodyDataStream::new(response.into_body()).eventsource();
     assert_eq!(next_event(&mut events).await.event, "joined");
     gateway.signal("TERM");

@@ -91,11 +91,7 @@ async fn a_full_route_refuses_the_upgrade_with_503_until_a_slot_frees() {
     }
     // SSE routes count their own streams; this one is empty.
     let mut sse = Client::http1(gateway.http()).await;
-    let request = sse
-        .request("GET", "/sse/room")
-        .body(client::empty())
-        .expect("valid");
-    let stream = sse.send_streaming(request).await.expect("response head");
+    let stream = sse.get_streaming("/sse/room").await;
     assert_eq!(stream.status(), StatusCode::OK);
     drop(first);
     // The slot frees once the closed connection's task has ended.
@@ -212,11 +208,7 @@ async fn a_client_that_stops_reading_is_closed_as_a_slow_consumer() {
 async fn sse_streams_count_against_their_route_and_call_on_close_when_the_client_leaves() {
     let gateway = gateway("max_connections = 1");
     let mut first = Client::http1(gateway.http()).await;
-    let request = first
-        .request("GET", "/sse/room")
-        .body(client::empty())
-        .expect("valid");
-    let stream = first.send_streaming(request).await.expect("response head");
+    let stream = first.get_streaming("/sse/room").await;
     assert_eq!(stream.status(), StatusCode::OK);
     let mut second = Client::http1(gateway.http()).await;
     let refused = second.get("/sse/room").await;
