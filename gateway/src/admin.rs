@@ -1,10 +1,17 @@
 //! The admin listener: operator endpoints, apart from the public listeners.
 //!
-//! Invariant: it listens only where `[admin] addr` says (loopback in the
-//! shipped configs; config validation refuses an address shared with a
-//! public listener) and answers only its own endpoints:
-//! `POST /reload` rebuilds the configuration like SIGHUP does and reports the
-//! outcome as JSON (200 with the new generation, 422 with every problem).
+//! Invariant: it listens only where `[admin] addr` says (127.0.0.1:9090 by
+//! default; config validation refuses an address shared with a public
+//! listener) and answers only its own endpoints:
+//!
+//! - `GET /metrics`: every collector, Prometheus text format;
+//! - `GET /healthz`: 200 while the process runs;
+//! - `GET /readyz`: 200 when every configured handler has a loaded component
+//!   and the gateway is not draining, else 503 with the reasons;
+//! - `GET /status`: JSON, per handler: generation, content hash, loaded at,
+//!   last load error;
+//! - `POST /reload`: rebuilds the configuration like SIGHUP does and reports
+//!   the outcome as JSON (200 with the new generation, 422 with every problem).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -17,25 +24,29 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::drain::Drain;
+use crate::app::App;
+use crate::config::HandlerName;
 use crate::reload::{Outcome, Reloader};
 
-/// Serves admin requests on `socket` until the drain starts.
-pub async fn serve(socket: TcpListener, reloader: Arc<Reloader>, drain: Drain) {
+/// Serves admin requests on `socket` for the life of the process, through
+/// the drain too: `/readyz` then answers 503, so a load balancer stops
+/// sending traffic while in-flight requests finish.
+pub async fn serve(socket: TcpListener, app: Arc<App>, reloader: Arc<Reloader>) {
     loop {
-        let (stream, peer) = tokio::select! {
-            () = drain.signaled() => break,
-            accepted = socket.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!("admin accept failed: {error}");
-                    continue;
-                }
-            },
+        let (stream, peer) = match socket.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!("admin accept failed: {error}");
+                // EMFILE and the like: give the process a moment.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
         };
-        let reloader = Arc::clone(&reloader);
+        let (app, reloader) = (Arc::clone(&app), Arc::clone(&reloader));
         tokio::spawn(async move {
-            let service = service_fn(move |request| respond(Arc::clone(&reloader), request));
+            let service = service_fn(move |request| {
+                respond(Arc::clone(&app), Arc::clone(&reloader), request)
+            });
             let connection = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service);
             if let Err(error) = connection.await {
@@ -46,10 +57,22 @@ pub async fn serve(socket: TcpListener, reloader: Arc<Reloader>, drain: Drain) {
 }
 
 async fn respond(
+    app: Arc<App>,
     reloader: Arc<Reloader>,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, body) = match (request.method(), request.uri().path()) {
+        (&Method::GET, "/metrics") => {
+            let mut response = Response::new(Full::new(Bytes::from(app.metrics.render())));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            return Ok(response);
+        }
+        (&Method::GET, "/healthz") => (StatusCode::OK, serde_json::json!({ "status": "alive" })),
+        (&Method::GET, "/readyz") => readiness(&app),
+        (&Method::GET, "/status") => (StatusCode::OK, status(&app)),
         (&Method::POST, "/reload") => match reloader.reload("admin API").await {
             Outcome::Published(generation) => (
                 StatusCode::OK,
@@ -64,6 +87,10 @@ async fn respond(
             StatusCode::METHOD_NOT_ALLOWED,
             serde_json::json!({ "error": "use POST" }),
         ),
+        (_, "/metrics" | "/healthz" | "/readyz" | "/status") => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            serde_json::json!({ "error": "use GET" }),
+        ),
         _ => (
             StatusCode::NOT_FOUND,
             serde_json::json!({ "error": "not found" }),
@@ -76,6 +103,63 @@ async fn respond(
         header::HeaderValue::from_static("application/json"),
     );
     Ok(response)
+}
+
+/// Ready: listeners bound (the admin listener starts after them), not
+/// draining, and every configured handler served by a loaded component.
+fn readiness(app: &App) -> (StatusCode, serde_json::Value) {
+    let snapshot = app.live.load();
+    let mut reasons: Vec<String> = snapshot
+        .config
+        .handlers
+        .keys()
+        .filter(|name| snapshot.handler(name).is_none())
+        .map(|name| format!("handler {name} has no loaded component"))
+        .collect();
+    if app.drain.is_draining() {
+        reasons.push("draining".into());
+    }
+    if reasons.is_empty() {
+        (StatusCode::OK, serde_json::json!({ "status": "ready" }))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({ "status": "not ready", "reasons": reasons }),
+        )
+    }
+}
+
+/// Every handler of the live generation, configured or found by auto routes.
+fn status(app: &App) -> serde_json::Value {
+    let snapshot = app.live.load();
+    let mut names: Vec<&HandlerName> = snapshot
+        .config
+        .handlers
+        .keys()
+        .chain(snapshot.handlers.keys())
+        .collect();
+    names.sort();
+    names.dedup();
+    let handlers: Vec<serde_json::Value> = names
+        .into_iter()
+        .map(|name| {
+            let handler = snapshot.handler(name);
+            serde_json::json!({
+                "name": name.as_str(),
+                "loaded": handler.is_some(),
+                "sha256": handler.map(|handler| handler.hash().as_str().to_string()),
+                "loaded_at": handler.map(|handler| {
+                    humantime::format_rfc3339_millis(handler.loaded_at()).to_string()
+                }),
+                "last_error": snapshot.load_errors.get(name),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "generation": snapshot.generation,
+        "version": env!("CARGO_PKG_VERSION"),
+        "handlers": handlers,
+    })
 }
 
 /// Asks the gateway whose admin listener is at `addr` to reload; returns the

@@ -13,6 +13,7 @@ use crate::drain::Drain;
 use crate::guest::pubsub::Hub;
 use crate::guest::{CompileCache, GuestEngine};
 use crate::live::{Live, Snapshot};
+use crate::metrics::Metrics;
 use crate::upgrade::StreamSlots;
 
 /// How long a client may take to send a request's headers (HTTP/1).
@@ -24,6 +25,8 @@ pub struct App {
     pub live: Live,
     /// The process-wide wasmtime engine.
     pub engine: Arc<GuestEngine>,
+    /// Every Prometheus collector.
+    pub metrics: Arc<Metrics>,
     /// Compiled components on disk, if enabled.
     pub cache: Option<Arc<CompileCache>>,
     /// Gateway-wide settings.
@@ -42,6 +45,7 @@ impl App {
     /// Assembles the state around a first snapshot.
     pub fn new(
         engine: Arc<GuestEngine>,
+        metrics: Arc<Metrics>,
         cache: Option<Arc<CompileCache>>,
         settings: GatewaySettings,
         snapshot: Snapshot,
@@ -58,6 +62,7 @@ impl App {
         Self {
             live: Live::from_pointee(snapshot),
             engine,
+            metrics,
             cache,
             settings,
             drain: Drain::new(),

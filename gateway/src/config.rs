@@ -30,7 +30,8 @@ pub struct Config {
     pub handlers: BTreeMap<HandlerName, HandlerConfig>,
     /// Routes in file order; the router decides precedence.
     pub routes: Vec<RouteConfig>,
-    /// The admin listener's address (`[admin] addr`), if any.
+    /// The admin listener's address (`[admin] addr`, by default
+    /// 127.0.0.1:9090); `None` with `[admin] enabled = false`.
     pub admin: Option<SocketAddr>,
 }
 
@@ -55,6 +56,19 @@ pub struct GatewaySettings {
     /// How often an idle event stream gets a keep-alive comment (which is
     /// also how a departed client is noticed).
     pub stream_keep_alive: Duration,
+    /// How each request is logged.
+    pub access_log: AccessLog,
+}
+
+/// `[gateway] access_log`: one line per request, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLog {
+    /// `client "METHOD path" host=… status=… bytes=… ms=… route=… handler=… generation=…`
+    Text,
+    /// One JSON object per line.
+    Json,
+    /// No access log.
+    Off,
 }
 
 /// One `[[listener]]`.
@@ -315,6 +329,8 @@ impl ProblemList {
 }
 
 const DEFAULT_HANDLERS_DIR: &str = "handlers";
+const DEFAULT_ADMIN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9090);
 const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
 const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_MAX_INSTANCES: u32 = 1000;

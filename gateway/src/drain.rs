@@ -38,6 +38,11 @@ impl Drain {
         self.signal.cancelled().await;
     }
 
+    /// Whether shutdown has started.
+    pub fn is_draining(&self) -> bool {
+        self.signal.is_cancelled()
+    }
+
     /// Starts shutdown: listeners stop, connections wind down.
     pub fn start(&self) {
         self.signal.cancel();

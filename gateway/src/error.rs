@@ -33,6 +33,9 @@ pub enum GatewayError {
     /// The guest trapped (panic, unreachable, out of bounds, ...) before it answered.
     #[error("guest trapped: {0}")]
     GuestTrap(String),
+    /// The guest trapped after its memory cap refused to grow its memory.
+    #[error("guest ran out of memory: {0}")]
+    GuestOutOfMemory(String),
     /// The guest ran past its time limit before it answered.
     #[error("guest exceeded its time limit of {}", humantime::format_duration(*.0))]
     GuestTimeout(Duration),
@@ -64,6 +67,7 @@ impl GatewayError {
                 Blame::Client
             }
             Self::GuestTrap(_)
+            | Self::GuestOutOfMemory(_)
             | Self::GuestTimeout(_)
             | Self::GuestNoResponse
             | Self::GuestErrorCode(_) => Blame::Guest,
@@ -80,6 +84,7 @@ impl GatewayError {
             Self::GuestTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::HandlerUnavailable(_) | Self::Saturated(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::GuestTrap(_)
+            | Self::GuestOutOfMemory(_)
             | Self::GuestNoResponse
             | Self::GuestErrorCode(_)
             | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -18,6 +18,7 @@
 //! validates the file, [`live::build`] loads certificates and compiles every
 //! component, and only then does [`listener::bind`] take the ports.
 
+pub mod access;
 pub mod admin;
 pub mod app;
 pub mod body;
@@ -30,6 +31,7 @@ pub mod guest;
 pub mod handler_build;
 pub mod listener;
 pub mod live;
+pub mod metrics;
 pub mod reload;
 pub mod router;
 pub mod service;
@@ -47,6 +49,7 @@ use crate::config::{Config, Problem, Problems};
 use crate::guest::{CompileCache, GuestEngine};
 use crate::listener::Bound;
 use crate::live::Snapshot;
+use crate::metrics::Metrics;
 use crate::reload::Reloader;
 
 /// Why the gateway could not start.
@@ -64,6 +67,7 @@ pub enum StartError {
 /// components, warming pools), loaded with no port bound yet.
 pub struct Prepared {
     engine: Arc<GuestEngine>,
+    metrics: Arc<Metrics>,
     cache: Option<Arc<CompileCache>>,
     snapshot: Snapshot,
 }
@@ -82,15 +86,21 @@ impl Prepared {
                 })
                 .ok()
         });
+        let metrics = Metrics::new(prometheus::Registry::new())
+            .context("registering metrics")
+            .map_err(StartError::Runtime)?;
+        let metrics = Arc::new(metrics);
         let loader = live::Loader {
             engine: &engine,
             cache: cache.as_ref(),
+            metrics: &metrics,
         };
         let snapshot = live::build(&loader, config.clone())
             .await
             .map_err(StartError::Config)?;
         Ok(Self {
             engine,
+            metrics,
             cache,
             snapshot,
         })
@@ -117,6 +127,7 @@ impl Prepared {
         };
         let app = Arc::new(App::new(
             self.engine,
+            self.metrics,
             self.cache,
             config.gateway.clone(),
             self.snapshot,
@@ -203,8 +214,11 @@ impl Gateway {
             tokio::spawn(listener::accept_loop(Arc::clone(&self.app), bound));
         }
         if let Some(socket) = self.admin {
-            let drain = self.app.drain.clone();
-            tokio::spawn(admin::serve(socket, Arc::clone(&self.reloader), drain));
+            tokio::spawn(admin::serve(
+                socket,
+                Arc::clone(&self.app),
+                Arc::clone(&self.reloader),
+            ));
         }
         shutdown.await;
         let grace = self.app.settings.grace_period;

@@ -109,12 +109,14 @@ async fn connection(
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%peer, "cannot set TCP_NODELAY: {error}");
     }
+    let listener = local.to_string();
     if !tls {
         let info = ConnectionInfo {
             scheme: Scheme::Http,
             local,
             peer,
         };
+        let _open = Open::count(&app, &listener, "http");
         conn::serve(app, info, stream).await;
         return;
     }
@@ -129,8 +131,39 @@ async fn connection(
                 local,
                 peer,
             };
+            let protocol = match stream.get_ref().1.alpn_protocol() {
+                Some(b"h2") => "h2",
+                _ => "http/1.1",
+            };
+            let _open = Open::count(&app, &listener, protocol);
             conn::serve(app, info, stream).await;
         }
-        Err(error) => tracing::debug!(%peer, "TLS handshake failed: {error}"),
+        Err(error) => {
+            app.metrics
+                .tls_handshake_failures
+                .with_label_values(&[&listener])
+                .inc();
+            tracing::debug!(%peer, "TLS handshake failed: {error}");
+        }
+    }
+}
+
+/// One open connection in `wasmgate_connections_open`, for as long as it lives.
+struct Open(prometheus::IntGauge);
+
+impl Open {
+    fn count(app: &App, listener: &str, protocol: &str) -> Self {
+        let gauge = app
+            .metrics
+            .connections
+            .with_label_values(&[listener, protocol]);
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

@@ -17,6 +17,7 @@ use crate::config::{Config, HandlerConfig, HandlerName, Problem, ProblemList, Pr
 use crate::guest::{
     self, CompileCache, ComponentFile, GuestEngine, Handler, LoadError, Loaded, Origin,
 };
+use crate::metrics::Metrics;
 use crate::router::Router;
 use crate::tls::{self, TlsFile};
 
@@ -32,6 +33,8 @@ pub struct Snapshot {
     pub handlers: HashMap<HandlerName, Arc<Handler>>,
     /// TLS configuration per listener (by config index); `None` for plain listeners.
     pub tls: Vec<Option<Arc<ServerConfig>>>,
+    /// Why a handler's last load failed, until one succeeds.
+    pub load_errors: HashMap<HandlerName, String>,
 }
 
 /// The published snapshot.
@@ -50,6 +53,8 @@ pub struct Loader<'a> {
     pub engine: &'a Arc<GuestEngine>,
     /// Where compiled components are cached, if anywhere.
     pub cache: Option<&'a Arc<CompileCache>>,
+    /// Where loads, compile times and the handlers' own metrics are counted.
+    pub metrics: &'a Metrics,
 }
 
 /// A rebuilt snapshot and what went wrong on the way (each problem left the
@@ -123,18 +128,28 @@ async fn assemble(loader: &Loader<'_>, config: Config, previous: Option<&Snapsho
         .map(|snapshot| snapshot.handlers.clone())
         .unwrap_or_default();
     let mut handlers = HashMap::new();
+    let mut load_errors = HashMap::new();
     for (name, handler_config, plan) in plan(loader, wanted, &running).await {
         let started = match plan {
             Plan::Carry(running) => {
                 counts.carried += 1;
+                if let Some(error) = previous.and_then(|snapshot| snapshot.load_errors.get(&name)) {
+                    load_errors.insert(name.clone(), error.clone());
+                }
                 Ok(running)
             }
-            Plan::Start(loaded) => start(&name, &handler_config, loaded, &mut counts).await,
+            Plan::Start(loaded) => start(loader, &name, &handler_config, loaded, &mut counts).await,
             Plan::Failed(error) => Err(error),
         };
         let handler = match started {
             Ok(handler) => Some(handler),
             Err(error) => {
+                loader
+                    .metrics
+                    .swaps
+                    .with_label_values(&[name.as_str(), "failed"])
+                    .inc();
+                load_errors.insert(name.clone(), error.to_string());
                 let failure = Failure {
                     name: &name,
                     path: &handler_config.path,
@@ -179,6 +194,7 @@ async fn assemble(loader: &Loader<'_>, config: Config, previous: Option<&Snapsho
             router,
             handlers,
             tls,
+            load_errors,
         },
         problems: problems.into_problems(),
         counts,
@@ -187,17 +203,30 @@ async fn assemble(loader: &Loader<'_>, config: Config, previous: Option<&Snapsho
 
 /// Starts a freshly loaded handler (instantiating it once and warming its pool).
 async fn start(
+    loader: &Loader<'_>,
     name: &HandlerName,
     handler_config: &HandlerConfig,
     loaded: Loaded,
     counts: &mut Counts,
 ) -> Result<Arc<Handler>, LoadError> {
     let (origin, hash, load_time) = (loaded.origin, loaded.hash.clone(), loaded.load_time);
-    let handler = Handler::start(name, handler_config, loaded).await?;
+    let handler = Handler::start(name, handler_config, loaded, loader.metrics).await?;
     match origin {
-        Origin::Compiled => counts.compiled += 1,
+        Origin::Compiled => {
+            counts.compiled += 1;
+            loader
+                .metrics
+                .compile_duration
+                .with_label_values(&[name.as_str()])
+                .observe(load_time.as_secs_f64());
+        }
         Origin::Cache => counts.cached += 1,
     }
+    loader
+        .metrics
+        .swaps
+        .with_label_values(&[name.as_str(), "loaded"])
+        .inc();
     tracing::info!(
         handler = name.as_str(),
         path = %handler_config.path.display(),

@@ -82,6 +82,7 @@ impl Reloader {
         let loader = Loader {
             engine: &self.app.engine,
             cache: self.app.cache.as_ref(),
+            metrics: &self.app.metrics,
         };
         let rebuilt = live::rebuild(&loader, config, &previous).await;
         for problem in &rebuilt.problems {

@@ -8,14 +8,17 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::{HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
 
+use crate::access::{Access, log_on_end};
 use crate::app::App;
 use crate::body::ResponseBody;
 use crate::error::{Blame, GatewayError, rescue};
 use crate::guest::Scheme;
+use crate::live::Snapshot;
 
 /// What a request's connection tells about it.
 pub struct ConnectionInfo {
@@ -27,27 +30,64 @@ pub struct ConnectionInfo {
     pub peer: SocketAddr,
 }
 
-/// Serves one request; never fails at the hyper level.
+/// Serves one request; never fails at the hyper level. Every request is
+/// counted and access-logged when its response ends.
 pub async fn handle(
     app: Arc<App>,
     connection: Arc<ConnectionInfo>,
-    mut request: Request<Incoming>,
+    request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
-    let snapshot = app.live.load_full();
+    let started = Instant::now();
+    app.metrics.in_flight.inc();
+    let method = request.method().clone();
     let host = request_host(&request);
+    let path = request.uri().path().to_string();
+    let snapshot = app.live.load_full();
+    let (response, route, handler) =
+        dispatch(&app, &snapshot, &connection, host.clone(), request).await;
+    let status = response.status().as_u16();
+    app.metrics
+        .request(&route, &handler, &method, status, started.elapsed());
+    let access = Access {
+        started,
+        client: connection.peer,
+        method: method.to_string(),
+        host,
+        path,
+        status,
+        route,
+        handler,
+        generation: snapshot.generation,
+    };
+    let format = app.settings.access_log;
+    Ok(response.map(|body| log_on_end(body, access, format, Arc::clone(&app.metrics))))
+}
+
+/// Routes and serves `request` from `snapshot`; returns the response with
+/// the route and handler that served it (`-` when none).
+async fn dispatch(
+    app: &Arc<App>,
+    snapshot: &Snapshot,
+    connection: &ConnectionInfo,
+    host: Option<String>,
+    mut request: Request<Incoming>,
+) -> (Response<ResponseBody>, Arc<str>, Arc<str>) {
+    let none = || Arc::<str>::from("-");
     let Some(route) = snapshot.router.route(host.as_deref(), request.uri().path()) else {
         tracing::debug!(
             path = request.uri().path(),
             host = host.as_deref(),
             "no route"
         );
-        return Ok(rescue(&GatewayError::NoRoute));
+        return (rescue(&GatewayError::NoRoute), none(), none());
     };
+    let route_id = Arc::clone(&route.id);
+    let handler_name: Arc<str> = Arc::from(route.handler.as_str());
     let Some(handler) = snapshot.handler(&route.handler) else {
         // Its component has never loaded (the reason was logged at load time).
         let error = GatewayError::HandlerUnavailable(route.handler.to_string());
         tracing::debug!(route = &*route.id, "{error}");
-        return Ok(rescue(&error));
+        return (rescue(&error), route_id, handler_name);
     };
     if host.is_none() {
         // wasi:http requires an authority; an HTTP/1.0 request may have none.
@@ -55,29 +95,30 @@ pub async fn handle(
             request.headers_mut().insert(header::HOST, value);
         }
     }
-    if handler.is_websocket() {
-        return Ok(crate::upgrade::websocket(&app, handler, &route.id, request).await);
-    }
-    if handler.is_sse() {
-        return Ok(crate::upgrade::sse(&app, handler, &route.id, request).await);
-    }
-    match handler
-        .serve(request, connection.scheme.clone(), &route.id, &app.hub)
-        .await
-    {
-        Ok(response) => Ok(response),
-        Err(error) => {
-            match error.blame() {
-                // Guest failures were logged where they happened, with the trap.
-                Blame::Guest => {}
-                Blame::Client => {
-                    tracing::debug!(route = &*route.id, peer = %connection.peer, "{error}")
+    let response = if handler.is_websocket() {
+        crate::upgrade::websocket(app, handler, &route.id, request).await
+    } else if handler.is_sse() {
+        crate::upgrade::sse(app, handler, &route.id, request).await
+    } else {
+        match handler
+            .serve(request, connection.scheme.clone(), &route.id, &app.hub)
+            .await
+        {
+            Ok(response) => response,
+            Err(error) => {
+                match error.blame() {
+                    // Guest failures were logged where they happened, with the trap.
+                    Blame::Guest => {}
+                    Blame::Client => {
+                        tracing::debug!(route = &*route.id, peer = %connection.peer, "{error}")
+                    }
+                    Blame::Internal => tracing::error!(route = &*route.id, "{error}"),
                 }
-                Blame::Internal => tracing::error!(route = &*route.id, "{error}"),
+                rescue(&error)
             }
-            Ok(rescue(&error))
         }
-    }
+    };
+    (response, route_id, handler_name)
 }
 
 /// The request's host, lowercase and without port: from the URI (HTTP/2's

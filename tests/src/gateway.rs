@@ -102,9 +102,10 @@ impl TestGateway {
 
     fn launch(dir: tempfile::TempDir, config: &str, fd_limit: Option<u32>) -> Self {
         let config = expand(config, dir.path());
+        let admin_expected = !config.contains("enabled = false");
         let config_path = dir.path().join("wasmgate.toml");
         std::fs::write(&config_path, &config).expect("write config");
-        let expected = config.matches("[[listener]]").count();
+        let expected = config.matches("[[listener]]").count() + usize::from(admin_expected);
         let mut command = match fd_limit {
             None => Command::new(wasmgate_bin()),
             Some(limit) => {
@@ -129,9 +130,17 @@ impl TestGateway {
         let stdout = child.stdout.take().expect("piped stdout");
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("listening on ") {
+                let url = line
+                    .strip_prefix("listening on ")
+                    .or_else(|| line.strip_prefix("admin on "));
+                if let Some(url) = url {
                     let (scheme, addr) = url.split_once("://").expect("scheme://addr");
                     let addr: SocketAddr = addr.parse().expect("a socket address");
+                    let scheme = if line.starts_with("admin") {
+                        "admin"
+                    } else {
+                        scheme
+                    };
                     let _ = addresses.send((scheme.to_string(), addr));
                 }
             }
@@ -175,6 +184,11 @@ impl TestGateway {
     /// The first plain HTTP listener.
     pub fn http(&self) -> SocketAddr {
         self.listener("http")
+    }
+
+    /// The admin listener.
+    pub fn admin(&self) -> SocketAddr {
+        self.listener("admin")
     }
 
     /// The first HTTPS listener.
@@ -283,8 +297,15 @@ impl Drop for TestGateway {
     }
 }
 
+/// Fills in the placeholders and, unless the config has its own `[admin]`,
+/// puts the admin listener (on by default at 127.0.0.1:9090) on a port of its
+/// own: tests run side by side.
 fn expand(config: &str, dir: &Path) -> String {
-    config
+    let mut config = config
         .replace("{handlers}", &handlers_dir().display().to_string())
-        .replace("{dir}", &dir.display().to_string())
+        .replace("{dir}", &dir.display().to_string());
+    if !config.contains("[admin]") {
+        config.push_str("\n[admin]\naddr = \"127.0.0.1:0\"\n");
+    }
+    config
 }

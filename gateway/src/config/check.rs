@@ -10,10 +10,11 @@ use bytesize::ByteSize;
 
 use super::raw;
 use super::{
-    Config, DEFAULT_GRACE_PERIOD, DEFAULT_HANDLERS_DIR, DEFAULT_MAX_INSTANCES, DEFAULT_MEMORY,
-    DEFAULT_PREWARM, DEFAULT_STREAM_KEEP_ALIVE, DEFAULT_TIMEOUT, DEFAULT_TLS_HANDSHAKE_TIMEOUT,
-    GatewaySettings, HandlerConfig, HandlerName, HandlerWorld, ListenerConfig, ProblemList,
-    RouteConfig, RoutePath, SlowConsumer, StreamLimits, TlsFiles,
+    AccessLog, Config, DEFAULT_ADMIN, DEFAULT_GRACE_PERIOD, DEFAULT_HANDLERS_DIR,
+    DEFAULT_MAX_INSTANCES, DEFAULT_MEMORY, DEFAULT_PREWARM, DEFAULT_STREAM_KEEP_ALIVE,
+    DEFAULT_TIMEOUT, DEFAULT_TLS_HANDSHAKE_TIMEOUT, GatewaySettings, HandlerConfig, HandlerName,
+    HandlerWorld, ListenerConfig, ProblemList, RouteConfig, RoutePath, SlowConsumer, StreamLimits,
+    TlsFiles,
 };
 
 pub(super) struct Checker<'a> {
@@ -41,9 +42,14 @@ impl<'a> Checker<'a> {
             );
         }
         let routes = self.routes(&handlers, raw.route);
-        let admin = raw
-            .admin
-            .and_then(|admin| self.admin(&admin.addr, &listeners));
+        let admin = match raw.admin {
+            None => Some(DEFAULT_ADMIN),
+            Some(admin) if admin.enabled == Some(false) => None,
+            Some(admin) => match admin.addr {
+                None => Some(DEFAULT_ADMIN),
+                Some(addr) => self.admin(&addr, &listeners),
+            },
+        };
         Config {
             source: path.to_path_buf(),
             gateway,
@@ -200,6 +206,18 @@ impl<'a> Checker<'a> {
                 raw.stream_keep_alive,
                 DEFAULT_STREAM_KEEP_ALIVE,
             ),
+            access_log: match raw.access_log.as_deref() {
+                None | Some("text") => AccessLog::Text,
+                Some("json") => AccessLog::Json,
+                Some("off") => AccessLog::Off,
+                Some(other) => {
+                    self.problems.push(
+                        "gateway.access_log",
+                        format!("`{other}` is not a format; write \"text\" (default), \"json\" or \"off\""),
+                    );
+                    AccessLog::Text
+                }
+            },
         }
     }
 

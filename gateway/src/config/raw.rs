@@ -25,7 +25,8 @@ pub(super) struct RawConfig {
 
 #[derive(Debug, Deserialize)]
 pub(super) struct RawAdmin {
-    pub(super) addr: String,
+    pub(super) addr: Option<String>,
+    pub(super) enabled: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -38,6 +39,7 @@ pub(super) struct RawGateway {
     pub(super) watch: Option<bool>,
     pub(super) cache_dir: Option<PathBuf>,
     pub(super) stream_keep_alive: Option<String>,
+    pub(super) access_log: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

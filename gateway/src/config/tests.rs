@@ -232,3 +232,19 @@ fn stream_limits_are_typed_and_checked() {
         ]
     );
 }
+
+#[test]
+fn the_admin_listener_is_on_by_default_on_loopback_and_can_be_turned_off() {
+    let config = parse(MINIMAL).expect("valid");
+    assert_eq!(config.admin, Some("127.0.0.1:9090".parse().expect("addr")));
+    assert_eq!(config.gateway.access_log, AccessLog::Text);
+    let off = parse(&format!("{MINIMAL}\n[admin]\nenabled = false\n")).expect("valid");
+    assert_eq!(off.admin, None);
+    let found = problems(&format!("[gateway]\naccess_log = \"xml\"\n{MINIMAL}"));
+    assert_eq!(
+        found,
+        [
+            "/etc/wasmgate/gw.toml: gateway.access_log: `xml` is not a format; write \"text\" (default), \"json\" or \"off\""
+        ]
+    );
+}

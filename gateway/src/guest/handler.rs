@@ -29,10 +29,13 @@ use super::websocket::{Session, WebsocketService, WebsocketServicePre};
 use crate::body::ResponseBody;
 use crate::config::{HandlerConfig, HandlerName, StreamLimits};
 use crate::error::GatewayError;
+use crate::metrics::{HandlerMetrics, Metrics};
 
 /// One handler of one generation.
 pub struct Handler {
     label: Arc<str>,
+    metrics: Arc<HandlerMetrics>,
+    loaded_at: std::time::SystemTime,
     config: HandlerConfig,
     hash: ContentHash,
     kind: Kind,
@@ -68,8 +71,15 @@ impl Handler {
         name: &HandlerName,
         config: &HandlerConfig,
         loaded: Loaded,
+        metrics: &Metrics,
     ) -> Result<Self, LoadError> {
         let label: Arc<str> = Arc::from(name.as_str());
+        let kind = match loaded.pre {
+            Pre::Http(_) => "http",
+            Pre::Websocket(_) => "websocket",
+            Pre::Sse(_) => "sse",
+        };
+        let metrics = Arc::new(metrics.handler(name.as_str(), kind));
         let env = config
             .env
             .iter()
@@ -84,9 +94,16 @@ impl Handler {
             |error: wasmtime::Error| LoadError::Instantiate(format!("{error:#}"));
         let kind = match loaded.pre {
             Pre::Http(pre) => Kind::Http(
-                Pool::start(Blueprint { pre, stores }, config.prewarm)
-                    .await
-                    .map_err(instantiate_failed)?,
+                Pool::start(
+                    Blueprint {
+                        pre,
+                        stores,
+                        metrics: Arc::clone(&metrics),
+                    },
+                    config.prewarm,
+                )
+                .await
+                .map_err(instantiate_failed)?,
             ),
             Pre::Websocket(pre) => {
                 trial::<WebsocketService>(&pre, &stores)
@@ -104,6 +121,8 @@ impl Handler {
         Ok(Self {
             kind,
             label,
+            metrics,
+            loaded_at: std::time::SystemTime::now(),
             config: config.clone(),
             hash: loaded.hash,
         })
@@ -113,6 +132,11 @@ impl Handler {
     /// `hash` would make, so a reload can keep it instead of rebuilding it.
     pub fn is_same(&self, config: &HandlerConfig, hash: &ContentHash) -> bool {
         self.config == *config && self.hash == *hash
+    }
+
+    /// When this version started serving.
+    pub fn loaded_at(&self) -> std::time::SystemTime {
+        self.loaded_at
     }
 
     /// The content hash of the component file.
@@ -147,6 +171,7 @@ impl Handler {
             .map_err(|error| GatewayError::Internal(format!("{error:#}")))?;
         let run = GuestRun {
             handler: Arc::clone(&self.label),
+            metrics: Arc::clone(&self.metrics),
             route: Arc::clone(route),
             timeout: self.config.timeout,
         };
@@ -157,7 +182,7 @@ impl Handler {
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, incoming, outparam);
             let result = tokio::time::timeout_at(deadline.into(), call).await;
-            run.outcome(result)
+            run.outcome(result, store.data().memory_denied())
         });
         match receiver.await {
             Ok(Ok(response)) => Ok(response),
@@ -205,6 +230,7 @@ impl Handler {
                     hub,
                     opening,
                     (self.config.timeout, &self.config.stream),
+                    &self.metrics,
                 )
                 .await
             }
@@ -227,6 +253,7 @@ impl Handler {
                     hub,
                     opening,
                     (self.config.timeout, &self.config.stream),
+                    &self.metrics,
                 )
                 .await
             }
@@ -242,6 +269,7 @@ impl Handler {
 /// What the guest task needs to report how its run ended.
 struct GuestRun {
     handler: Arc<str>,
+    metrics: Arc<HandlerMetrics>,
     route: Arc<str>,
     timeout: Duration,
 }
@@ -250,20 +278,37 @@ impl GuestRun {
     /// Classifies and logs the end of a run. The log line is written here
     /// because only the task sees failures that happen after the response
     /// head was sent.
-    fn outcome(self, result: Result<wasmtime::Result<()>, tokio::time::error::Elapsed>) -> Outcome {
+    fn outcome(
+        self,
+        result: Result<wasmtime::Result<()>, tokio::time::error::Elapsed>,
+        memory_denied: bool,
+    ) -> Outcome {
         let error = match result {
-            Ok(Ok(())) => return Outcome::Finished,
+            Ok(Ok(())) => {
+                self.metrics.ok.inc();
+                return Outcome::Finished;
+            }
             Ok(Err(error)) if error.is::<DeadlineExceeded>() => {
+                self.metrics.timeout.inc();
                 GatewayError::GuestTimeout(self.timeout)
             }
-            Err(_elapsed) => GatewayError::GuestTimeout(self.timeout),
+            Err(_elapsed) => {
+                self.metrics.timeout.inc();
+                GatewayError::GuestTimeout(self.timeout)
+            }
             Ok(Err(error)) => {
                 tracing::debug!(
                     route = &*self.route,
                     handler = &*self.handler,
                     "guest trap in full: {error:?}"
                 );
-                GatewayError::GuestTrap(trap_summary(&error))
+                if memory_denied {
+                    self.metrics.out_of_memory.inc();
+                    GatewayError::GuestOutOfMemory(trap_summary(&error))
+                } else {
+                    self.metrics.trap.inc();
+                    GatewayError::GuestTrap(trap_summary(&error))
+                }
             }
         };
         tracing::warn!(route = &*self.route, handler = &*self.handler, "{error}");

@@ -23,7 +23,7 @@ pub struct Host {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     hooks: DenyOutbound,
-    pub(super) limits: StoreLimits,
+    limits: GuestLimits,
     /// When the current request must be finished; far in the future while the
     /// instance waits in the pool.
     pub(super) deadline: Instant,
@@ -47,11 +47,62 @@ impl Host {
             hooks: DenyOutbound {
                 handler: Arc::clone(handler),
             },
-            limits,
+            limits: GuestLimits {
+                limits,
+                memory_denied: false,
+            },
             deadline: far_future(),
             link: None,
             hub: None,
         }
+    }
+}
+
+impl Host {
+    /// Whether the memory cap refused a growth: a trap that follows is the
+    /// guest running out of memory.
+    pub(super) fn memory_denied(&self) -> bool {
+        self.limits.memory_denied
+    }
+}
+
+/// The handler's memory cap, remembering whether it ever said no.
+struct GuestLimits {
+    limits: StoreLimits,
+    memory_denied: bool,
+}
+
+impl wasmtime::ResourceLimiter for GuestLimits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        self.memory_denied |= !allowed;
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
     }
 }
 

@@ -13,6 +13,7 @@ use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 
 use super::host::{Host, StoreMaker};
+use crate::metrics::HandlerMetrics;
 
 /// An instantiated guest waiting for its request.
 pub(super) struct Ready {
@@ -24,6 +25,7 @@ pub(super) struct Ready {
 pub(super) struct Blueprint {
     pub(super) pre: ProxyPre<Host>,
     pub(super) stores: StoreMaker,
+    pub(super) metrics: Arc<HandlerMetrics>,
 }
 
 /// Ready instances of one handler, refilled in the background.
@@ -63,7 +65,16 @@ impl Pool {
 
     /// A ready instance, or a fresh one when the pool is empty.
     pub(super) async fn take(&self) -> wasmtime::Result<Ready> {
-        let ready = self.shared.lock().pop();
+        let ready = {
+            let mut ready = self.shared.lock();
+            let taken = ready.pop();
+            self.shared
+                .blueprint
+                .metrics
+                .pool_ready
+                .set(ready.len() as i64);
+            taken
+        };
         self.shared.wanted.notify_one();
         match ready {
             Some(ready) => Ok(ready),
@@ -77,7 +88,11 @@ impl Shared {
     async fn fill(&self) {
         while self.lock().len() < self.target {
             match self.blueprint.instantiate().await {
-                Ok(ready) => self.lock().push(ready),
+                Ok(ready) => {
+                    let mut pool = self.lock();
+                    pool.push(ready);
+                    self.blueprint.metrics.pool_ready.set(pool.len() as i64);
+                }
                 Err(error) => {
                     // Usually the pooling allocator is full; requests still
                     // instantiate inline, and the next take retries the fill.
@@ -107,8 +122,12 @@ async fn refill(shared: Arc<Shared>) {
 
 impl Blueprint {
     async fn instantiate(&self) -> wasmtime::Result<Ready> {
+        let started = std::time::Instant::now();
         let mut store = self.stores.make(self.pre.engine());
         let proxy = self.pre.instantiate_async(&mut store).await?;
+        self.metrics
+            .instantiation
+            .observe(started.elapsed().as_secs_f64());
         Ok(Ready { store, proxy })
     }
 }

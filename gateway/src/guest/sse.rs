@@ -105,6 +105,7 @@ impl Stream<bindings::SseService> {
             id,
             ending,
             limits,
+            metrics,
         } = self;
         let mut ticks =
             tokio::time::interval_at(tokio::time::Instant::now() + keep_alive, keep_alive);
@@ -114,7 +115,10 @@ impl Stream<bindings::SseService> {
             let chunk = tokio::select! {
                 _ = ticks.tick() => Bytes::from_static(b": keep-alive\n\n"),
                 Some(outgoing) = outbox.recv() => match outgoing {
-                    Outgoing::Event(wire) => Bytes::from(wire),
+                    Outgoing::Event(wire) => {
+                        metrics.messages_out.inc();
+                        Bytes::from(wire)
+                    }
                     // WebSocket messages have no place in an event stream.
                     Outgoing::Message(_) => continue,
                 },
@@ -147,6 +151,7 @@ impl Stream<bindings::SseService> {
             }
         }
         hub.leave(id);
+        metrics.streams_open.dec();
         if !failed {
             calls.arm_deadline();
             let close = calls

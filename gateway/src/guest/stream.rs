@@ -16,6 +16,7 @@ use super::host::{Host, StoreMaker};
 use super::pubsub::{Ending, Hub, Link, Outgoing, Published};
 use super::websocket::bindings::wasmgate::streaming::types::{Refusal, Request};
 use crate::config::StreamLimits;
+use crate::metrics::HandlerMetrics;
 
 /// The bindings of one stream world, as far as opening a stream goes.
 pub trait StreamGuest: Sized + Send {
@@ -97,6 +98,7 @@ pub struct Stream<G> {
     pub(super) id: u64,
     pub(super) ending: Arc<Ending>,
     pub(super) limits: StreamLimits,
+    pub(super) metrics: Arc<HandlerMetrics>,
 }
 
 /// The guest instance of a stream, called one event at a time.
@@ -116,6 +118,7 @@ impl<G: StreamGuest> Stream<G> {
         hub: &Arc<Hub>,
         opening: Opening,
         limits: (Duration, &StreamLimits),
+        metrics: &Arc<HandlerMetrics>,
     ) -> Result<Self, Refused> {
         let (timeout, limits) = limits;
         let mut store = stores.make(G::engine(pre));
@@ -139,8 +142,10 @@ impl<G: StreamGuest> Stream<G> {
         if let Some(refused) = refused {
             // It may have subscribed before it said no.
             hub.leave(ends.id);
+            metrics.refused.inc();
             return Err(refused);
         }
+        metrics.streams_open.inc();
         Ok(Self {
             calls: Calls {
                 store,
@@ -154,6 +159,7 @@ impl<G: StreamGuest> Stream<G> {
             id: ends.id,
             ending: ends.ending,
             limits: limits.clone(),
+            metrics: Arc::clone(metrics),
         })
     }
 }

@@ -124,10 +124,17 @@ impl Stream<bindings::WebsocketService> {
             id,
             ending,
             limits,
+            metrics,
         } = self;
         let (sink, mut frames) = socket.split();
         let (close_sender, close_receiver) = oneshot::channel();
-        let mut writer = pin!(write_loop(sink, &mut outbox, close_receiver, keep_alive));
+        let mut writer = pin!(write_loop(
+            sink,
+            &mut outbox,
+            close_receiver,
+            keep_alive,
+            &metrics.messages_out
+        ));
         let reader = async {
             let mut idle = pin!(tokio::time::sleep(limits.idle_timeout));
             let mut liveness = tokio::time::interval(keep_alive);
@@ -165,6 +172,9 @@ impl Stream<bindings::WebsocketService> {
                 };
                 idle.as_mut()
                     .reset(tokio::time::Instant::now() + limits.idle_timeout);
+                if let Event::Message(_) = event {
+                    metrics.messages_in.inc();
+                }
                 if let Err(error) = calls.deliver(event).await {
                     tracing::warn!(
                         handler = &*calls.handler,
@@ -195,6 +205,7 @@ impl Stream<bindings::WebsocketService> {
             }
         };
         hub.leave(id);
+        metrics.streams_open.dec();
         if closing.code != 1011 {
             let _ = calls
                 .deliver(Event::Closed(closing.code, closing.reason))
@@ -211,6 +222,7 @@ async fn write_loop<K>(
     outbox: &mut mpsc::Receiver<Outgoing>,
     mut close: oneshot::Receiver<WireMessage>,
     keep_alive: Duration,
+    sent: &prometheus::IntCounter,
 ) where
     K: Sink<WireMessage> + Unpin,
 {
@@ -231,7 +243,10 @@ async fn write_loop<K>(
                 return;
             }
             Some(outgoing) = outbox.recv() => match outgoing {
-                Outgoing::Message(message) => wire(message),
+                Outgoing::Message(message) => {
+                    sent.inc();
+                    wire(message)
+                }
                 // SSE events have no place on a WebSocket.
                 Outgoing::Event(_) => continue,
             },

@@ -1,0 +1,269 @@
+//! Prometheus metrics: every collector the gateway updates, registered in
+//! one registry that the caller owns (no process-global registry).
+//!
+//! Invariant: label values are bounded by the configuration, never by
+//! traffic: route ids (`route[N]`, `auto:NAME`), handler names, listener
+//! addresses, the request method folded to a fixed set, the status class,
+//! and fixed outcome words. A raw path or host never becomes a label.
+
+use std::time::Duration;
+
+use http::Method;
+use prometheus::{
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
+};
+
+/// Request and instantiation latencies: 100 µs to 60 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0,
+];
+/// Compile times: 10 ms to 2 min.
+const COMPILE_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0];
+
+/// The gateway's collectors.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by route, handler, method and status class.
+    pub requests: IntCounterVec,
+    /// Time to the response head (streamed bodies continue after it).
+    pub request_duration: HistogramVec,
+    /// Requests being served.
+    pub in_flight: IntGauge,
+    /// Open client connections by listener and protocol.
+    pub connections: IntGaugeVec,
+    /// TLS handshakes that failed or timed out, by listener.
+    pub tls_handshake_failures: IntCounterVec,
+    /// How guest runs ended, by handler: ok, trap, timeout, out_of_memory, refused.
+    pub guest_outcomes: IntCounterVec,
+    /// Time to instantiate a guest, by handler.
+    pub instantiation: HistogramVec,
+    /// Instances ready in each handler's pool.
+    pub pool_ready: IntGaugeVec,
+    /// Component loads by handler and outcome (loaded, failed).
+    pub swaps: IntCounterVec,
+    /// Time to compile a component (cache misses only), by handler.
+    pub compile_duration: HistogramVec,
+    /// Open WebSocket connections and SSE streams, by handler and kind.
+    pub streams_open: IntGaugeVec,
+    /// Stream messages by handler and direction (in, out, published).
+    pub stream_messages: IntCounterVec,
+}
+
+impl Metrics {
+    /// Creates the collectors and registers them (and `build_info`) in `registry`.
+    pub fn new(registry: Registry) -> prometheus::Result<Self> {
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let counter = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(counter.clone()))?;
+            Ok::<_, prometheus::Error>(counter)
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let gauge = IntGaugeVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(gauge.clone()))?;
+            Ok::<_, prometheus::Error>(gauge)
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str], buckets: &[f64]| {
+            let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+            let histogram = HistogramVec::new(opts, labels)?;
+            registry.register(Box::new(histogram.clone()))?;
+            Ok::<_, prometheus::Error>(histogram)
+        };
+        let in_flight = IntGauge::new("wasmgate_requests_in_flight", "Requests being served.")?;
+        registry.register(Box::new(in_flight.clone()))?;
+        let build_info = Gauge::with_opts(
+            Opts::new(
+                "wasmgate_build_info",
+                "Always 1; the labels say which build runs.",
+            )
+            .const_label("version", env!("CARGO_PKG_VERSION"))
+            .const_label("wasmtime", "48"),
+        )?;
+        build_info.set(1.0);
+        registry.register(Box::new(build_info))?;
+        Ok(Self {
+            requests: counter(
+                "wasmgate_requests_total",
+                "Requests answered, by route, handler, method and status class.",
+                &["route", "handler", "method", "status"],
+            )?,
+            request_duration: histogram(
+                "wasmgate_request_duration_seconds",
+                "Time from a request's arrival to its response head.",
+                &["route", "handler"],
+                LATENCY_BUCKETS,
+            )?,
+            in_flight,
+            connections: gauge(
+                "wasmgate_connections_open",
+                "Open client connections, by listener and protocol.",
+                &["listener", "protocol"],
+            )?,
+            tls_handshake_failures: counter(
+                "wasmgate_tls_handshake_failures_total",
+                "TLS handshakes that failed or timed out, by listener.",
+                &["listener"],
+            )?,
+            guest_outcomes: counter(
+                "wasmgate_guest_outcomes_total",
+                "How guest runs ended: ok, trap, timeout, out_of_memory, refused.",
+                &["handler", "outcome"],
+            )?,
+            instantiation: histogram(
+                "wasmgate_instantiation_duration_seconds",
+                "Time to instantiate a guest.",
+                &["handler"],
+                LATENCY_BUCKETS,
+            )?,
+            pool_ready: gauge(
+                "wasmgate_pool_ready_instances",
+                "Pre-instantiated instances waiting for a request.",
+                &["handler"],
+            )?,
+            swaps: counter(
+                "wasmgate_component_loads_total",
+                "Component loads (start and hot swaps), by handler and outcome.",
+                &["handler", "outcome"],
+            )?,
+            compile_duration: histogram(
+                "wasmgate_compile_duration_seconds",
+                "Time to compile a component (compile-cache misses).",
+                &["handler"],
+                COMPILE_BUCKETS,
+            )?,
+            streams_open: gauge(
+                "wasmgate_streams_open",
+                "Open WebSocket connections and SSE streams.",
+                &["handler", "kind"],
+            )?,
+            stream_messages: counter(
+                "wasmgate_stream_messages_total",
+                "Stream messages: in (from clients), out (to clients), published.",
+                &["handler", "direction"],
+            )?,
+            registry,
+        })
+    }
+
+    /// Everything registered, in Prometheus' text format.
+    pub fn render(&self) -> String {
+        let families = self.registry.gather();
+        prometheus::TextEncoder::new()
+            .encode_to_string(&families)
+            .unwrap_or_else(|error| format!("# encoding failed: {error}\n"))
+    }
+
+    /// The collectors of one handler, labelled once. `kind` is `http`,
+    /// `websocket` or `sse`.
+    pub fn handler(&self, name: &str, kind: &str) -> HandlerMetrics {
+        let outcome = |outcome: &str| self.guest_outcomes.with_label_values(&[name, outcome]);
+        HandlerMetrics {
+            ok: outcome("ok"),
+            trap: outcome("trap"),
+            timeout: outcome("timeout"),
+            out_of_memory: outcome("out_of_memory"),
+            refused: outcome("refused"),
+            instantiation: self.instantiation.with_label_values(&[name]),
+            pool_ready: self.pool_ready.with_label_values(&[name]),
+            streams_open: self.streams_open.with_label_values(&[name, kind]),
+            messages_in: self.stream_messages.with_label_values(&[name, "in"]),
+            messages_out: self.stream_messages.with_label_values(&[name, "out"]),
+        }
+    }
+
+    /// Counts one answered request.
+    pub fn request(
+        &self,
+        route: &str,
+        handler: &str,
+        method: &Method,
+        status: u16,
+        elapsed: Duration,
+    ) {
+        self.requests
+            .with_label_values(&[route, handler, method_label(method), status_class(status)])
+            .inc();
+        self.request_duration
+            .with_label_values(&[route, handler])
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+/// One handler's collectors, resolved once so the request path only
+/// increments.
+pub struct HandlerMetrics {
+    /// The guest finished normally.
+    pub ok: IntCounter,
+    /// The guest trapped.
+    pub trap: IntCounter,
+    /// The guest ran past its time limit.
+    pub timeout: IntCounter,
+    /// The guest trapped after its memory cap refused to grow.
+    pub out_of_memory: IntCounter,
+    /// A limit refused the work before the guest ran (full route, full pool).
+    pub refused: IntCounter,
+    /// Time to instantiate.
+    pub instantiation: Histogram,
+    /// Ready instances in the pool.
+    pub pool_ready: IntGauge,
+    /// Open streams.
+    pub streams_open: IntGauge,
+    /// Messages from stream clients.
+    pub messages_in: IntCounter,
+    /// Messages and events to stream clients.
+    pub messages_out: IntCounter,
+}
+
+/// The method as a label: the standard ones by name, anything else `other`.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_stay_bounded_and_render_as_text() {
+        let metrics = Metrics::new(Registry::new()).expect("registers");
+        let method = Method::from_bytes(b"BREW").expect("extension method");
+        metrics.request("route[0]", "hello", &method, 418, Duration::from_millis(3));
+        metrics.request(
+            "route[0]",
+            "hello",
+            &Method::GET,
+            200,
+            Duration::from_millis(1),
+        );
+        let text = metrics.render();
+        assert!(text.contains(
+            r#"wasmgate_requests_total{handler="hello",method="other",route="route[0]",status="4xx"} 1"#
+        ));
+        assert!(text.contains(
+            r#"wasmgate_requests_total{handler="hello",method="GET",route="route[0]",status="2xx"} 1"#
+        ));
+        assert!(text.contains("wasmgate_build_info{"));
+    }
+}
