@@ -8,16 +8,13 @@ use std::sync::Arc;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 
-use crate::config::GatewaySettings;
+use crate::config::{GatewaySettings, ListenerLimits};
 use crate::drain::Drain;
 use crate::guest::pubsub::Hub;
 use crate::guest::{CompileCache, GuestEngine};
 use crate::live::{Live, Snapshot};
 use crate::metrics::Metrics;
 use crate::upgrade::StreamSlots;
-
-/// How long a client may take to send a request's headers (HTTP/1).
-const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Shared state of a running gateway.
 pub struct App {
@@ -37,8 +34,6 @@ pub struct App {
     pub hub: Arc<Hub>,
     /// Open WebSocket and SSE streams per route.
     pub stream_slots: StreamSlots,
-    /// The HTTP/1.1 + HTTP/2 connection builder, configured once.
-    pub http: auto::Builder<TokioExecutor>,
 }
 
 impl App {
@@ -50,15 +45,6 @@ impl App {
         settings: GatewaySettings,
         snapshot: Snapshot,
     ) -> Self {
-        let mut http = auto::Builder::new(TokioExecutor::new());
-        http.http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .keep_alive(true);
-        // RFC 8441, so browsers can open WebSockets over an HTTP/2 connection.
-        http.http2()
-            .timer(TokioTimer::new())
-            .enable_connect_protocol();
         Self {
             live: Live::from_pointee(snapshot),
             engine,
@@ -68,7 +54,25 @@ impl App {
             drain: Drain::new(),
             hub: Arc::default(),
             stream_slots: StreamSlots::default(),
-            http,
         }
     }
+}
+
+/// The HTTP/1.1 + HTTP/2 connection builder of a listener, under its limits.
+pub fn http_builder(limits: &ListenerLimits) -> auto::Builder<TokioExecutor> {
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    http.http1()
+        .timer(TokioTimer::new())
+        // Also how long an idle keep-alive connection waits for its next request.
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_size.max(8192))
+        .max_headers(limits.max_headers)
+        .keep_alive(true);
+    // RFC 8441, so browsers can open WebSockets over an HTTP/2 connection.
+    http.http2()
+        .timer(TokioTimer::new())
+        .enable_connect_protocol()
+        .max_concurrent_streams(limits.h2_max_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
+    http
 }

@@ -58,6 +58,33 @@ pub struct GatewaySettings {
     pub stream_keep_alive: Duration,
     /// How each request is logged.
     pub access_log: AccessLog,
+    /// `[gateway.limits]`: what a handler gets when it sets no limit itself.
+    pub limits: HandlerLimits,
+}
+
+/// The limits a handler's requests run under (`limits` of a handler, or
+/// `[gateway.limits]` for every handler that does not set one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandlerLimits {
+    /// Wall-clock limit of one request (→ 504).
+    pub timeout: Duration,
+    /// Cap on the guest's linear memory (→ 500, out of memory).
+    pub memory: u64,
+    /// Largest request body, counted as it streams (→ 413).
+    pub body: u64,
+    /// Requests served at once; past it, a short wait, then 503 + Retry-After.
+    pub concurrency: usize,
+}
+
+impl Default for HandlerLimits {
+    fn default() -> Self {
+        Self {
+            timeout: DEFAULT_TIMEOUT,
+            memory: DEFAULT_MEMORY,
+            body: DEFAULT_BODY,
+            concurrency: DEFAULT_CONCURRENCY,
+        }
+    }
 }
 
 /// `[gateway] access_log`: one line per request, or none.
@@ -78,6 +105,37 @@ pub struct ListenerConfig {
     pub addr: SocketAddr,
     /// Certificate and key for HTTPS; plain HTTP (and h2c) when absent.
     pub tls: Option<TlsFiles>,
+    /// What one client may do on this listener.
+    pub limits: ListenerLimits,
+}
+
+/// Per-listener protection against clients that hold resources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerLimits {
+    /// Open connections at once; past it the listener stops accepting until
+    /// one closes (the kernel's backlog holds the rest).
+    pub max_connections: usize,
+    /// Time to send a request's headers (slowloris), which on HTTP/1.1 also
+    /// bounds how long a keep-alive connection may sit idle.
+    pub header_timeout: Duration,
+    /// Largest request head (HTTP/1.1) or header list (HTTP/2) (→ 431).
+    pub max_header_size: usize,
+    /// Most header fields in a request (→ 431).
+    pub max_headers: usize,
+    /// Concurrent streams per HTTP/2 connection.
+    pub h2_max_streams: u32,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 25_000,
+            header_timeout: Duration::from_secs(15),
+            max_header_size: 64 * 1024,
+            max_headers: 100,
+            h2_max_streams: 256,
+        }
+    }
 }
 
 /// PEM files for a TLS listener.
@@ -127,6 +185,10 @@ pub struct HandlerConfig {
     pub timeout: Duration,
     /// Cap on the guest's linear memory.
     pub memory: u64,
+    /// Largest request body.
+    pub body: u64,
+    /// Requests served at once.
+    pub concurrency: usize,
     /// Which world the component implements, hence how it is served.
     pub world: HandlerWorld,
     /// Limits of each stream (WebSocket and SSE handlers only).
@@ -189,13 +251,15 @@ pub enum HandlerWorld {
 impl HandlerConfig {
     /// The configuration of a component that has no `[handler.NAME]`
     /// (served through automatic routes): every setting at its default.
-    pub fn defaults(path: PathBuf) -> Self {
+    pub fn defaults(path: PathBuf, limits: &HandlerLimits) -> Self {
         Self {
             path,
             prewarm: DEFAULT_PREWARM,
             env: Vec::new(),
-            timeout: DEFAULT_TIMEOUT,
-            memory: DEFAULT_MEMORY,
+            timeout: limits.timeout,
+            memory: limits.memory,
+            body: limits.body,
+            concurrency: limits.concurrency,
             world: HandlerWorld::Http,
             stream: StreamLimits::default(),
         }
@@ -337,6 +401,8 @@ const DEFAULT_MAX_INSTANCES: u32 = 1000;
 const DEFAULT_PREWARM: usize = 4;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_MEMORY: u64 = 128 * 1024 * 1024;
+const DEFAULT_BODY: u64 = 64 * 1024 * 1024;
+const DEFAULT_CONCURRENCY: usize = 1000;
 const DEFAULT_STREAM_KEEP_ALIVE: Duration = Duration::from_secs(15);
 const DEFAULT_MAX_MESSAGE: usize = 4 * 1024 * 1024;
 const DEFAULT_MAX_STREAMS: usize = 10_000;

@@ -8,14 +8,15 @@
 use std::sync::Arc;
 
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::app::App;
 use crate::service::{self, ConnectionInfo};
 
 /// Serves requests on `io` until it closes.
-pub async fn serve<IO>(app: Arc<App>, info: ConnectionInfo, io: IO)
+pub async fn serve<IO>(app: Arc<App>, http: &Builder<TokioExecutor>, info: ConnectionInfo, io: IO)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -25,9 +26,7 @@ where
         let app = Arc::clone(&app);
         service_fn(move |request| service::handle(Arc::clone(&app), Arc::clone(&info), request))
     };
-    let connection = app
-        .http
-        .serve_connection_with_upgrades(TokioIo::new(io), service);
+    let connection = http.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,

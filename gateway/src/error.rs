@@ -48,6 +48,9 @@ pub enum GatewayError {
     /// A WebSocket route asked for without a WebSocket upgrade.
     #[error("this route serves WebSocket connections only")]
     UpgradeRequired,
+    /// The request body is larger than the handler's limit.
+    #[error("request body over the limit of {0} bytes")]
+    PayloadTooLarge(u64),
     /// A limit on concurrent work is reached; the client may retry shortly.
     #[error("{0} is at its limit")]
     Saturated(String),
@@ -63,9 +66,11 @@ impl GatewayError {
     /// Who is responsible for this failure.
     pub fn blame(&self) -> Blame {
         match self {
-            Self::NoRoute | Self::BadRequest(_) | Self::UpgradeRequired | Self::Saturated(_) => {
-                Blame::Client
-            }
+            Self::NoRoute
+            | Self::BadRequest(_)
+            | Self::UpgradeRequired
+            | Self::Saturated(_)
+            | Self::PayloadTooLarge(_) => Blame::Client,
             Self::GuestTrap(_)
             | Self::GuestOutOfMemory(_)
             | Self::GuestTimeout(_)
@@ -80,6 +85,7 @@ impl GatewayError {
         match self {
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             Self::GuestTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::HandlerUnavailable(_) | Self::Saturated(_) => StatusCode::SERVICE_UNAVAILABLE,

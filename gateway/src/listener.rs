@@ -12,8 +12,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::app::App;
-use crate::config::ListenerConfig;
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto::Builder;
+use tokio::sync::Semaphore;
+
+use crate::app::{self, App};
+use crate::config::{ListenerConfig, ListenerLimits};
 use crate::conn;
 use crate::guest::Scheme;
 use crate::service::ConnectionInfo;
@@ -26,6 +30,7 @@ pub struct Bound {
     pub addr: SocketAddr,
     /// Whether connections are TLS.
     pub tls: bool,
+    limits: ListenerLimits,
     socket: TcpListener,
 }
 
@@ -47,6 +52,7 @@ pub async fn bind(listeners: &[ListenerConfig]) -> anyhow::Result<Vec<Bound>> {
             index,
             addr: socket.local_addr()?,
             tls: listener.tls.is_some(),
+            limits: listener.limits,
             socket,
         });
     }
@@ -59,7 +65,18 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// Accepts connections until the drain starts, each served on its own task.
 pub async fn accept_loop(app: Arc<App>, bound: Bound) {
     let mut backoff = MIN_BACKOFF;
+    let http = Arc::new(app::http_builder(&bound.limits));
+    let slots = Arc::new(Semaphore::new(bound.limits.max_connections));
     loop {
+        // At the connection limit, stop accepting: waiting clients queue in
+        // the kernel's backlog instead of costing a task and a socket here.
+        let slot = tokio::select! {
+            () = app.drain.signaled() => break,
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_closed) => break,
+            },
+        };
         let accepted = tokio::select! {
             () = app.drain.signaled() => break,
             accepted = bound.socket.accept() => accepted,
@@ -68,9 +85,12 @@ pub async fn accept_loop(app: Arc<App>, bound: Bound) {
             Ok((stream, peer)) => {
                 backoff = MIN_BACKOFF;
                 let app_for_task = Arc::clone(&app);
+                let http = Arc::clone(&http);
                 let (index, tls, local) = (bound.index, bound.tls, bound.addr);
                 app.drain.spawn(async move {
-                    connection(app_for_task, index, tls, local, stream, peer).await;
+                    let site = Site { index, tls, local };
+                    connection(app_for_task, &http, site, stream, peer).await;
+                    drop(slot);
                 });
             }
             Err(error) if is_per_connection(&error) => {
@@ -97,14 +117,21 @@ fn is_per_connection(error: &io::Error) -> bool {
     )
 }
 
-async fn connection(
-    app: Arc<App>,
+/// Where a connection arrived.
+struct Site {
     index: usize,
     tls: bool,
     local: SocketAddr,
+}
+
+async fn connection(
+    app: Arc<App>,
+    http: &Builder<TokioExecutor>,
+    site: Site,
     stream: TcpStream,
     peer: SocketAddr,
 ) {
+    let Site { index, tls, local } = site;
     // Small writes (response heads, SSE events) must not wait ~40 ms for Nagle.
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%peer, "cannot set TCP_NODELAY: {error}");
@@ -117,7 +144,7 @@ async fn connection(
             peer,
         };
         let _open = Open::count(&app, &listener, "http");
-        conn::serve(app, info, stream).await;
+        conn::serve(app, http, info, stream).await;
         return;
     }
     let Some(config) = app.live.load().tls.get(index).cloned().flatten() else {
@@ -136,7 +163,7 @@ async fn connection(
                 _ => "http/1.1",
             };
             let _open = Open::count(&app, &listener, protocol);
-            conn::serve(app, info, stream).await;
+            conn::serve(app, http, info, stream).await;
         }
         Err(error) => {
             app.metrics

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 
-use crate::config::{Config, HandlerConfig, HandlerName, Problem, ProblemList, Problems};
+use crate::config::{
+    Config, GatewaySettings, HandlerConfig, HandlerName, Problem, ProblemList, Problems,
+};
 use crate::guest::{
     self, CompileCache, ComponentFile, GuestEngine, Handler, LoadError, Loaded, Origin,
 };
@@ -112,7 +114,7 @@ async fn assemble(loader: &Loader<'_>, config: Config, previous: Option<&Snapsho
     let mut problems = ProblemList::new(&config.source);
     let mut counts = Counts::default();
     let automatic = if config.gateway.auto_routes {
-        discover(&config.gateway.handlers_dir, &config.handlers)
+        discover(&config.gateway, &config.handlers)
     } else {
         Vec::new()
     };
@@ -350,10 +352,10 @@ async fn plan(
 
 /// Unconfigured `<name>.wasm` files in `dir`, with default settings.
 fn discover(
-    dir: &Path,
+    gateway: &GatewaySettings,
     configured: &std::collections::BTreeMap<HandlerName, HandlerConfig>,
 ) -> Vec<(HandlerName, HandlerConfig)> {
-    let Ok(listing) = std::fs::read_dir(dir) else {
+    let Ok(listing) = std::fs::read_dir(&gateway.handlers_dir) else {
         return Vec::new();
     };
     let mut found: Vec<(HandlerName, HandlerConfig)> = listing
@@ -365,7 +367,8 @@ fn discover(
         })
         .filter_map(|path: PathBuf| {
             let name = HandlerName::parse(path.file_stem()?.to_str()?)?;
-            (!configured.contains_key(&name)).then(|| (name, HandlerConfig::defaults(path)))
+            (!configured.contains_key(&name))
+                .then(|| (name, HandlerConfig::defaults(path, &gateway.limits)))
         })
         .collect();
     found.sort_by(|a, b| a.0.cmp(&b.0));

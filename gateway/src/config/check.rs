@@ -11,10 +11,10 @@ use bytesize::ByteSize;
 use super::raw;
 use super::{
     AccessLog, Config, DEFAULT_ADMIN, DEFAULT_GRACE_PERIOD, DEFAULT_HANDLERS_DIR,
-    DEFAULT_MAX_INSTANCES, DEFAULT_MEMORY, DEFAULT_PREWARM, DEFAULT_STREAM_KEEP_ALIVE,
-    DEFAULT_TIMEOUT, DEFAULT_TLS_HANDSHAKE_TIMEOUT, GatewaySettings, HandlerConfig, HandlerName,
-    HandlerWorld, ListenerConfig, ProblemList, RouteConfig, RoutePath, SlowConsumer, StreamLimits,
-    TlsFiles,
+    DEFAULT_MAX_INSTANCES, DEFAULT_PREWARM, DEFAULT_STREAM_KEEP_ALIVE,
+    DEFAULT_TLS_HANDSHAKE_TIMEOUT, GatewaySettings, HandlerConfig, HandlerLimits, HandlerName,
+    HandlerWorld, ListenerConfig, ListenerLimits, ProblemList, RouteConfig, RoutePath,
+    SlowConsumer, StreamLimits, TlsFiles,
 };
 
 pub(super) struct Checker<'a> {
@@ -30,7 +30,7 @@ impl<'a> Checker<'a> {
     pub(super) fn check(mut self, path: &Path, raw: raw::RawConfig) -> Config {
         let gateway = self.gateway(raw.gateway);
         let listeners = self.listeners(raw.listener);
-        let handlers = self.handlers(&gateway.handlers_dir, raw.handler);
+        let handlers = self.handlers(&gateway, raw.handler);
         let prewarmed: usize = handlers.values().map(|handler| handler.prewarm).sum();
         if prewarmed > gateway.max_instances as usize {
             self.problems.push(
@@ -127,6 +127,31 @@ impl<'a> Checker<'a> {
         }
     }
 
+    /// `raw` limits at `key`, each unset one from `defaults`.
+    fn limits(
+        &mut self,
+        key: &str,
+        raw: raw::RawLimits,
+        defaults: &HandlerLimits,
+    ) -> HandlerLimits {
+        HandlerLimits {
+            timeout: self.duration(&format!("{key}.timeout"), raw.timeout, defaults.timeout),
+            memory: self.size(
+                &format!("{key}.memory"),
+                raw.memory,
+                64 * 1024,
+                "one wasm page (64KiB)",
+                defaults.memory,
+            ),
+            body: self.size(&format!("{key}.body"), raw.body, 0, "0B", defaults.body),
+            concurrency: self.count(
+                &format!("{key}.concurrency"),
+                raw.concurrency,
+                defaults.concurrency,
+            ),
+        }
+    }
+
     fn stream(&mut self, key: &str, raw: raw::RawStream) -> StreamLimits {
         let defaults = StreamLimits::default();
         let max_message = self.size(
@@ -206,6 +231,7 @@ impl<'a> Checker<'a> {
                 raw.stream_keep_alive,
                 DEFAULT_STREAM_KEEP_ALIVE,
             ),
+            limits: self.limits("gateway.limits", raw.limits, &HandlerLimits::default()),
             access_log: match raw.access_log.as_deref() {
                 None | Some("text") => AccessLog::Text,
                 Some("json") => AccessLog::Json,
@@ -249,13 +275,49 @@ impl<'a> Checker<'a> {
                     format!("{addr} is already used by an earlier listener"),
                 );
             }
+            let limits = self.listener_limits(index, &listener);
             let tls = listener.tls.map(|tls| TlsFiles {
                 cert: self.resolve(tls.cert),
                 key: self.resolve(tls.key),
             });
-            listeners.push(ListenerConfig { addr, tls });
+            listeners.push(ListenerConfig { addr, tls, limits });
         }
         listeners
+    }
+
+    fn listener_limits(&mut self, index: usize, raw: &raw::RawListener) -> ListenerLimits {
+        let key = |name: &str| format!("listener[{index}].{name}");
+        let defaults = ListenerLimits::default();
+        let max_header_size = self.size(
+            &key("max_header_size"),
+            raw.max_header_size.clone(),
+            8192,
+            "8KiB",
+            defaults.max_header_size as u64,
+        );
+        let h2_max_streams = match raw.h2_max_streams {
+            Some(0) => {
+                self.problems
+                    .push(key("h2_max_streams"), "must be at least 1");
+                defaults.h2_max_streams
+            }
+            other => other.unwrap_or(defaults.h2_max_streams),
+        };
+        ListenerLimits {
+            max_connections: self.count(
+                &key("max_connections"),
+                raw.max_connections,
+                defaults.max_connections,
+            ),
+            header_timeout: self.duration(
+                &key("header_timeout"),
+                raw.header_timeout.clone(),
+                defaults.header_timeout,
+            ),
+            max_header_size: usize::try_from(max_header_size).unwrap_or(usize::MAX),
+            max_headers: self.count(&key("max_headers"), raw.max_headers, defaults.max_headers),
+            h2_max_streams,
+        }
     }
 
     fn admin(&mut self, addr: &str, listeners: &[ListenerConfig]) -> Option<SocketAddr> {
@@ -281,9 +343,10 @@ impl<'a> Checker<'a> {
 
     fn handlers(
         &mut self,
-        handlers_dir: &Path,
+        gateway: &GatewaySettings,
         raw: BTreeMap<String, raw::RawHandler>,
     ) -> BTreeMap<HandlerName, HandlerConfig> {
+        let handlers_dir = &gateway.handlers_dir;
         let mut handlers = BTreeMap::new();
         for (name, handler) in raw {
             let key = format!("handler.{name}");
@@ -298,18 +361,7 @@ impl<'a> Checker<'a> {
                 Some(path) => self.resolve(path),
                 None => handlers_dir.join(format!("{name}.wasm")),
             };
-            let timeout = self.duration(
-                &format!("{key}.limits.timeout"),
-                handler.limits.timeout,
-                DEFAULT_TIMEOUT,
-            );
-            let memory = self.size(
-                &format!("{key}.limits.memory"),
-                handler.limits.memory,
-                64 * 1024,
-                "one wasm page (64KiB)",
-                DEFAULT_MEMORY,
-            );
+            let limits = self.limits(&format!("{key}.limits"), handler.limits, &gateway.limits);
             for (index, variable) in handler.env.iter().enumerate() {
                 if variable.is_empty() || variable.contains('=') || variable.contains('\0') {
                     self.problems.push(
@@ -348,8 +400,10 @@ impl<'a> Checker<'a> {
                 path,
                 prewarm: handler.pool.prewarm.unwrap_or(DEFAULT_PREWARM),
                 env: handler.env,
-                timeout,
-                memory,
+                timeout: limits.timeout,
+                memory: limits.memory,
+                body: limits.body,
+                concurrency: limits.concurrency,
                 world,
                 stream,
             };

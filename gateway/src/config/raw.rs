@@ -40,12 +40,19 @@ pub(super) struct RawGateway {
     pub(super) cache_dir: Option<PathBuf>,
     pub(super) stream_keep_alive: Option<String>,
     pub(super) access_log: Option<String>,
+    #[serde(default)]
+    pub(super) limits: RawLimits,
 }
 
 #[derive(Debug, Deserialize)]
 pub(super) struct RawListener {
     pub(super) addr: String,
     pub(super) tls: Option<RawTls>,
+    pub(super) max_connections: Option<usize>,
+    pub(super) header_timeout: Option<String>,
+    pub(super) max_header_size: Option<String>,
+    pub(super) max_headers: Option<usize>,
+    pub(super) h2_max_streams: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,6 +92,8 @@ pub(super) struct RawPool {
 pub(super) struct RawLimits {
     pub(super) timeout: Option<String>,
     pub(super) memory: Option<String>,
+    pub(super) body: Option<String>,
+    pub(super) concurrency: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

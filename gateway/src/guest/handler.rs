@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use wasmtime::component::Resource;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -26,16 +26,21 @@ use super::pubsub::Hub;
 use super::sse::{Session as SseSession, SseService, SseServicePre};
 use super::stream::{Opening, Refused, Stream, trial};
 use super::websocket::{Session, WebsocketService, WebsocketServicePre};
-use crate::body::ResponseBody;
+use crate::body::{CappedBody, ResponseBody};
 use crate::config::{HandlerConfig, HandlerName, StreamLimits};
 use crate::error::GatewayError;
 use crate::metrics::{HandlerMetrics, Metrics};
+
+/// How long a request may wait for a concurrency permit before it gets 503.
+const QUEUE_WAIT: Duration = Duration::from_millis(100);
 
 /// One handler of one generation.
 pub struct Handler {
     label: Arc<str>,
     metrics: Arc<HandlerMetrics>,
     loaded_at: std::time::SystemTime,
+    /// One permit per request being served (`limits.concurrency`).
+    permits: Arc<Semaphore>,
     config: HandlerConfig,
     hash: ContentHash,
     kind: Kind,
@@ -123,6 +128,7 @@ impl Handler {
             label,
             metrics,
             loaded_at: std::time::SystemTime::now(),
+            permits: Arc::new(Semaphore::new(config.concurrency)),
             config: config.clone(),
             hash: loaded.hash,
         })
@@ -155,6 +161,16 @@ impl Handler {
         let Kind::Http(pool) = &self.kind else {
             return Err(GatewayError::UpgradeRequired);
         };
+        let declared = request
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > self.config.body) {
+            return Err(GatewayError::PayloadTooLarge(self.config.body));
+        }
+        let permit = self.permit().await?;
+        let (tripped, body_too_large) = oneshot::channel();
+        let request = request.map(|body| CappedBody::new(body, self.config.body, tripped));
         let Ready { mut store, proxy } = pool.take().await.map_err(|error| {
             GatewayError::Internal(format!("instantiating the guest: {error:#}"))
         })?;
@@ -182,9 +198,25 @@ impl Handler {
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, incoming, outparam);
             let result = tokio::time::timeout_at(deadline.into(), call).await;
+            drop(permit);
             run.outcome(result, store.data().memory_denied())
         });
-        match receiver.await {
+        let mut body_too_large = body_too_large;
+        let head = tokio::select! {
+            biased;
+            head = receiver => head,
+            // Over the limit before the guest answered: the client gets 413
+            // (the guest saw its read fail and ends on its own, or by its deadline).
+            Ok(()) = &mut body_too_large => {
+                return Err(GatewayError::PayloadTooLarge(self.config.body));
+            }
+        };
+        // An answer made after the body went over the limit (an error page,
+        // a trap on the failed read) is about the oversized body: 413.
+        if body_too_large.try_recv().is_ok() {
+            return Err(GatewayError::PayloadTooLarge(self.config.body));
+        }
+        match head {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(code)) => {
                 let error = GatewayError::GuestErrorCode(format!("{code:?}"));
@@ -258,6 +290,24 @@ impl Handler {
                 .await
             }
             _ => Err(Refused::Failed("not a WebSocket handler".into())),
+        }
+    }
+
+    /// A concurrency permit: at once when one is free, else after at most
+    /// [`QUEUE_WAIT`], else 503 (never an unbounded queue).
+    async fn permit(&self) -> Result<OwnedSemaphorePermit, GatewayError> {
+        if let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() {
+            return Ok(permit);
+        }
+        match tokio::time::timeout(QUEUE_WAIT, Arc::clone(&self.permits).acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => {
+                self.metrics.refused.inc();
+                Err(GatewayError::Saturated(format!(
+                    "handler {}'s concurrency",
+                    self.label
+                )))
+            }
         }
     }
 

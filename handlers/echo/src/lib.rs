@@ -1,6 +1,8 @@
 //! Example handler: describes the request (method, path, query, headers) as
 //! JSON; with a `body` query parameter it streams the request body back
-//! instead, chunk by chunk, so neither side buffers it whole.
+//! instead, chunk by chunk, so neither side buffers it whole; with `length`
+//! it reads the whole body first and answers its length (400 if the read
+//! fails, e.g. over the gateway's body limit).
 
 use guest::wasip2;
 use serde_json::json;
@@ -15,11 +17,17 @@ impl wasip2::exports::http::incoming_handler::Guest for Echo {
             Some((path, query)) => (path, query),
             None => (path_with_query.as_str(), ""),
         };
-        if query
-            .split('&')
-            .any(|pair| pair.split('=').next() == Some("body"))
-        {
+        let has = |key: &str| {
+            query
+                .split('&')
+                .any(|pair| pair.split('=').next() == Some(key))
+        };
+        if has("body") {
             stream_body_back(request, out);
+            return;
+        }
+        if has("length") {
+            count_body(request, out);
             return;
         }
         let headers: Vec<_> = request
@@ -49,6 +57,26 @@ fn stream_body_back(request: IncomingRequest, out: ResponseOutparam) {
     drop(input);
     IncomingBody::finish(incoming);
     response.finish();
+}
+
+fn count_body(request: IncomingRequest, out: ResponseOutparam) {
+    let incoming = request.consume().expect("body is consumed once");
+    let read = {
+        let mut input = incoming.stream().expect("stream is taken once");
+        std::io::copy(&mut input, &mut std::io::sink())
+    };
+    match read {
+        Ok(length) => {
+            IncomingBody::finish(incoming);
+            guest::respond(out, 200, "text/plain", format!("{length}\n").as_bytes());
+        }
+        Err(error) => guest::respond(
+            out,
+            400,
+            "text/plain",
+            format!("reading the body failed: {error}\n").as_bytes(),
+        ),
+    }
 }
 
 fn method_name(method: &Method) -> String {
