@@ -11,7 +11,7 @@ use hyper_util::server::conn::auto;
 use crate::config::{GatewaySettings, ListenerLimits};
 use crate::drain::Drain;
 use crate::guest::pubsub::Hub;
-use crate::guest::{CompileCache, GuestEngine};
+use crate::guest::{CompileCache, GuestEngine, OutboundClient};
 use crate::live::{Live, Snapshot};
 use crate::metrics::Metrics;
 use crate::upgrade::StreamSlots;
@@ -24,6 +24,8 @@ pub struct App {
     pub engine: Arc<GuestEngine>,
     /// Every Prometheus collector.
     pub metrics: Arc<Metrics>,
+    /// The pooled client for guests' outbound requests.
+    pub outbound: Arc<OutboundClient>,
     /// Compiled components on disk, if enabled.
     pub cache: Option<Arc<CompileCache>>,
     /// Gateway-wide settings.
@@ -41,6 +43,7 @@ impl App {
     pub fn new(
         engine: Arc<GuestEngine>,
         metrics: Arc<Metrics>,
+        outbound: Arc<OutboundClient>,
         cache: Option<Arc<CompileCache>>,
         settings: GatewaySettings,
         snapshot: Snapshot,
@@ -49,6 +52,7 @@ impl App {
             live: Live::from_pointee(snapshot),
             engine,
             metrics,
+            outbound,
             cache,
             settings,
             drain: Drain::new(),

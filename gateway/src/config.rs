@@ -179,8 +179,10 @@ pub struct HandlerConfig {
     pub path: PathBuf,
     /// Instances kept instantiated and ready for the next request.
     pub prewarm: usize,
-    /// Process environment variables the guest may read; nothing else is visible.
-    pub env: Vec<String>,
+    /// Environment variables the guest may read; nothing else is visible.
+    pub env: EnvGrant,
+    /// Hosts the guest may send HTTP requests to; none by default.
+    pub outbound: Vec<OutboundRule>,
     /// Wall-clock limit for one request, from dispatch to the end of the guest's work.
     pub timeout: Duration,
     /// Cap on the guest's linear memory.
@@ -237,6 +239,63 @@ impl Default for StreamLimits {
     }
 }
 
+/// Which environment variables a guest sees (values from the process
+/// environment, else from the `.env` file beside the config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvGrant {
+    /// Only these keys.
+    Keys(Vec<String>),
+    /// Every variable (`env = "all"`): an explicit choice, never a default.
+    All,
+}
+
+/// One `outbound` entry: `host`, `host:port` or `*.domain` (any subdomain,
+/// not the domain itself). Hosts are lowercase; no port means any port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundRule {
+    /// The host, or the domain after `*.`.
+    pub host: String,
+    /// Whether subdomains of `host` match (and `host` itself does not).
+    pub wildcard: bool,
+    /// The only port allowed, if given.
+    pub port: Option<u16>,
+}
+
+impl OutboundRule {
+    /// Parses `host`, `host:port` or `*.domain[:port]`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (host, port) = match text.rsplit_once(':') {
+            Some((host, port)) if !host.contains(':') => (host, Some(port.parse().ok()?)),
+            _ => (text, None),
+        };
+        let (host, wildcard) = match host.strip_prefix("*.") {
+            Some(domain) => (domain, true),
+            None => (host, false),
+        };
+        let valid = !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        valid.then(|| Self {
+            host: host.to_ascii_lowercase(),
+            wildcard,
+            port,
+        })
+    }
+
+    /// Whether a request to `host` on `port` is allowed by this rule.
+    pub fn allows(&self, host: &str, port: u16) -> bool {
+        let host = host.to_ascii_lowercase();
+        let host_matches = if self.wildcard {
+            host.strip_suffix(&self.host)
+                .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.'))
+        } else {
+            host == self.host
+        };
+        host_matches && self.port.is_none_or(|allowed| allowed == port)
+    }
+}
+
 /// The world a handler's component implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HandlerWorld {
@@ -255,7 +314,8 @@ impl HandlerConfig {
         Self {
             path,
             prewarm: DEFAULT_PREWARM,
-            env: Vec::new(),
+            env: EnvGrant::Keys(Vec::new()),
+            outbound: Vec::new(),
             timeout: limits.timeout,
             memory: limits.memory,
             body: limits.body,

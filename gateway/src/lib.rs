@@ -46,7 +46,7 @@ use anyhow::Context as _;
 
 use crate::app::App;
 use crate::config::{Config, Problem, Problems};
-use crate::guest::{CompileCache, GuestEngine};
+use crate::guest::{CompileCache, GuestEngine, OutboundClient};
 use crate::listener::Bound;
 use crate::live::Snapshot;
 use crate::metrics::Metrics;
@@ -68,6 +68,7 @@ pub enum StartError {
 pub struct Prepared {
     engine: Arc<GuestEngine>,
     metrics: Arc<Metrics>,
+    outbound: Arc<OutboundClient>,
     cache: Option<Arc<CompileCache>>,
     snapshot: Snapshot,
 }
@@ -90,10 +91,14 @@ impl Prepared {
             .context("registering metrics")
             .map_err(StartError::Runtime)?;
         let metrics = Arc::new(metrics);
+        let outbound = Arc::new(OutboundClient::new());
+        let dotenv = live::dotenv(&config.source);
         let loader = live::Loader {
             engine: &engine,
             cache: cache.as_ref(),
             metrics: &metrics,
+            dotenv: &dotenv,
+            client: &outbound,
         };
         let snapshot = live::build(&loader, config.clone())
             .await
@@ -101,6 +106,7 @@ impl Prepared {
         Ok(Self {
             engine,
             metrics,
+            outbound,
             cache,
             snapshot,
         })
@@ -128,6 +134,7 @@ impl Prepared {
         let app = Arc::new(App::new(
             self.engine,
             self.metrics,
+            self.outbound,
             self.cache,
             config.gateway.clone(),
             self.snapshot,

@@ -18,6 +18,7 @@ use crate::config::{
 };
 use crate::guest::{
     self, CompileCache, ComponentFile, GuestEngine, Handler, LoadError, Loaded, Origin,
+    OutboundClient, Services,
 };
 use crate::metrics::Metrics;
 use crate::router::Router;
@@ -57,6 +58,34 @@ pub struct Loader<'a> {
     pub cache: Option<&'a Arc<CompileCache>>,
     /// Where loads, compile times and the handlers' own metrics are counted.
     pub metrics: &'a Metrics,
+    /// The `.env` file beside the config ([`dotenv`]).
+    pub dotenv: &'a HashMap<String, String>,
+    /// The pooled client for guests' outbound requests.
+    pub client: &'a Arc<OutboundClient>,
+}
+
+/// The variables of the `.env` file beside `config_file`, if there is one;
+/// a file that cannot be parsed is logged and ignored. The process is not
+/// touched: values reach only the guests granted their keys.
+pub fn dotenv(config_file: &Path) -> HashMap<String, String> {
+    let path = config_file.parent().unwrap_or(Path::new("")).join(".env");
+    let entries = match dotenvy::from_path_iter(&path) {
+        Ok(entries) => entries,
+        Err(error) if error.not_found() => return HashMap::new(),
+        Err(error) => {
+            tracing::warn!(path = %path.display(), "ignoring the .env file: {error}");
+            return HashMap::new();
+        }
+    };
+    entries
+        .filter_map(|entry| {
+            entry
+                .inspect_err(|error| {
+                    tracing::warn!(path = %path.display(), "ignoring a .env line: {error}");
+                })
+                .ok()
+        })
+        .collect()
 }
 
 /// A rebuilt snapshot and what went wrong on the way (each problem left the
@@ -212,7 +241,12 @@ async fn start(
     counts: &mut Counts,
 ) -> Result<Arc<Handler>, LoadError> {
     let (origin, hash, load_time) = (loaded.origin, loaded.hash.clone(), loaded.load_time);
-    let handler = Handler::start(name, handler_config, loaded, loader.metrics).await?;
+    let services = Services {
+        metrics: loader.metrics,
+        dotenv: loader.dotenv,
+        client: loader.client,
+    };
+    let handler = Handler::start(name, handler_config, loaded, &services).await?;
     match origin {
         Origin::Compiled => {
             counts.compiled += 1;

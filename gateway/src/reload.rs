@@ -79,10 +79,13 @@ impl Reloader {
         };
         let previous = self.app.live.load_full();
         keep_running_listeners(&mut config, &previous.config);
+        let dotenv = live::dotenv(&config.source);
         let loader = Loader {
             engine: &self.app.engine,
             cache: self.app.cache.as_ref(),
             metrics: &self.app.metrics,
+            dotenv: &dotenv,
+            client: &self.app.outbound,
         };
         let rebuilt = live::rebuild(&loader, config, &previous).await;
         for problem in &rebuilt.problems {

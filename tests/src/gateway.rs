@@ -92,15 +92,30 @@ impl TestGateway {
 
     /// Like [`Self::start`], in a directory prepared by the caller (e.g. with certificates).
     pub fn start_in(dir: tempfile::TempDir, config: &str) -> Self {
-        Self::launch(dir, config, None)
+        Self::launch(dir, config, None, &[])
+    }
+
+    /// Like [`Self::start_in`], with `env` added to the gateway's environment.
+    pub fn start_with_env(dir: tempfile::TempDir, config: &str, env: &[(&str, &str)]) -> Self {
+        Self::launch(dir, config, None, env)
     }
 
     /// Like [`Self::start`], with the process limited to `limit` open files.
     pub fn start_with_fd_limit(config: &str, limit: u32) -> Self {
-        Self::launch(tempfile::tempdir().expect("temp dir"), config, Some(limit))
+        Self::launch(
+            tempfile::tempdir().expect("temp dir"),
+            config,
+            Some(limit),
+            &[],
+        )
     }
 
-    fn launch(dir: tempfile::TempDir, config: &str, fd_limit: Option<u32>) -> Self {
+    fn launch(
+        dir: tempfile::TempDir,
+        config: &str,
+        fd_limit: Option<u32>,
+        env: &[(&str, &str)],
+    ) -> Self {
         let config = expand(config, dir.path());
         let admin_expected = !config.contains("enabled = false");
         let config_path = dir.path().join("wasmgate.toml");
@@ -121,6 +136,7 @@ impl TestGateway {
             .args(["serve", "--config"])
             .arg(&config_path)
             .env("WASMGATE_LOG", "info,wasmgate=debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -12,9 +12,9 @@ use super::raw;
 use super::{
     AccessLog, Config, DEFAULT_ADMIN, DEFAULT_GRACE_PERIOD, DEFAULT_HANDLERS_DIR,
     DEFAULT_MAX_INSTANCES, DEFAULT_PREWARM, DEFAULT_STREAM_KEEP_ALIVE,
-    DEFAULT_TLS_HANDSHAKE_TIMEOUT, GatewaySettings, HandlerConfig, HandlerLimits, HandlerName,
-    HandlerWorld, ListenerConfig, ListenerLimits, ProblemList, RouteConfig, RoutePath,
-    SlowConsumer, StreamLimits, TlsFiles,
+    DEFAULT_TLS_HANDSHAKE_TIMEOUT, EnvGrant, GatewaySettings, HandlerConfig, HandlerLimits,
+    HandlerName, HandlerWorld, ListenerConfig, ListenerLimits, OutboundRule, ProblemList,
+    RouteConfig, RoutePath, SlowConsumer, StreamLimits, TlsFiles,
 };
 
 pub(super) struct Checker<'a> {
@@ -362,14 +362,43 @@ impl<'a> Checker<'a> {
                 None => handlers_dir.join(format!("{name}.wasm")),
             };
             let limits = self.limits(&format!("{key}.limits"), handler.limits, &gateway.limits);
-            for (index, variable) in handler.env.iter().enumerate() {
-                if variable.is_empty() || variable.contains('=') || variable.contains('\0') {
+            let env = match handler.env {
+                raw::RawEnv::Word(word) if word == "all" => EnvGrant::All,
+                raw::RawEnv::Word(word) => {
                     self.problems.push(
-                        format!("{key}.env[{index}]"),
-                        format!("`{variable}` is not an environment variable name"),
+                        format!("{key}.env"),
+                        format!("`{word}` is neither a list of keys nor \"all\""),
                     );
+                    EnvGrant::Keys(Vec::new())
                 }
-            }
+                raw::RawEnv::Keys(keys) => {
+                    for (index, variable) in keys.iter().enumerate() {
+                        if variable.is_empty() || variable.contains('=') || variable.contains('\0')
+                        {
+                            self.problems.push(
+                                format!("{key}.env[{index}]"),
+                                format!("`{variable}` is not an environment variable name"),
+                            );
+                        }
+                    }
+                    EnvGrant::Keys(keys)
+                }
+            };
+            let outbound = handler
+                .outbound
+                .iter()
+                .enumerate()
+                .filter_map(|(index, entry)| {
+                    let rule = OutboundRule::parse(entry);
+                    if rule.is_none() {
+                        self.problems.push(
+                            format!("{key}.outbound[{index}]"),
+                            format!("`{entry}` is not a host; write \"api.example.com\", \"api.example.com:8443\" or \"*.example.com\""),
+                        );
+                    }
+                    rule
+                })
+                .collect();
             let world = match handler.world.as_deref() {
                 None | Some("http") => HandlerWorld::Http,
                 Some("websocket") => HandlerWorld::Websocket,
@@ -399,7 +428,8 @@ impl<'a> Checker<'a> {
             let config = HandlerConfig {
                 path,
                 prewarm: handler.pool.prewarm.unwrap_or(DEFAULT_PREWARM),
-                env: handler.env,
+                env,
+                outbound,
                 timeout: limits.timeout,
                 memory: limits.memory,
                 body: limits.body,

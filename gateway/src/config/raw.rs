@@ -67,7 +67,9 @@ pub(super) struct RawHandler {
     #[serde(default)]
     pub(super) pool: RawPool,
     #[serde(default)]
-    pub(super) env: Vec<String>,
+    pub(super) env: RawEnv,
+    #[serde(default)]
+    pub(super) outbound: Vec<String>,
     #[serde(default)]
     pub(super) limits: RawLimits,
     pub(super) world: Option<String>,
@@ -81,6 +83,20 @@ pub(super) struct RawStream {
     pub(super) idle_timeout: Option<String>,
     pub(super) send_queue: Option<usize>,
     pub(super) slow_consumer: Option<String>,
+}
+
+/// `env = ["KEY", ...]` or `env = "all"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawEnv {
+    Keys(Vec<String>),
+    Word(String),
+}
+
+impl Default for RawEnv {
+    fn default() -> Self {
+        Self::Keys(Vec::new())
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

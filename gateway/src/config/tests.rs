@@ -75,7 +75,7 @@ handler = "api"
     assert_eq!(api.path, Path::new("/etc/wasmgate/api/v2.wasm"));
     assert_eq!((api.prewarm, api.memory), (0, 16 * 1024 * 1024));
     assert_eq!(api.timeout, Duration::from_secs(2));
-    assert_eq!(api.env, ["API_KEY"]);
+    assert_eq!(api.env, EnvGrant::Keys(vec!["API_KEY".into()]));
     assert_eq!(config.routes[0].host.as_deref(), Some("example.com"));
     assert_eq!(config.routes[0].path, RoutePath::Prefix("/api".into()));
 }
@@ -245,6 +245,41 @@ fn the_admin_listener_is_on_by_default_on_loopback_and_can_be_turned_off() {
         found,
         [
             "/etc/wasmgate/gw.toml: gateway.access_log: `xml` is not a format; write \"text\" (default), \"json\" or \"off\""
+        ]
+    );
+}
+
+#[test]
+fn env_grants_and_outbound_rules_are_checked() {
+    let config = parse(&format!(
+        "{MINIMAL}\n[handler.api]\nenv = \"all\"\noutbound = [\"api.example.com\", \"*.example.org:8443\"]\n"
+    ))
+    .expect("valid");
+    let api = &config.handlers[&HandlerName::parse("api").expect("name")];
+    assert_eq!(api.env, EnvGrant::All);
+    assert_eq!(
+        api.outbound,
+        [
+            OutboundRule {
+                host: "api.example.com".into(),
+                wildcard: false,
+                port: None
+            },
+            OutboundRule {
+                host: "example.org".into(),
+                wildcard: true,
+                port: Some(8443)
+            },
+        ]
+    );
+    let found = problems(&format!(
+        "{MINIMAL}\n[handler.api]\nenv = \"everything\"\noutbound = [\"http://x\", \"ok.example\"]\n"
+    ));
+    assert_eq!(
+        found,
+        [
+            "/etc/wasmgate/gw.toml: handler.api.env: `everything` is neither a list of keys nor \"all\"",
+            "/etc/wasmgate/gw.toml: handler.api.outbound[0]: `http://x` is not a host; write \"api.example.com\", \"api.example.com:8443\" or \"*.example.com\"",
         ]
     );
 }

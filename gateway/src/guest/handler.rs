@@ -6,6 +6,7 @@
 //! ends by its deadline with a response or a [`GatewayError`], and the guest's
 //! instance is dropped; the gateway and every other request carry on.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,15 +22,47 @@ use super::cache::ContentHash;
 use super::component::Pre;
 use super::component::{LoadError, Loaded};
 use super::host::{DeadlineExceeded, Host, StoreMaker};
+use super::outbound::OutboundClient;
 use super::pool::{Blueprint, Pool, Ready};
 use super::pubsub::Hub;
 use super::sse::{Session as SseSession, SseService, SseServicePre};
 use super::stream::{Opening, Refused, Stream, trial};
 use super::websocket::{Session, WebsocketService, WebsocketServicePre};
 use crate::body::{CappedBody, ResponseBody};
-use crate::config::{HandlerConfig, HandlerName, StreamLimits};
+use crate::config::{EnvGrant, HandlerConfig, HandlerName, StreamLimits};
 use crate::error::GatewayError;
 use crate::metrics::{HandlerMetrics, Metrics};
+
+/// What starting a handler needs from the gateway besides its component.
+pub struct Services<'a> {
+    /// Where its metrics are registered.
+    pub metrics: &'a Metrics,
+    /// The `.env` file beside the config, for keys the process lacks.
+    pub dotenv: &'a HashMap<String, String>,
+    /// The pooled client its allowed outbound requests use.
+    pub client: &'a Arc<OutboundClient>,
+}
+
+/// The variables `grant` gives a guest: from the process environment, else
+/// from the `.env` file (the real environment wins). Read once, at start.
+fn granted_env(grant: &EnvGrant, dotenv: &HashMap<String, String>) -> Vec<(String, String)> {
+    match grant {
+        EnvGrant::Keys(keys) => keys
+            .iter()
+            .filter_map(|key| {
+                let value = std::env::var(key)
+                    .ok()
+                    .or_else(|| dotenv.get(key).cloned())?;
+                Some((key.clone(), value))
+            })
+            .collect(),
+        EnvGrant::All => {
+            let mut all: BTreeMap<String, String> = dotenv.clone().into_iter().collect();
+            all.extend(std::env::vars());
+            all.into_iter().collect()
+        }
+    }
+}
 
 /// How long a request may wait for a concurrency permit before it gets 503.
 const QUEUE_WAIT: Duration = Duration::from_millis(100);
@@ -76,8 +109,9 @@ impl Handler {
         name: &HandlerName,
         config: &HandlerConfig,
         loaded: Loaded,
-        metrics: &Metrics,
+        services: &Services<'_>,
     ) -> Result<Self, LoadError> {
+        let metrics = services.metrics;
         let label: Arc<str> = Arc::from(name.as_str());
         let kind = match loaded.pre {
             Pre::Http(_) => "http",
@@ -85,15 +119,12 @@ impl Handler {
             Pre::Sse(_) => "sse",
         };
         let metrics = Arc::new(metrics.handler(name.as_str(), kind));
-        let env = config
-            .env
-            .iter()
-            .filter_map(|key| std::env::var(key).ok().map(|value| (key.clone(), value)))
-            .collect();
         let stores = StoreMaker {
             handler: Arc::clone(&label),
-            env,
+            env: granted_env(&config.env, services.dotenv),
             memory: usize::try_from(config.memory).unwrap_or(usize::MAX),
+            outbound: config.outbound.iter().cloned().collect(),
+            client: Arc::clone(services.client),
         };
         let instantiate_failed =
             |error: wasmtime::Error| LoadError::Instantiate(format!("{error:#}"));

@@ -2,8 +2,9 @@
 //! table, its limits and its deadline.
 //!
 //! Invariant: default deny. A guest gets no preopened directory, no socket, no
-//! outbound HTTP, no inherited stdio and only the environment variables its handler lists; its
-//! stdout and stderr become log lines tagged with the handler's name.
+//! inherited stdio, outbound HTTP only to what its handler's `outbound` rules
+//! allow, and only the environment variables its handler grants; its stdout
+//! and stderr become log lines tagged with the handler's name.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,14 +16,16 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use super::outbound::{Outbound, OutboundClient};
 
 /// Store data of one guest instance.
 pub struct Host {
     table: ResourceTable,
     wasi: WasiCtx,
     http: WasiHttpCtx,
-    hooks: DenyOutbound,
+    hooks: Outbound,
     limits: GuestLimits,
     /// When the current request must be finished; far in the future while the
     /// instance waits in the pool.
@@ -35,7 +38,8 @@ pub struct Host {
 
 impl Host {
     /// A fresh context for `handler`, seeing only `env`.
-    fn new(handler: &Arc<str>, env: &[(String, String)], limits: StoreLimits) -> Self {
+    fn new(maker: &StoreMaker, limits: StoreLimits) -> Self {
+        let (handler, env) = (&maker.handler, &maker.env);
         let mut wasi = WasiCtx::builder();
         wasi.envs(env)
             .stdout(GuestLog::new(handler, GuestStream::Stdout))
@@ -44,8 +48,10 @@ impl Host {
             table: ResourceTable::new(),
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
-            hooks: DenyOutbound {
+            hooks: Outbound {
                 handler: Arc::clone(handler),
+                rules: Arc::clone(&maker.outbound),
+                client: Arc::clone(&maker.client),
             },
             limits: GuestLimits {
                 limits,
@@ -112,6 +118,8 @@ pub(super) struct StoreMaker {
     pub(super) handler: Arc<str>,
     pub(super) env: Vec<(String, String)>,
     pub(super) memory: usize,
+    pub(super) outbound: Arc<[crate::config::OutboundRule]>,
+    pub(super) client: Arc<OutboundClient>,
 }
 
 /// The guest ran past its deadline; raised from the epoch callback so it
@@ -125,7 +133,7 @@ impl StoreMaker {
         let limits = wasmtime::StoreLimitsBuilder::new()
             .memory_size(self.memory)
             .build();
-        let mut store = wasmtime::Store::new(engine, Host::new(&self.handler, &self.env, limits));
+        let mut store = wasmtime::Store::new(engine, Host::new(self, limits));
         store.limiter(|host| &mut host.limits);
         // Every epoch tick a running guest either yields to tokio (so one busy
         // guest cannot starve the worker it runs on) or, past its deadline, is
@@ -163,34 +171,6 @@ impl WasiHttpView for Host {
             table: &mut self.table,
             hooks: &mut self.hooks,
         }
-    }
-}
-
-/// Outbound HTTP policy: no destination is granted, so every request is
-/// refused before it leaves the host and the guest sees `HTTP-request-denied`.
-struct DenyOutbound {
-    handler: Arc<str>,
-}
-
-type SendFuture = Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>;
-
-impl WasiHttpHooks for DenyOutbound {
-    fn send_request(
-        &mut self,
-        request: http::Request<WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _response_errors: SendFuture,
-    ) -> Box<
-        dyn Future<
-                Output = Result<(http::Response<WasiBody>, SendFuture), wasmtime_wasi_http::Error>,
-            > + Send,
-    > {
-        tracing::warn!(
-            handler = &*self.handler,
-            authority = request.uri().authority().map(|a| a.as_str()),
-            "outbound HTTP request denied: the handler is granted no destination"
-        );
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
 }
 
