@@ -11,6 +11,7 @@ pub mod browser;
 pub mod certs;
 pub mod client;
 mod gateway;
+pub mod ws;
 
 pub use gateway::{TestGateway, handlers_dir, run_cli, wasmgate_bin};
 

@@ -12,8 +12,9 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::{Error, Message};
-use tokio_tungstenite::{WebSocketStream, client_async};
+use tokio_tungstenite::WebSocketStream;
 use wasmgate_tests::client::{self, Client};
+use wasmgate_tests::ws::{connect, next};
 use wasmgate_tests::{TestGateway, hello_and_echo};
 
 /// ws-echo and sse-room under `stream` limits, with a 100 ms keep-alive.
@@ -26,31 +27,6 @@ fn gateway(stream: &str) -> TestGateway {
     ))
     .replace("[gateway]\n", "[gateway]\nstream_keep_alive = \"100ms\"\n");
     TestGateway::start(&config)
-}
-
-async fn connect(gateway: &TestGateway, path: &str) -> Result<WebSocketStream<TcpStream>, Error> {
-    let stream = TcpStream::connect(gateway.http()).await.expect("connect");
-    let url = format!("ws://{}{path}", gateway.http());
-    client_async(url, stream)
-        .await
-        .map(|(socket, _response)| socket)
-}
-
-/// The next frame that is not a keep-alive ping or pong.
-async fn next<S>(socket: &mut WebSocketStream<S>) -> Message
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
-            .await
-            .expect("a frame in time")
-            .expect("the socket is open")
-            .expect("a valid frame");
-        if !matches!(frame, Message::Ping(_) | Message::Pong(_)) {
-            return frame;
-        }
-    }
 }
 
 fn close_code(message: Message) -> (CloseCode, String) {

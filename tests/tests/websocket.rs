@@ -3,36 +3,19 @@
 
 use std::time::Duration;
 
-use futures::{SinkExt as _, StreamExt as _};
+use futures::SinkExt as _;
 use http::StatusCode;
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error, Message};
-use tokio_tungstenite::{WebSocketStream, client_async};
 use wasmgate_tests::client::Client;
+use wasmgate_tests::ws::{connect, next};
 use wasmgate_tests::{TestGateway, hello_and_echo};
 
 fn gateway() -> TestGateway {
     TestGateway::start(&hello_and_echo(
         "[handler.ws-echo]\nworld = \"websocket\"\n\n[[route]]\npath = \"/ws/*\"\nhandler = \"ws-echo\"\n",
     ))
-}
-
-async fn connect(gateway: &TestGateway, path: &str) -> Result<WebSocketStream<TcpStream>, Error> {
-    let stream = TcpStream::connect(gateway.http()).await.expect("connect");
-    let url = format!("ws://{}{path}", gateway.http());
-    client_async(url, stream)
-        .await
-        .map(|(socket, _response)| socket)
-}
-
-async fn next(socket: &mut WebSocketStream<TcpStream>) -> Message {
-    tokio::time::timeout(Duration::from_secs(10), socket.next())
-        .await
-        .expect("a frame in time")
-        .expect("the socket is open")
-        .expect("a valid frame")
 }
 
 #[tokio::test]

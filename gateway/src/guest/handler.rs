@@ -26,7 +26,7 @@ use super::outbound::OutboundClient;
 use super::pool::{Blueprint, Pool, Ready};
 use super::pubsub::Hub;
 use super::sse::{Session as SseSession, SseService, SseServicePre};
-use super::stream::{Opening, Refused, Stream, trial};
+use super::stream::{Opening, Refused, Stream, StreamSetup, trial};
 use super::websocket::{Session, WebsocketService, WebsocketServicePre};
 use crate::body::{CappedBody, ResponseBody};
 use crate::config::{EnvGrant, HandlerConfig, HandlerName, StreamLimits};
@@ -285,20 +285,10 @@ impl Handler {
     /// Instantiates the guest for a new SSE stream and asks it whether to
     /// accept `opening`.
     pub async fn open_sse(&self, hub: &Arc<Hub>, opening: Opening) -> Result<SseSession, Refused> {
-        match &self.kind {
-            Kind::Sse { pre, stores } => {
-                Stream::open(
-                    stores,
-                    pre,
-                    hub,
-                    opening,
-                    (self.config.timeout, &self.config.stream),
-                    &self.metrics,
-                )
-                .await
-            }
-            _ => Err(Refused::Failed("not an SSE handler".into())),
-        }
+        let Kind::Sse { pre, stores } = &self.kind else {
+            return Err(Refused::Failed("not an SSE handler".into()));
+        };
+        Stream::open(pre, self.stream_setup(stores, hub), opening).await
     }
 
     /// Instantiates the guest for a new WebSocket connection and asks it
@@ -308,19 +298,19 @@ impl Handler {
         hub: &Arc<Hub>,
         opening: Opening,
     ) -> Result<Session, Refused> {
-        match &self.kind {
-            Kind::Websocket { pre, stores } => {
-                Stream::open(
-                    stores,
-                    pre,
-                    hub,
-                    opening,
-                    (self.config.timeout, &self.config.stream),
-                    &self.metrics,
-                )
-                .await
-            }
-            _ => Err(Refused::Failed("not a WebSocket handler".into())),
+        let Kind::Websocket { pre, stores } = &self.kind else {
+            return Err(Refused::Failed("not a WebSocket handler".into()));
+        };
+        Stream::open(pre, self.stream_setup(stores, hub), opening).await
+    }
+
+    fn stream_setup<'a>(&'a self, stores: &'a StoreMaker, hub: &'a Arc<Hub>) -> StreamSetup<'a> {
+        StreamSetup {
+            stores,
+            hub,
+            timeout: self.config.timeout,
+            limits: &self.config.stream,
+            metrics: &self.metrics,
         }
     }
 

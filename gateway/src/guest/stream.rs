@@ -101,6 +101,16 @@ pub struct Stream<G> {
     pub(super) metrics: Arc<HandlerMetrics>,
 }
 
+/// What opening a stream needs from its handler.
+pub(super) struct StreamSetup<'a> {
+    pub(super) stores: &'a StoreMaker,
+    pub(super) hub: &'a Arc<Hub>,
+    /// Each guest call's time limit.
+    pub(super) timeout: Duration,
+    pub(super) limits: &'a StreamLimits,
+    pub(super) metrics: &'a Arc<HandlerMetrics>,
+}
+
 /// The guest instance of a stream, called one event at a time.
 pub(super) struct Calls<G> {
     pub(super) store: Store<Host>,
@@ -113,14 +123,17 @@ impl<G: StreamGuest> Stream<G> {
     /// Makes a store linked to a new connection, instantiates the guest and
     /// asks it whether to accept `opening`.
     pub(super) async fn open(
-        stores: &StoreMaker,
         pre: &G::Pre,
-        hub: &Arc<Hub>,
+        setup: StreamSetup<'_>,
         opening: Opening,
-        limits: (Duration, &StreamLimits),
-        metrics: &Arc<HandlerMetrics>,
     ) -> Result<Self, Refused> {
-        let (timeout, limits) = limits;
+        let StreamSetup {
+            stores,
+            hub,
+            timeout,
+            limits,
+            metrics,
+        } = setup;
         let mut store = stores.make(G::engine(pre));
         let (link, ends) = Link::new(hub, limits);
         store.data_mut().link = Some(link);
