@@ -202,6 +202,22 @@ impl TestGateway {
         self.listener("http")
     }
 
+    /// The gateway's process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The gateway's resident memory, in KiB (Linux).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
+            .expect("the gateway's /proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("a VmRSS line")
+    }
+
     /// The admin listener.
     pub fn admin(&self) -> SocketAddr {
         self.listener("admin")

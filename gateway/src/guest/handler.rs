@@ -21,7 +21,7 @@ use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 use super::cache::ContentHash;
 use super::component::Pre;
 use super::component::{LoadError, Loaded};
-use super::host::{DeadlineExceeded, Host, StoreMaker};
+use super::host::{DeadlineExceeded, Host, StoreMaker, hostcall_fuel};
 use super::outbound::OutboundClient;
 use super::pool::{Blueprint, Pool, Ready};
 use super::pubsub::Hub;
@@ -125,6 +125,7 @@ impl Handler {
             memory: usize::try_from(config.memory).unwrap_or(usize::MAX),
             outbound: config.outbound.iter().cloned().collect(),
             client: Arc::clone(services.client),
+            hostcall_fuel: hostcall_fuel(config.stream.max_message),
         };
         let instantiate_failed =
             |error: wasmtime::Error| LoadError::Instantiate(format!("{error:#}"));

@@ -41,13 +41,18 @@ impl Host {
     fn new(maker: &StoreMaker, limits: StoreLimits) -> Self {
         let (handler, env) = (&maker.handler, &maker.env);
         let mut wasi = WasiCtx::builder();
-        wasi.envs(env)
+        wasi.max_random_size(MAX_RANDOM)
+            .envs(env)
             .stdout(GuestLog::new(handler, GuestStream::Stdout))
             .stderr(GuestLog::new(handler, GuestStream::Stderr));
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(FIELD_SIZE_LIMIT);
         Self {
-            table: ResourceTable::new(),
+            table,
             wasi: wasi.build(),
-            http: WasiHttpCtx::new(),
+            http,
             hooks: Outbound {
                 handler: Arc::clone(handler),
                 rules: Arc::clone(&maker.outbound),
@@ -120,6 +125,25 @@ pub(super) struct StoreMaker {
     pub(super) memory: usize,
     pub(super) outbound: Arc<[crate::config::OutboundRule]>,
     pub(super) client: Arc<OutboundClient>,
+    /// Bytes a guest may hand the host in one call (see [`hostcall_fuel`]).
+    pub(super) hostcall_fuel: usize,
+}
+
+/// Resources (streams, fields, requests, pollables…) one guest may hold in
+/// the host at once; far above what serving a request needs.
+const MAX_RESOURCES: usize = 10_000;
+/// Component-model handles one store may hold at once.
+const MAX_HANDLES: usize = 10_000;
+/// The largest `get-random-bytes` answer.
+const MAX_RANDOM: u64 = 1024 * 1024;
+/// In-memory size of one guest-made header map (requests and responses).
+const FIELD_SIZE_LIMIT: usize = 128 * 1024;
+
+/// Bytes a guest may pass to the host in one call: enough for the largest
+/// stream message (`send`, `emit`) twice over, at least 8 MiB; wasmtime's
+/// default is 128 MiB, which lets one call make the host allocate that much.
+pub(super) fn hostcall_fuel(max_message: usize) -> usize {
+    max_message.saturating_mul(2).max(8 * 1024 * 1024)
 }
 
 /// The guest ran past its deadline; raised from the epoch callback so it
@@ -135,6 +159,9 @@ impl StoreMaker {
             .build();
         let mut store = wasmtime::Store::new(engine, Host::new(self, limits));
         store.limiter(|host| &mut host.limits);
+        // Guards against a guest making the host allocate for it.
+        store.set_hostcall_fuel(self.hostcall_fuel);
+        store.set_max_component_handles(MAX_HANDLES);
         // Every epoch tick a running guest either yields to tokio (so one busy
         // guest cannot starve the worker it runs on) or, past its deadline, is
         // stopped.
@@ -308,5 +335,28 @@ impl AsyncWrite for LineWriter {
         _cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod guard_tests {
+    use super::*;
+
+    #[test]
+    fn every_store_gets_the_host_side_guards() {
+        let engine = wasmtime::Engine::default();
+        let maker = StoreMaker {
+            handler: Arc::from("guarded"),
+            env: Vec::new(),
+            memory: 1 << 20,
+            outbound: Arc::new([]),
+            client: Arc::new(OutboundClient::new()),
+            hostcall_fuel: hostcall_fuel(32 * 1024 * 1024),
+        };
+        let mut store = maker.make(&engine);
+        assert_eq!(store.hostcall_fuel(), 64 * 1024 * 1024);
+        assert_eq!(store.max_component_handles(), MAX_HANDLES);
+        assert_eq!(store.data_mut().table.max_capacity(), MAX_RESOURCES);
+        assert_eq!(hostcall_fuel(1024), 8 * 1024 * 1024);
     }
 }
