@@ -38,7 +38,10 @@ impl wasip2::exports::http::incoming_handler::Guest for Clock {
             let event = format!(
                 "{retry}id: {tick}\nevent: tick\ndata: {{\"tick\":{tick},\"unix_ms\":{unix_ms}}}\n\n"
             );
-            response.write(event.as_bytes());
+            if !response.write(event.as_bytes()) {
+                // The client left.
+                break;
+            }
             tick += 1;
             std::thread::sleep(interval);
         }

@@ -40,17 +40,19 @@ impl Streaming {
         self.stream.as_mut().expect("stream lives until finish")
     }
 
-    /// Writes `bytes` and flushes them to the client.
-    pub fn write(&mut self, bytes: &[u8]) {
+    /// Writes `bytes` and flushes them to the client; `false` once the body
+    /// is closed (the client left, or already has every byte a
+    /// `content-length` announced and the host finished the response).
+    pub fn write(&mut self, bytes: &[u8]) -> bool {
         let stream = self.stream();
-        stream.write_all(bytes).expect("client is reading");
-        stream.flush().expect("client is reading");
+        stream.write_all(bytes).is_ok() && stream.flush().is_ok()
     }
 
-    /// Ends the body; the stream must be dropped before `finish`.
+    /// Ends the body; the stream must be dropped before `finish`. A body the
+    /// host already closed needs no ending.
     pub fn finish(mut self) {
         drop(self.stream.take());
-        OutgoingBody::finish(self.body, None).expect("body completes");
+        let _ = OutgoingBody::finish(self.body, None);
     }
 }
 

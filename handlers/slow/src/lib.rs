@@ -16,7 +16,9 @@ impl wasip2::exports::http::incoming_handler::Guest for Slow {
         let mut response = guest::Streaming::start(out, 200, &[("content-type", "text/plain")]);
         for index in 0..chunks {
             std::thread::sleep(pause);
-            response.write(format!("chunk {index}\n").as_bytes());
+            if !response.write(format!("chunk {index}\n").as_bytes()) {
+                break;
+            }
         }
         response.finish();
     }
