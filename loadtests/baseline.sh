@@ -24,37 +24,10 @@ if ! wasmtime --version 2>/dev/null | grep -q "$WASMTIME_VERSION"; then
 fi
 cargo build --release --locked -p wasmgate -p wasmgate-loadtests
 
-# Servers run as in production: a backtrace captured for every internal error
-# value (RUST_BACKTRACE=1 in a developer shell) would skew every target.
-unset RUST_BACKTRACE RUST_LIB_BACKTRACE
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-# Starts "$@" with output to $work/$name.log and waits for `pattern` there.
-start() {
-  local name=$1 pattern=$2
-  shift 2
-  "$@" >"$work/$name.log" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 1 600); do
-    if grep -qE "$pattern" "$work/$name.log"; then return 0; fi
-    kill -0 "${pids[-1]}" 2>/dev/null || break
-    sleep 0.1
-  done
-  echo "$name did not start:" >&2
-  cat "$work/$name.log" >&2
-  exit 1
-}
+source loadtests/lib.sh
 
 start wasmgate 'listening on https://' ./target/release/wasmgate up --config loadtests/wasmgate-bench.toml
-gateway_http=$(sed -n 's|^listening on \(http://.*\)|\1|p' "$work/wasmgate.log" | head -1)
+gateway_http="http://$(http_addr wasmgate)"
 gateway_https=$(sed -n 's|^listening on https://127.0.0.1:\(.*\)|https://localhost:\1|p' "$work/wasmgate.log" | head -1)
 
 start wasmtime 'Serving HTTP on' wasmtime serve --addr 127.0.0.1:0 -S cli -W timeout=30s \
@@ -63,7 +36,7 @@ start wasmtime 'Serving HTTP on' wasmtime serve --addr 127.0.0.1:0 -S cli -W tim
 wasmtime_http=$(grep -oE 'http://[0-9.:]+' "$work/wasmtime.log" | head -1)
 
 start native 'listening on http://' ./target/release/native-hello
-native_http=$(sed -n 's|^listening on \(http://.*\)|\1|p' "$work/native.log" | head -1)
+native_http="http://$(http_addr native)"
 
 declare -A url=(
   [wasmgate]="$gateway_http/hello"

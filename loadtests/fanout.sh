@@ -9,21 +9,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SUBSCRIBERS=${SUBSCRIBERS:-1000}
-unset RUST_BACKTRACE RUST_LIB_BACKTRACE
+source loadtests/lib.sh
 # Each subscriber is two sockets on this machine (client and gateway side).
 ulimit -n "$(( SUBSCRIBERS * 2 + 512 > 65536 ? SUBSCRIBERS * 2 + 512 : 65536 ))" 2>/dev/null || true
 
 cargo build --release --locked -p wasmgate -p wasmgate-loadtests
 ./target/release/wasmgate build >/dev/null
-
-work=$(mktemp -d)
-gateway_pid=""
-cleanup() {
-  [ -n "$gateway_pid" ] && kill "$gateway_pid" 2>/dev/null
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
 cat >"$work/wasmgate.toml" <<TOML
 [gateway]
@@ -43,10 +34,9 @@ stream = { max_connections = $(( SUBSCRIBERS + 10 )) }
 path = "/chat/ws"
 handler = "chat-ws"
 TOML
-WASMGATE_LOG=warn ./target/release/wasmgate serve --config "$work/wasmgate.toml" >"$work/stdout" 2>"$work/log" &
-gateway_pid=$!
-for _ in $(seq 1 300); do grep -q '^listening on' "$work/stdout" && break; sleep 0.1; done
-addr="$(sed -n 's|^listening on http://\(.*\)|\1|p' "$work/stdout")"
+WASMGATE_LOG=warn start wasmgate '^listening on' ./target/release/wasmgate serve --config "$work/wasmgate.toml"
+gateway_pid=${pids[-1]}
+addr="$(http_addr wasmgate)"
 
 echo "fan-out: $SUBSCRIBERS WebSocket subscribers, one publisher, gateway pid $gateway_pid"
 ./target/release/fanout --addr "$addr" --subscribers "$SUBSCRIBERS" --gateway-pid "$gateway_pid"

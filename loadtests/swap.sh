@@ -16,20 +16,11 @@ cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-30s}
 CONCURRENCY=${CONCURRENCY:-16}
-unset RUST_BACKTRACE RUST_LIB_BACKTRACE
+source loadtests/lib.sh
 
 command -v oha >/dev/null || cargo install oha --locked
 cargo build --release --locked -p wasmgate -p wasmgate-loadtests
 ./target/release/wasmgate build >/dev/null
-
-work=$(mktemp -d)
-gateway_pid=""
-cleanup() {
-  [ -n "$gateway_pid" ] && kill "$gateway_pid" 2>/dev/null
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
 mkdir "$work/handlers"
 cp handlers/wasm/version-v1.wasm "$work/handlers/version.wasm"
@@ -47,10 +38,9 @@ addr = "127.0.0.1:0"
 path = "/version"
 handler = "version"
 EOF
-./target/release/wasmgate serve --config "$work/wasmgate.toml" >"$work/stdout" 2>"$work/log" &
-gateway_pid=$!
-for _ in $(seq 1 300); do grep -q '^listening on' "$work/stdout" && break; sleep 0.1; done
-url="$(sed -n 's|^listening on \(http://.*\)|\1|p' "$work/stdout")/version"
+start wasmgate '^listening on' ./target/release/wasmgate serve --config "$work/wasmgate.toml"
+gateway_pid=${pids[-1]}
+url="http://$(http_addr wasmgate)/version"
 
 probe() {
   ./target/release/swap-probe --url "$url" --target "$work/handlers/version.wasm" \
@@ -83,7 +73,7 @@ under_load cached --mode cached --swaps 100 --interval-ms 250
 echo "== new content (compiled) every 250 ms, oha -c $CONCURRENCY for $DURATION"
 under_load cold --mode cold --swaps 80 --interval-ms 250
 echo "== compile time of version.wasm alone (gateway log, load_ms of compiled loads)"
-grep 'origin=Compiled' "$work/log" | sed -n 's/.*load_ms=\([0-9]*\).*/\1/p' | sort -n |
+grep 'origin=Compiled' "$work/wasmgate.log" | sed -n 's/.*load_ms=\([0-9]*\).*/\1/p' | sort -n |
   awk '{a[NR]=$1} END {printf "  %d compiles: p50 %d ms, p99 %d ms\n", NR, a[int((NR+1)/2)], a[int(NR*0.99+0.5)]}'
 echo "== 1000 cache-hit swaps back to back, no load"
 probe --mode cached --swaps 1000 --pid "$gateway_pid" --rss-at 10,100,1000

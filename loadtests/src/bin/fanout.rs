@@ -82,13 +82,13 @@ async fn main() {
     }
     drop(arrivals);
     if let Some(pid) = args.gateway_pid {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let rss = status.lines().find(|line| line.starts_with("VmRSS"));
-        println!(
-            "gateway with {} connections: {}",
-            args.subscribers,
-            rss.unwrap_or("VmRSS unknown")
-        );
+        match wasmgate_loadtests::rss_kib(pid) {
+            Ok(rss) => println!(
+                "gateway with {} connections: RSS {rss} KiB",
+                args.subscribers
+            ),
+            Err(error) => println!("gateway RSS unknown: {error}"),
+        }
     }
     let publisher = connect(&args).await;
     // The publisher is in the room too; it reads its own copies away.

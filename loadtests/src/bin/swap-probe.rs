@@ -92,7 +92,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         latencies.push(started.elapsed());
         if let Some(pid) = args.pid.filter(|_| args.rss_at.contains(&(swap + 1))) {
-            println!("rss after {} swaps: {} KiB", swap + 1, rss_kib(pid)?);
+            println!(
+                "rss after {} swaps: {} KiB",
+                swap + 1,
+                wasmgate_loadtests::rss_kib(pid)?
+            );
         }
         tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
     }
@@ -131,13 +135,4 @@ fn leb128(out: &mut Vec<u8>, mut value: u64) {
         }
         out.push(byte | 0x80);
     }
-}
-
-fn rss_kib(pid: u32) -> std::io::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    Ok(status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0))
 }
