@@ -70,7 +70,9 @@ async fn a_full_route_refuses_the_upgrade_with_503_until_a_slot_frees() {
     let stream = sse.get_streaming("/sse/room").await;
     assert_eq!(stream.status(), StatusCode::OK);
     drop(first);
-    // The slot frees once the closed connection's task has ended.
+    // The guest hears the close first; the slot frees as its task ends, just
+    // after, so a retry covers only that last step.
+    gateway.wait_for_log("ws-echo: closed with 1006");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         match connect(&gateway, "/ws/d").await {

@@ -201,7 +201,7 @@ impl Handler {
             return Err(GatewayError::PayloadTooLarge(self.config.body));
         }
         let permit = self.permit().await?;
-        let (tripped, body_too_large) = oneshot::channel();
+        let (tripped, mut body_too_large) = oneshot::channel();
         let request = request.map(|body| CappedBody::new(body, self.config.body, tripped));
         let Ready { mut store, proxy } = pool.take().await.map_err(|error| {
             GatewayError::Internal(format!("instantiating the guest: {error:#}"))
@@ -233,7 +233,6 @@ impl Handler {
             drop(permit);
             run.outcome(result, store.data().memory_denied())
         });
-        let mut body_too_large = body_too_large;
         let head = tokio::select! {
             biased;
             head = receiver => head,
