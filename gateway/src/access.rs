@@ -27,8 +27,8 @@ pub struct Access {
     pub started: Instant,
     /// The client's address.
     pub client: SocketAddr,
-    /// Method, host (as sent) and path.
-    pub method: String,
+    /// The request method.
+    pub method: http::Method,
     /// The `Host` or `:authority`, if any.
     pub host: Option<String>,
     /// The path, without the query (which may carry secrets).
@@ -124,7 +124,7 @@ fn write(access: &Access, bytes: u64, format: AccessLog) {
             let line = serde_json::json!({
                 "time": time,
                 "client": access.client.to_string(),
-                "method": access.method,
+                "method": access.method.as_str(),
                 "host": host,
                 "path": access.path,
                 "status": access.status,

@@ -183,14 +183,8 @@ pub struct HandlerConfig {
     pub env: EnvGrant,
     /// Hosts the guest may send HTTP requests to; none by default.
     pub outbound: Vec<OutboundRule>,
-    /// Wall-clock limit for one request, from dispatch to the end of the guest's work.
-    pub timeout: Duration,
-    /// Cap on the guest's linear memory.
-    pub memory: u64,
-    /// Largest request body.
-    pub body: u64,
-    /// Requests served at once.
-    pub concurrency: usize,
+    /// What one request may take (time, memory, body, concurrency).
+    pub limits: HandlerLimits,
     /// Which world the component implements, hence how it is served.
     pub world: HandlerWorld,
     /// Limits of each stream (WebSocket and SSE handlers only).
@@ -316,10 +310,7 @@ impl HandlerConfig {
             prewarm: DEFAULT_PREWARM,
             env: EnvGrant::Keys(Vec::new()),
             outbound: Vec::new(),
-            timeout: limits.timeout,
-            memory: limits.memory,
-            body: limits.body,
-            concurrency: limits.concurrency,
+            limits: *limits,
             world: HandlerWorld::Http,
             stream: StreamLimits::default(),
         }

@@ -44,14 +44,14 @@ pub async fn handle(
     let path = request.uri().path().to_string();
     let snapshot = app.live.load_full();
     let (response, route, handler) =
-        dispatch(&app, &snapshot, &connection, host.clone(), request).await;
+        dispatch(&app, &snapshot, &connection, host.as_deref(), request).await;
     let status = response.status().as_u16();
     app.metrics
         .request(&route, &handler, &method, status, started.elapsed());
     let access = Access {
         started,
         client: connection.peer,
-        method: method.to_string(),
+        method,
         host,
         path,
         status,
@@ -69,16 +69,12 @@ async fn dispatch(
     app: &Arc<App>,
     snapshot: &Snapshot,
     connection: &ConnectionInfo,
-    host: Option<String>,
+    host: Option<&str>,
     mut request: Request<Incoming>,
 ) -> (Response<ResponseBody>, Arc<str>, Arc<str>) {
     let none = || Arc::<str>::from("-");
-    let Some(route) = snapshot.router.route(host.as_deref(), request.uri().path()) else {
-        tracing::debug!(
-            path = request.uri().path(),
-            host = host.as_deref(),
-            "no route"
-        );
+    let Some(route) = snapshot.router.route(host, request.uri().path()) else {
+        tracing::debug!(path = request.uri().path(), host, "no route");
         return (rescue(&GatewayError::NoRoute), none(), none());
     };
     let route_id = Arc::clone(&route.id);

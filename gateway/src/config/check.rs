@@ -430,10 +430,7 @@ impl<'a> Checker<'a> {
                 prewarm: handler.pool.prewarm.unwrap_or(DEFAULT_PREWARM),
                 env,
                 outbound,
-                timeout: limits.timeout,
-                memory: limits.memory,
-                body: limits.body,
-                concurrency: limits.concurrency,
+                limits,
                 world,
                 stream,
             };

@@ -36,7 +36,7 @@ fn minimal_config_gets_defaults_and_paths_relative_to_the_file() {
     let hello = &config.handlers[&HandlerName::parse("hello").expect("name")];
     assert_eq!(hello.path, Path::new("/etc/wasmgate/handlers/hello.wasm"));
     assert_eq!(hello.prewarm, DEFAULT_PREWARM);
-    assert_eq!(hello.timeout, DEFAULT_TIMEOUT);
+    assert_eq!(hello.limits.timeout, DEFAULT_TIMEOUT);
     assert_eq!(config.routes[0].path, RoutePath::Exact("/".into()));
 }
 
@@ -73,8 +73,8 @@ handler = "api"
     assert_eq!(tls.key, Path::new("/k.pem"));
     let api = &config.handlers[&HandlerName::parse("api").expect("name")];
     assert_eq!(api.path, Path::new("/etc/wasmgate/api/v2.wasm"));
-    assert_eq!((api.prewarm, api.memory), (0, 16 * 1024 * 1024));
-    assert_eq!(api.timeout, Duration::from_secs(2));
+    assert_eq!((api.prewarm, api.limits.memory), (0, 16 * 1024 * 1024));
+    assert_eq!(api.limits.timeout, Duration::from_secs(2));
     assert_eq!(api.env, EnvGrant::Keys(vec!["API_KEY".into()]));
     assert_eq!(config.routes[0].host.as_deref(), Some("example.com"));
     assert_eq!(config.routes[0].path, RoutePath::Prefix("/api".into()));

@@ -122,7 +122,7 @@ impl Handler {
         let stores = StoreMaker {
             handler: Arc::clone(&label),
             env: granted_env(&config.env, services.dotenv),
-            memory: usize::try_from(config.memory).unwrap_or(usize::MAX),
+            memory: usize::try_from(config.limits.memory).unwrap_or(usize::MAX),
             outbound: config.outbound.iter().cloned().collect(),
             client: Arc::clone(services.client),
             hostcall_fuel: hostcall_fuel(config.stream.max_message),
@@ -160,7 +160,7 @@ impl Handler {
             label,
             metrics,
             loaded_at: std::time::SystemTime::now(),
-            permits: Arc::new(Semaphore::new(config.concurrency)),
+            permits: Arc::new(Semaphore::new(config.limits.concurrency)),
             config: config.clone(),
             hash: loaded.hash,
         })
@@ -197,16 +197,16 @@ impl Handler {
             .headers()
             .get(http::header::CONTENT_LENGTH)
             .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|length| length > self.config.body) {
-            return Err(GatewayError::PayloadTooLarge(self.config.body));
+        if declared.is_some_and(|length| length > self.config.limits.body) {
+            return Err(GatewayError::PayloadTooLarge(self.config.limits.body));
         }
         let permit = self.permit().await?;
         let (tripped, mut body_too_large) = oneshot::channel();
-        let request = request.map(|body| CappedBody::new(body, self.config.body, tripped));
+        let request = request.map(|body| CappedBody::new(body, self.config.limits.body, tripped));
         let Ready { mut store, proxy } = pool.take().await.map_err(|error| {
             GatewayError::Internal(format!("instantiating the guest: {error:#}"))
         })?;
-        let deadline = Instant::now() + self.config.timeout;
+        let deadline = Instant::now() + self.config.limits.timeout;
         store.data_mut().deadline = deadline;
         store.data_mut().hub = Some(Arc::clone(hub));
         let (sender, receiver) = oneshot::channel();
@@ -221,7 +221,7 @@ impl Handler {
             handler: Arc::clone(&self.label),
             metrics: Arc::clone(&self.metrics),
             route: Arc::clone(route),
-            timeout: self.config.timeout,
+            timeout: self.config.limits.timeout,
         };
         // The guest runs on its own task: after it sets the response head it
         // keeps writing the body, which hyper streams out concurrently.
@@ -239,13 +239,13 @@ impl Handler {
             // Over the limit before the guest answered: the client gets 413
             // (the guest saw its read fail and ends on its own, or by its deadline).
             Ok(()) = &mut body_too_large => {
-                return Err(GatewayError::PayloadTooLarge(self.config.body));
+                return Err(GatewayError::PayloadTooLarge(self.config.limits.body));
             }
         };
         // An answer made after the body went over the limit (an error page,
         // a trap on the failed read) is about the oversized body: 413.
         if body_too_large.try_recv().is_ok() {
-            return Err(GatewayError::PayloadTooLarge(self.config.body));
+            return Err(GatewayError::PayloadTooLarge(self.config.limits.body));
         }
         match head {
             Ok(Ok(response)) => Ok(response),
@@ -308,7 +308,7 @@ impl Handler {
         StreamSetup {
             stores,
             hub,
-            timeout: self.config.timeout,
+            timeout: self.config.limits.timeout,
             limits: &self.config.stream,
             metrics: &self.metrics,
         }
