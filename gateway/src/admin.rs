@@ -6,15 +6,21 @@
 //!
 //! - `GET /metrics`: every collector, Prometheus text format;
 //! - `GET /healthz`: 200 while the process runs;
-//! - `GET /readyz`: 200 when every configured handler has a loaded component
-//!   and the gateway is not draining, else 503 with the reasons;
+//! - `GET /readyz`: 200 when the public listeners are bound, every configured
+//!   handler has a loaded component and the gateway is not draining, else 503
+//!   with the reasons;
 //! - `GET /status`: JSON, per handler: generation, content hash, loaded at,
 //!   last load error;
 //! - `POST /reload`: rebuilds the configuration like SIGHUP does and reports
 //!   the outcome as JSON (200 with the new generation, 422 with every problem).
+//!
+//! It comes up before the components load (as soon as the configuration
+//! itself is valid), so probes see a 503 "starting" instead of a refused
+//! connection while a large component compiles; [`AdminState::started`]
+//! hands it the running gateway once the public listeners are bound.
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -26,12 +32,41 @@ use tokio::net::TcpListener;
 
 use crate::app::App;
 use crate::config::HandlerName;
+use crate::metrics::Metrics;
 use crate::reload::{Outcome, Reloader};
 
-/// Serves admin requests on `socket` for the life of the process, through
-/// the drain too: `/readyz` then answers 503, so a load balancer stops
-/// sending traffic while in-flight requests finish.
-pub async fn serve(socket: TcpListener, app: Arc<App>, reloader: Arc<Reloader>) {
+/// What the admin endpoints answer from: the metrics from the first moment,
+/// the running gateway once it is up.
+pub struct AdminState {
+    metrics: Arc<Metrics>,
+    running: OnceLock<Running>,
+}
+
+struct Running {
+    app: Arc<App>,
+    reloader: Arc<Reloader>,
+}
+
+impl AdminState {
+    /// A gateway that is still starting.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics,
+            running: OnceLock::new(),
+        }
+    }
+
+    /// The gateway is loaded and its public listeners are bound.
+    pub fn started(&self, app: Arc<App>, reloader: Arc<Reloader>) {
+        // Only the start-up path calls this, once.
+        let _ = self.running.set(Running { app, reloader });
+    }
+}
+
+/// Serves admin requests on `socket` for the life of the process, from
+/// before the components load through the drain: `/readyz` answers 503 in
+/// both, so a load balancer sends traffic only in between.
+pub async fn serve(socket: TcpListener, state: Arc<AdminState>) {
     loop {
         let (stream, peer) = match socket.accept().await {
             Ok(accepted) => accepted,
@@ -42,11 +77,9 @@ pub async fn serve(socket: TcpListener, app: Arc<App>, reloader: Arc<Reloader>) 
                 continue;
             }
         };
-        let (app, reloader) = (Arc::clone(&app), Arc::clone(&reloader));
+        let state = Arc::clone(&state);
         tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                respond(Arc::clone(&app), Arc::clone(&reloader), request)
-            });
+            let service = service_fn(move |request| respond(Arc::clone(&state), request));
             let connection = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service);
             if let Err(error) = connection.await {
@@ -56,14 +89,22 @@ pub async fn serve(socket: TcpListener, app: Arc<App>, reloader: Arc<Reloader>) 
     }
 }
 
+const STARTING: &str = "starting: loading components";
+
 async fn respond(
-    app: Arc<App>,
-    reloader: Arc<Reloader>,
+    state: Arc<AdminState>,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    let running = state.running.get();
+    let starting = || {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({ "status": "not ready", "reasons": [STARTING] }),
+        )
+    };
     let (status, body) = match (request.method(), request.uri().path()) {
         (&Method::GET, "/metrics") => {
-            let mut response = Response::new(Full::new(Bytes::from(app.metrics.render())));
+            let mut response = Response::new(Full::new(Bytes::from(state.metrics.render())));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -71,17 +112,22 @@ async fn respond(
             return Ok(response);
         }
         (&Method::GET, "/healthz") => (StatusCode::OK, serde_json::json!({ "status": "alive" })),
-        (&Method::GET, "/readyz") => readiness(&app),
-        (&Method::GET, "/status") => (StatusCode::OK, status(&app)),
-        (&Method::POST, "/reload") => match reloader.reload("admin API").await {
-            Outcome::Published(generation) => (
-                StatusCode::OK,
-                serde_json::json!({ "generation": generation }),
-            ),
-            Outcome::Rejected(problems) => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                serde_json::json!({ "problems": problems }),
-            ),
+        (&Method::GET, "/readyz") => running.map_or_else(starting, |up| readiness(&up.app)),
+        (&Method::GET, "/status") => {
+            running.map_or_else(starting, |up| (StatusCode::OK, status(&up.app)))
+        }
+        (&Method::POST, "/reload") => match running {
+            None => starting(),
+            Some(up) => match up.reloader.reload("admin API").await {
+                Outcome::Published(generation) => (
+                    StatusCode::OK,
+                    serde_json::json!({ "generation": generation }),
+                ),
+                Outcome::Rejected(problems) => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    serde_json::json!({ "problems": problems }),
+                ),
+            },
         },
         (_, "/reload") => (
             StatusCode::METHOD_NOT_ALLOWED,
@@ -105,8 +151,8 @@ async fn respond(
     Ok(response)
 }
 
-/// Ready: listeners bound (the admin listener starts after them), not
-/// draining, and every configured handler served by a loaded component.
+/// Ready (once started, so the public listeners are bound): not draining,
+/// and every configured handler served by a loaded component.
 fn readiness(app: &App) -> (StatusCode, serde_json::Value) {
     let snapshot = app.live.load();
     let mut reasons: Vec<String> = snapshot

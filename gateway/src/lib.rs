@@ -15,8 +15,9 @@
 //! ```
 //!
 //! Start-up follows the same modules in the other direction: [`config`]
-//! validates the file, [`live::build`] loads certificates and compiles every
-//! component, and only then does [`listener::bind`] take the ports.
+//! validates the file, the [`admin`] listener comes up (answering "starting"),
+//! [`live::build`] loads certificates and compiles every component, and only
+//! then does [`listener::bind`] take the public ports.
 
 pub mod access;
 pub mod admin;
@@ -64,7 +65,7 @@ pub enum StartError {
 }
 
 /// Everything a configuration names (certificates, compiled and type-checked
-/// components, warming pools), loaded with no port bound yet.
+/// components, warming pools), loaded with no public port bound yet.
 pub struct Prepared {
     engine: Arc<GuestEngine>,
     metrics: Arc<Metrics>,
@@ -76,6 +77,11 @@ pub struct Prepared {
 impl Prepared {
     /// Loads what `config` names; every problem is reported at once.
     pub async fn load(config: &Config) -> Result<Self, StartError> {
+        Self::load_counted(config, new_metrics()?).await
+    }
+
+    /// Like [`Self::load`], counting compilations and loads in `metrics`.
+    async fn load_counted(config: &Config, metrics: Arc<Metrics>) -> Result<Self, StartError> {
         let engine =
             GuestEngine::new(config.gateway.max_instances.max(1)).map_err(StartError::Runtime)?;
         let engine = Arc::new(engine);
@@ -87,10 +93,6 @@ impl Prepared {
                 })
                 .ok()
         });
-        let metrics = Metrics::new(prometheus::Registry::new())
-            .context("registering metrics")
-            .map_err(StartError::Runtime)?;
-        let metrics = Arc::new(metrics);
         let outbound = Arc::new(OutboundClient::new());
         let dotenv = live::dotenv(&config.source);
         let loader = live::Loader {
@@ -117,20 +119,12 @@ impl Prepared {
         self.snapshot.handlers.len()
     }
 
-    /// Binds `config`'s listeners.
-    pub async fn bind(self, config: &Config) -> Result<Gateway, StartError> {
+    /// Binds `config`'s public listeners and hands the running gateway to
+    /// the admin listener, if one is up.
+    async fn bind(self, config: &Config, admin: Option<Admin>) -> Result<Gateway, StartError> {
         let listeners = listener::bind(&config.listeners)
             .await
             .map_err(StartError::Runtime)?;
-        let admin = match config.admin {
-            Some(addr) => Some(
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("binding the admin listener on {addr}"))
-                    .map_err(StartError::Runtime)?,
-            ),
-            None => None,
-        };
         let app = Arc::new(App::new(
             self.engine,
             self.metrics,
@@ -140,6 +134,9 @@ impl Prepared {
             self.snapshot,
         ));
         let reloader = Arc::new(Reloader::new(Arc::clone(&app), config.source.clone()));
+        if let Some(admin) = &admin {
+            admin.state.started(Arc::clone(&app), Arc::clone(&reloader));
+        }
         // Armed before the gateway reports its listeners, so no change made
         // after that can be missed.
         let watcher = if config.gateway.watch {
@@ -158,11 +155,49 @@ impl Prepared {
         Ok(Gateway {
             app,
             listeners,
-            admin,
+            _admin: admin,
             reloader,
             _watcher: watcher,
         })
     }
+}
+
+fn new_metrics() -> Result<Arc<Metrics>, StartError> {
+    Metrics::new(prometheus::Registry::new())
+        .map(Arc::new)
+        .context("registering metrics")
+        .map_err(StartError::Runtime)
+}
+
+/// The admin listener, serving from before the components load; stops
+/// with its owner.
+struct Admin {
+    state: Arc<admin::AdminState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Admin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Every file a configuration names exists (components, certificates): the
+/// cheap part of the file checks, done before the admin port is bound so
+/// that a mistyped path binds nothing at all.
+fn files_exist(config: &Config) -> bool {
+    let handlers = config
+        .handlers
+        .values()
+        .map(|handler| handler.path.as_path());
+    let certificates = config
+        .listeners
+        .iter()
+        .filter_map(|listener| listener.tls.as_ref())
+        .flat_map(|tls| [tls.cert.as_path(), tls.key.as_path()]);
+    handlers
+        .chain(certificates)
+        .all(|path| std::fs::metadata(path).is_ok_and(|meta| !meta.is_dir()))
 }
 
 /// The problems with the files `config` names (components, certificates),
@@ -179,16 +214,51 @@ pub async fn file_problems(config: &Config) -> Vec<Problem> {
 pub struct Gateway {
     app: Arc<App>,
     listeners: Vec<Bound>,
-    admin: Option<tokio::net::TcpListener>,
+    _admin: Option<Admin>,
     reloader: Arc<Reloader>,
     _watcher: Option<notify::RecommendedWatcher>,
 }
 
 impl Gateway {
-    /// Loads everything `config` names and binds its listeners, in that order,
-    /// so a bad component or certificate fails before any port is taken.
-    pub async fn bind(config: &Config) -> Result<Self, StartError> {
-        Prepared::load(config).await?.bind(config).await
+    /// Starts what `config` says: the admin listener first (its address goes
+    /// to `admin_bound`, and it answers "starting" from then on), then every
+    /// component and certificate is loaded, and only then are the public
+    /// listeners bound, so a bad component or certificate takes no public
+    /// port. A file that does not exist at all is found before any port is
+    /// bound.
+    pub async fn start(
+        config: &Config,
+        admin_bound: impl FnOnce(SocketAddr),
+    ) -> Result<Self, StartError> {
+        if !files_exist(config) {
+            return Err(match Prepared::load(config).await {
+                Err(error) => error,
+                // Appeared since: report it as a race rather than start half-checked.
+                Ok(_) => StartError::Runtime(anyhow::anyhow!(
+                    "configured files changed while starting; try again"
+                )),
+            });
+        }
+        let metrics = new_metrics()?;
+        let admin = match config.admin {
+            Some(addr) => {
+                let socket = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the admin listener on {addr}"))
+                    .map_err(StartError::Runtime)?;
+                if let Ok(bound) = socket.local_addr() {
+                    admin_bound(bound);
+                }
+                let state = Arc::new(admin::AdminState::new(Arc::clone(&metrics)));
+                let task = tokio::spawn(admin::serve(socket, Arc::clone(&state)));
+                Some(Admin { state, task })
+            }
+            None => None,
+        };
+        Prepared::load_counted(config, metrics)
+            .await?
+            .bind(config, admin)
+            .await
     }
 
     /// Bound listeners as (scheme, address), in config order.
@@ -197,13 +267,6 @@ impl Gateway {
             .iter()
             .map(|bound| (bound.scheme(), bound.addr))
             .collect()
-    }
-
-    /// The admin listener's address, if there is one.
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin
-            .as_ref()
-            .and_then(|socket| socket.local_addr().ok())
     }
 
     /// What reloads this gateway (for SIGHUP and the like).
@@ -219,13 +282,6 @@ impl Gateway {
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> usize {
         for bound in self.listeners {
             tokio::spawn(listener::accept_loop(Arc::clone(&self.app), bound));
-        }
-        if let Some(socket) = self.admin {
-            tokio::spawn(admin::serve(
-                socket,
-                Arc::clone(&self.app),
-                Arc::clone(&self.reloader),
-            ));
         }
         shutdown.await;
         let grace = self.app.settings.grace_period;

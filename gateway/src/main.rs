@@ -154,7 +154,9 @@ async fn serve(path: &Path) -> ExitCode {
 }
 
 async fn run(config: &Config) -> ExitCode {
-    let gateway = match Gateway::bind(config).await {
+    // Printed as soon as it is bound: probes may watch the start from there.
+    let admin_bound = |addr| println!("admin on http://{addr}");
+    let gateway = match Gateway::start(config, admin_bound).await {
         Ok(gateway) => gateway,
         Err(error) => return report_start(error),
     };
@@ -171,9 +173,6 @@ async fn run(config: &Config) -> ExitCode {
     for (scheme, addr) in gateway.listeners() {
         // Scripts and tests read these lines: keep their shape.
         println!("listening on {scheme}://{addr}");
-    }
-    if let Some(addr) = gateway.admin_addr() {
-        println!("admin on http://{addr}");
     }
     let reloader = gateway.reloader();
     tokio::spawn(async move {

@@ -77,6 +77,9 @@ pub struct TestGateway {
     exit: mpsc::Receiver<ExitStatus>,
     exited: Option<ExitStatus>,
     listeners: Vec<(String, SocketAddr)>,
+    /// Listening lines not read yet, and how many lines there will be.
+    announced: mpsc::Receiver<(String, SocketAddr)>,
+    expected: usize,
     log: Arc<Log>,
     dir: tempfile::TempDir,
 }
@@ -95,6 +98,35 @@ impl TestGateway {
         Self::launch(dir, config, None, &[])
     }
 
+    /// Like [`Self::start_in`], but returns as soon as the admin listener is
+    /// bound (before the components load); [`Self::wait_listening`] waits for the rest.
+    pub fn start_admin_first(dir: tempfile::TempDir, config: &str) -> Self {
+        let mut gateway = Self::spawn(dir, config, None, &[]);
+        gateway.wait_until(|listeners| listeners.iter().any(|(scheme, _)| scheme == "admin"));
+        gateway
+    }
+
+    /// Waits until every listener of the config is bound.
+    pub fn wait_listening(&mut self) {
+        let expected = self.expected;
+        self.wait_until(|listeners| listeners.len() >= expected);
+    }
+
+    fn wait_until(&mut self, done: impl Fn(&[(String, SocketAddr)]) -> bool) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !done(&self.listeners) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.announced.recv_timeout(left) {
+                Ok(listener) => self.listeners.push(listener),
+                Err(_) => panic!(
+                    "the gateway did not bind its {} listeners:\n{}",
+                    self.expected,
+                    self.log()
+                ),
+            }
+        }
+    }
+
     /// Like [`Self::start_in`], with `env` added to the gateway's environment.
     pub fn start_with_env(dir: tempfile::TempDir, config: &str, env: &[(&str, &str)]) -> Self {
         Self::launch(dir, config, None, env)
@@ -111,6 +143,17 @@ impl TestGateway {
     }
 
     fn launch(
+        dir: tempfile::TempDir,
+        config: &str,
+        fd_limit: Option<u32>,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut gateway = Self::spawn(dir, config, fd_limit, env);
+        gateway.wait_listening();
+        gateway
+    }
+
+    fn spawn(
         dir: tempfile::TempDir,
         config: &str,
         fd_limit: Option<u32>,
@@ -175,26 +218,16 @@ impl TestGateway {
                 let _ = exit_sender.send(status);
             }
         });
-        let mut gateway = Self {
+        Self {
             pid,
             exit,
             exited: None,
             listeners: Vec::new(),
+            announced: listening,
+            expected,
             log,
             dir,
-        };
-        let deadline = Instant::now() + START_TIMEOUT;
-        while gateway.listeners.len() < expected {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match listening.recv_timeout(left) {
-                Ok(listener) => gateway.listeners.push(listener),
-                Err(_) => panic!(
-                    "the gateway did not bind its {expected} listeners:\n{}",
-                    gateway.log()
-                ),
-            }
         }
-        gateway
     }
 
     /// The first plain HTTP listener.

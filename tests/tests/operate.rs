@@ -185,6 +185,49 @@ async fn health_readiness_and_status_describe_the_live_generation() {
     );
 }
 
+/// The admin listener is up before the components load and says so; the
+/// component here comes through a FIFO, so "still loading" lasts exactly
+/// until the test writes it (a slow disk or a large component, made
+/// deterministic).
+#[tokio::test]
+async fn readyz_is_503_until_the_components_are_loaded() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fifo = dir.path().join("arriving.wasm");
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    let config = hello_and_echo(
+        "[handler.arriving]\npath = \"{dir}/arriving.wasm\"\n\
+         [[route]]\npath = \"/arriving\"\nhandler = \"arriving\"\n",
+    );
+    let mut gateway = TestGateway::start_admin_first(dir, &config);
+
+    let (ready, body) = admin_get(&gateway, "/readyz").await;
+    assert_eq!(ready, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("starting"), "{body}");
+    assert_eq!(admin_get(&gateway, "/healthz").await.0, StatusCode::OK);
+    let (status, _) = admin_get(&gateway, "/status").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let (scraped, scrape) = admin_get(&gateway, "/metrics").await;
+    assert_eq!(scraped, StatusCode::OK);
+    assert!(scrape.contains("wasmgate_build_info"), "{scrape}");
+
+    let component = std::fs::read(wasmgate_tests::handlers_dir().join("hello.wasm"))
+        .expect("the hello fixture");
+    // Opening a FIFO for writing waits for the gateway's read: off the runtime.
+    tokio::task::spawn_blocking(move || std::fs::write(fifo, component))
+        .await
+        .expect("writer thread")
+        .expect("write the component");
+    gateway.wait_listening();
+    let (ready, body) = admin_get(&gateway, "/readyz").await;
+    assert_eq!(ready, StatusCode::OK, "{body}");
+    let reply = Client::http1(gateway.http()).await.get("/arriving").await;
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
 #[tokio::test]
 async fn every_request_gets_one_access_log_line() {
     let gateway = TestGateway::start(&fixtures());
