@@ -179,6 +179,89 @@ async fn a_slowloris_connection_is_closed_after_the_header_timeout() {
     assert_eq!(client.get("/hello").await.status, StatusCode::OK);
 }
 
+/// One HTTP/2 frame: 9-byte header (length, type, flags, stream id), payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let length = u32::try_from(payload.len()).expect("a small frame");
+    let mut frame = length.to_be_bytes()[1..].to_vec();
+    frame.extend([kind, flags]);
+    frame.extend(stream.to_be_bytes());
+    frame.extend(payload);
+    frame
+}
+
+/// Reads the next frame: (type, flags, stream id, payload).
+async fn read_h2_frame(tcp: &mut TcpStream) -> (u8, u8, u32, Vec<u8>) {
+    let mut header = [0; 9];
+    tcp.read_exact(&mut header).await.expect("a frame header");
+    let length = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+    let stream = u32::from_be_bytes([header[5], header[6], header[7], header[8]]) & 0x7fff_ffff;
+    let mut payload = vec![0; length];
+    tcp.read_exact(&mut payload).await.expect("a frame payload");
+    (header[3], header[4], stream, payload)
+}
+
+/// hyper's and h2's clients queue requests past the server's stream limit
+/// themselves, so this client speaks raw frames: it opens one stream more
+/// than the listener allows, and the server refuses exactly that one.
+#[tokio::test]
+async fn an_h2_client_past_the_stream_limit_is_refused_that_stream() {
+    const HEADERS: u8 = 0x1;
+    const RST_STREAM: u8 = 0x3;
+    const SETTINGS: u8 = 0x4;
+    const GOAWAY: u8 = 0x7;
+    const MAX_CONCURRENT_STREAMS: u16 = 0x3;
+    const REFUSED_STREAM: u32 = 0x7;
+    let gateway = gateway("h2_max_streams = 3", "");
+    let mut tcp = TcpStream::connect(gateway.http()).await.expect("connect");
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .expect("preface");
+    tcp.write_all(&h2_frame(SETTINGS, 0, 0, &[]))
+        .await
+        .expect("settings");
+    let (kind, _, _, settings) = read_h2_frame(&mut tcp).await;
+    assert_eq!(kind, SETTINGS, "the server speaks first with its settings");
+    let advertised = settings.chunks_exact(6).find_map(|setting| {
+        (u16::from_be_bytes([setting[0], setting[1]]) == MAX_CONCURRENT_STREAMS)
+            .then(|| u32::from_be_bytes([setting[2], setting[3], setting[4], setting[5]]))
+    });
+    assert_eq!(advertised, Some(3));
+    tcp.write_all(&h2_frame(SETTINGS, 0x1, 0, &[]))
+        .await
+        .expect("ack");
+
+    // GET /echo/open?body with no END_STREAM: each stream stays open, waiting
+    // for a body. HPACK: :method GET (2), :scheme http (6), then :path and
+    // :authority as literals with indexed names (4, 1), no Huffman.
+    let path = b"/echo/open?body";
+    let mut block = vec![0x82, 0x86, 0x04, u8::try_from(path.len()).expect("short")];
+    block.extend(path);
+    block.extend([0x01, 9]);
+    block.extend(b"localhost");
+    for stream in [1, 3, 5, 7] {
+        tcp.write_all(&h2_frame(HEADERS, 0x4, stream, &block))
+            .await
+            .expect("headers");
+    }
+    let refused = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let (kind, _, stream, payload) = read_h2_frame(&mut tcp).await;
+            assert_ne!(kind, GOAWAY, "the connection itself is not given up");
+            if kind == RST_STREAM {
+                let code = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
+                break (stream, code);
+            }
+        }
+    })
+    .await
+    .expect("a stream is refused");
+    assert_eq!(
+        refused,
+        (7, REFUSED_STREAM),
+        "only the fourth stream is refused"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_at_its_connection_limit_waits_for_one_to_close() {
     let gateway = gateway("max_connections = 2", "");
