@@ -169,7 +169,18 @@ async fn assemble(loader: &Loader<'_>, config: Config, previous: Option<&Snapsho
                 }
                 Ok(running)
             }
-            Plan::Start(loaded) => start(loader, &name, &handler_config, loaded, &mut counts).await,
+            Plan::Start(loaded) => {
+                let previous = running.get(&name).map(Arc::as_ref);
+                start(
+                    loader,
+                    &name,
+                    &handler_config,
+                    loaded,
+                    previous,
+                    &mut counts,
+                )
+                .await
+            }
             Plan::Failed(error) => Err(error),
         };
         let handler = match started {
@@ -238,6 +249,7 @@ async fn start(
     name: &HandlerName,
     handler_config: &HandlerConfig,
     loaded: Loaded,
+    previous: Option<&Handler>,
     counts: &mut Counts,
 ) -> Result<Arc<Handler>, LoadError> {
     let (origin, hash, load_time) = (loaded.origin, loaded.hash.clone(), loaded.load_time);
@@ -246,7 +258,7 @@ async fn start(
         dotenv: loader.dotenv,
         client: loader.client,
     };
-    let handler = Handler::start(name, handler_config, loaded, &services).await?;
+    let handler = Handler::start(name, handler_config, loaded, &services, previous).await?;
     match origin {
         Origin::Compiled => {
             counts.compiled += 1;

@@ -427,3 +427,41 @@ async fn a_request_in_flight_during_a_swap_finishes_on_its_version() {
         .to_bytes();
     assert_eq!(body, "chunk 0\nchunk 1\nchunk 2\nchunk 3\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swap_does_not_reset_the_concurrency_limit() {
+    let config = CONFIG.replace(
+        "[handler.version]",
+        "[handler.slow]\nlimits = { concurrency = 2 }\n\n[handler.version]",
+    ) + "\n[[route]]\npath = \"/slow\"\nhandler = \"slow\"\n";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let handlers = dir.path().join("handlers");
+    std::fs::create_dir(&handlers).expect("handlers dir");
+    install(&handlers, "version.wasm", &fixture("version-v1"));
+    install(&handlers, "slow.wasm", &fixture("slow"));
+    let gateway = TestGateway::start_in(dir, &config);
+    let mut holders = Vec::new();
+    for _ in 0..2 {
+        let mut client = Client::http1(gateway.http()).await;
+        let response = client.get_streaming("/slow?chunks=30&pause_ms=100").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        holders.push((client, response));
+    }
+    install(&handlers, "slow.wasm", &fixture("hello"));
+    gateway.wait_for_generation(2);
+    let (status, _) = body_of(&gateway, "/slow").await;
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the old version's two requests still count against the limit"
+    );
+    for (_client, response) in holders {
+        http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .expect("the old version's bodies complete");
+    }
+    assert_eq!(
+        body_of(&gateway, "/slow").await,
+        (StatusCode::OK, "Hello from wasmgate!\n".into())
+    );
+}

@@ -72,7 +72,9 @@ pub struct Handler {
     label: Arc<str>,
     metrics: Arc<HandlerMetrics>,
     loaded_at: std::time::SystemTime,
-    /// One permit per request being served (`limits.concurrency`).
+    /// One permit per request being served (`limits.concurrency`), shared
+    /// with the versions before and after this one while the limit stays the
+    /// same, so a hot swap does not open a second allowance of requests.
     permits: Arc<Semaphore>,
     config: HandlerConfig,
     hash: ContentHash,
@@ -110,6 +112,7 @@ impl Handler {
         config: &HandlerConfig,
         loaded: Loaded,
         services: &Services<'_>,
+        previous: Option<&Self>,
     ) -> Result<Self, LoadError> {
         let metrics = services.metrics;
         let label: Arc<str> = Arc::from(name.as_str());
@@ -160,7 +163,12 @@ impl Handler {
             label,
             metrics,
             loaded_at: std::time::SystemTime::now(),
-            permits: Arc::new(Semaphore::new(config.limits.concurrency)),
+            permits: previous
+                .filter(|old| old.config.limits.concurrency == config.limits.concurrency)
+                .map_or_else(
+                    || Arc::new(Semaphore::new(config.limits.concurrency)),
+                    |old| Arc::clone(&old.permits),
+                ),
             config: config.clone(),
             hash: loaded.hash,
         })
