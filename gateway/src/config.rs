@@ -107,6 +107,72 @@ pub struct ListenerConfig {
     pub tls: Option<TlsFiles>,
     /// What one client may do on this listener.
     pub limits: ListenerLimits,
+    /// Plain listeners only: answer every request (but ACME HTTP-01
+    /// challenges) with a 308 to the same host and path over HTTPS.
+    pub redirect: Option<HttpsRedirect>,
+    /// TLS listeners only: the `Strict-Transport-Security` value added to
+    /// every response that does not set its own.
+    pub hsts: Option<http::HeaderValue>,
+    /// Every connection starts with a PROXY protocol (v1 or v2) header, which
+    /// gives the client's address; a connection without one is refused.
+    pub proxy_protocol: bool,
+    /// Peers whose `Forwarded` / `X-Forwarded-*` headers are believed; from
+    /// anyone else, those headers are replaced.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// Where a plain listener sends its clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpsRedirect {
+    /// The HTTPS port (left out of the location when it is 443).
+    pub port: u16,
+}
+
+/// An address block (`10.0.0.0/8`, `::1/128`; a bare address is a /32 or /128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// Parses `10.0.0.0/8`, `fd00::/8`, or a bare address.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr.parse().ok()?, Some(prefix.parse().ok()?)),
+            None => (text.parse().ok()?, None),
+        };
+        let bits = match addr {
+            std::net::IpAddr::V4(_) => 32,
+            std::net::IpAddr::V6(_) => 128,
+        };
+        let prefix = prefix.unwrap_or(bits);
+        (prefix <= bits).then_some(Self { addr, prefix })
+    }
+
+    /// Whether `ip` is in this block (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 @ IpAddr::V4(_) => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Per-listener protection against clients that hold resources.
@@ -144,6 +210,20 @@ pub struct TlsFiles {
     /// Certificate chain, leaf first.
     pub cert: PathBuf,
     /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// More certificates, chosen by the name the client asks for (SNI);
+    /// the pair above serves every other name and clients that send none.
+    pub sni: Vec<SniCert>,
+}
+
+/// A certificate served for some server names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SniCert {
+    /// Lowercase DNS names; `*.example.com` covers one label under example.com.
+    pub names: Vec<String>,
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key.
     pub key: PathBuf,
 }
 

@@ -27,6 +27,7 @@ pub mod config;
 pub mod conn;
 pub mod devcert;
 pub mod drain;
+pub mod edge;
 pub mod error;
 pub mod guest;
 pub mod handler_build;
@@ -141,7 +142,7 @@ impl Prepared {
         // after that can be missed.
         let watcher = if config.gateway.watch {
             let dir = &config.gateway.handlers_dir;
-            reload::watch(Arc::clone(&reloader), dir)
+            reload::watch(Arc::clone(&reloader), dir, &certificate_files(config))
                 .inspect_err(|error| {
                     tracing::warn!(
                         dir = %dir.display(),
@@ -186,18 +187,24 @@ impl Drop for Admin {
 /// cheap part of the file checks, done before the admin port is bound so
 /// that a mistyped path binds nothing at all.
 fn files_exist(config: &Config) -> bool {
-    let handlers = config
-        .handlers
-        .values()
-        .map(|handler| handler.path.as_path());
-    let certificates = config
+    let handlers = config.handlers.values().map(|handler| handler.path.clone());
+    handlers
+        .chain(certificate_files(config))
+        .all(|path| std::fs::metadata(path).is_ok_and(|meta| !meta.is_dir()))
+}
+
+/// Every certificate and key file of every TLS listener.
+fn certificate_files(config: &Config) -> Vec<std::path::PathBuf> {
+    config
         .listeners
         .iter()
         .filter_map(|listener| listener.tls.as_ref())
-        .flat_map(|tls| [tls.cert.as_path(), tls.key.as_path()]);
-    handlers
-        .chain(certificates)
-        .all(|path| std::fs::metadata(path).is_ok_and(|meta| !meta.is_dir()))
+        .flat_map(|tls| {
+            let sites = tls.sni.iter().map(|site| (&site.cert, &site.key));
+            std::iter::once((&tls.cert, &tls.key)).chain(sites)
+        })
+        .flat_map(|(cert, key)| [cert.clone(), key.clone()])
+        .collect()
 }
 
 /// The problems with the files `config` names (components, certificates),

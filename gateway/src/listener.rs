@@ -141,6 +141,7 @@ async fn connection(
         let info = ConnectionInfo {
             scheme: Scheme::Http,
             local,
+            listener: index,
             peer,
         };
         let _open = Open::count(&app, &listener, "http");
@@ -156,6 +157,7 @@ async fn connection(
             let info = ConnectionInfo {
                 scheme: Scheme::Https,
                 local,
+                listener: index,
                 peer,
             };
             let protocol = match stream.get_ref().1.alpn_protocol() {

@@ -22,7 +22,7 @@ use crate::guest::{
 };
 use crate::metrics::Metrics;
 use crate::router::Router;
-use crate::tls::{self, TlsFile};
+use crate::tls;
 
 /// Everything a request needs, for one generation of the configuration.
 pub struct Snapshot {
@@ -445,12 +445,8 @@ fn load_tls(
                         ""
                     };
                     for problem in found {
-                        let file = match problem.file {
-                            TlsFile::Cert => "cert",
-                            TlsFile::Key => "key",
-                        };
                         problems.push(
-                            format!("listener[{index}].tls.{file}"),
+                            format!("listener[{index}].tls.{}", problem.key),
                             format!("{}{suffix}", problem.reason),
                         );
                     }

@@ -120,19 +120,39 @@ fn keep_running_listeners(config: &mut Config, running: &Config) {
     }
 }
 
-/// Watches the handlers directory and the config file; reloads after each
-/// burst of changes. The watcher stops when the returned value is dropped.
-pub fn watch(reloader: Arc<Reloader>, handlers_dir: &Path) -> notify::Result<RecommendedWatcher> {
+/// Watches the handlers directory, the config file and `files` (the
+/// certificates and keys it names); reloads after each burst of changes. The
+/// watcher stops when the returned value is dropped.
+pub fn watch(
+    reloader: Arc<Reloader>,
+    handlers_dir: &Path,
+    files: &[PathBuf],
+) -> notify::Result<RecommendedWatcher> {
     let config_file = reloader.config_path.canonicalize()?;
-    let config_dir = config_file.parent().unwrap_or(Path::new("/")).to_path_buf();
     let handlers_dir = handlers_dir.canonicalize()?;
+    // Files by their directory's real path and their own name: certificate
+    // tools replace files and symlinks (certbot's live/ directory), so a
+    // watched file's own target may be a different inode after every renewal.
+    let mut watched: Vec<PathBuf> = vec![config_file];
+    for file in files {
+        let (Some(dir), Some(name)) = (file.parent(), file.file_name()) else {
+            continue;
+        };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        watched.push(dir.canonicalize()?.join(name));
+    }
     let (changes, mut changed) = mpsc::unbounded_channel();
     let mut watcher = {
         let handlers_dir = handlers_dir.clone();
+        let watched = watched.clone();
         notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
             Ok(event) if is_complete_change(&event.kind) => {
                 let relevant = event.paths.iter().any(|path| {
-                    *path == config_file
+                    watched.contains(path)
                         || (path.parent() == Some(&handlers_dir)
                             && path
                                 .extension()
@@ -147,8 +167,11 @@ pub fn watch(reloader: Arc<Reloader>, handlers_dir: &Path) -> notify::Result<Rec
         })?
     };
     watcher.watch(&handlers_dir, RecursiveMode::NonRecursive)?;
-    if config_dir != handlers_dir {
-        watcher.watch(&config_dir, RecursiveMode::NonRecursive)?;
+    let mut dirs: Vec<&Path> = watched.iter().filter_map(|file| file.parent()).collect();
+    dirs.sort();
+    dirs.dedup();
+    for dir in dirs.into_iter().filter(|dir| *dir != handlers_dir) {
+        watcher.watch(dir, RecursiveMode::NonRecursive)?;
     }
     tokio::spawn(async move {
         while changed.recv().await.is_some() {

@@ -1,7 +1,8 @@
 //! Maps a request's host and path to the route that serves it.
 //!
 //! Invariant: routing is pure (no IO, no locks) and the most specific route
-//! wins: a route for the request's host beats a host-less one, an exact path
+//! wins: a route for the request's host beats a wildcard one (`*.example.com`,
+//! one label), which beats a host-less one, an exact path
 //! beats a prefix, and a longer prefix beats a shorter one. Configured routes
 //! always win over automatic ones (`/<name>/*` for unconfigured components).
 
@@ -93,7 +94,12 @@ impl Router {
         let on_host = host
             .and_then(|host| self.by_host.get(host))
             .and_then(|table| table.at(path).ok());
+        let on_wildcard = || {
+            let (_, parent) = host?.split_once('.')?;
+            self.by_host.get(&format!("*.{parent}"))?.at(path).ok()
+        };
         let found = on_host
+            .or_else(on_wildcard)
             .or_else(|| self.any_host.at(path).ok())
             .or_else(|| self.automatic.at(path).ok())?;
         self.routes.get(*found.value)
@@ -180,6 +186,35 @@ mod tests {
         assert_eq!(handler_for(&router, None, "/hello/"), None);
         assert_eq!(handler_for(&router, None, "/hello/x"), None);
         assert_eq!(handler_for(&router, None, "/"), None);
+    }
+
+    #[test]
+    fn wildcard_hosts_cover_one_label_below_exact_ones() {
+        let router = Router::build(
+            &[
+                route(0, Some("*.example.com"), prefix(""), "tenant"),
+                route(1, Some("www.example.com"), prefix(""), "site"),
+                route(2, None, prefix(""), "default"),
+            ],
+            &[],
+        )
+        .expect("no conflicts");
+        assert_eq!(
+            handler_for(&router, Some("a.example.com"), "/x"),
+            Some("tenant")
+        );
+        assert_eq!(
+            handler_for(&router, Some("www.example.com"), "/"),
+            Some("site")
+        );
+        assert_eq!(
+            handler_for(&router, Some("a.b.example.com"), "/"),
+            Some("default")
+        );
+        assert_eq!(
+            handler_for(&router, Some("example.com"), "/"),
+            Some("default")
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 use crate::access::{Access, log_on_end};
 use crate::app::App;
 use crate::body::ResponseBody;
+use crate::edge;
 use crate::error::{Blame, GatewayError, rescue};
 use crate::guest::Scheme;
 use crate::live::Snapshot;
@@ -26,6 +27,8 @@ pub struct ConnectionInfo {
     pub scheme: Scheme,
     /// The local address the client connected to.
     pub local: SocketAddr,
+    /// The listener's position in the config.
+    pub listener: usize,
     /// The client's address.
     pub peer: SocketAddr,
 }
@@ -43,8 +46,31 @@ pub async fn handle(
     let host = request_host(&request);
     let path = request.uri().path().to_string();
     let snapshot = app.live.load_full();
-    let (response, route, handler) =
-        dispatch(&app, &snapshot, &connection, host.as_deref(), request).await;
+    let listener = snapshot.config.listeners.get(connection.listener);
+    let (mut response, route, handler) = match listener.and_then(|listener| listener.redirect) {
+        Some(redirect) => {
+            let response =
+                edge::https_redirect(redirect, host.as_deref(), connection.local, request.uri());
+            (response, Arc::from("-"), Arc::from("-"))
+        }
+        None => {
+            let mut request = request;
+            let hop = edge::Hop {
+                client: connection.peer,
+                proto: match connection.scheme {
+                    Scheme::Https => "https",
+                    _ => "http",
+                },
+                host: host.as_deref(),
+                trusted: listener.map_or(&[], |listener| &listener.trusted_proxies),
+            };
+            edge::forwarding_headers(request.headers_mut(), &hop);
+            dispatch(&app, &snapshot, &connection, host.as_deref(), request).await
+        }
+    };
+    if let Some(hsts) = listener.and_then(|listener| listener.hsts.as_ref()) {
+        edge::add_hsts(&mut response, hsts);
+    }
     let status = response.status().as_u16();
     app.metrics
         .request(&route, &handler, &method, status, started.elapsed());

@@ -136,6 +136,12 @@ impl Client {
         }
     }
 
+    /// Sends `authority` as the request's host (instead of the address).
+    pub fn with_authority(mut self, authority: &str) -> Self {
+        self.authority = authority.to_string();
+        self
+    }
+
     /// A request builder for `path` with the right URI form for the protocol.
     pub fn request(&self, method: &str, path: &str) -> http::request::Builder {
         match self.sender {

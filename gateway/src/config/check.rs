@@ -13,8 +13,8 @@ use super::{
     AccessLog, Config, DEFAULT_ADMIN, DEFAULT_GRACE_PERIOD, DEFAULT_HANDLERS_DIR,
     DEFAULT_MAX_INSTANCES, DEFAULT_PREWARM, DEFAULT_STREAM_KEEP_ALIVE,
     DEFAULT_TLS_HANDSHAKE_TIMEOUT, EnvGrant, GatewaySettings, HandlerConfig, HandlerLimits,
-    HandlerName, HandlerWorld, ListenerConfig, ListenerLimits, OutboundRule, ProblemList,
-    RouteConfig, RoutePath, SlowConsumer, StreamLimits, TlsFiles,
+    HandlerName, HandlerWorld, HttpsRedirect, IpNet, ListenerConfig, ListenerLimits, OutboundRule,
+    ProblemList, RouteConfig, RoutePath, SlowConsumer, SniCert, StreamLimits, TlsFiles,
 };
 
 pub(super) struct Checker<'a> {
@@ -276,13 +276,142 @@ impl<'a> Checker<'a> {
                 );
             }
             let limits = self.listener_limits(index, &listener);
-            let tls = listener.tls.map(|tls| TlsFiles {
-                cert: self.resolve(tls.cert),
-                key: self.resolve(tls.key),
+            let redirect = self.redirect(index, &listener);
+            let hsts = self.hsts(index, &listener);
+            let trusted_proxies = self.trusted_proxies(index, &listener.trusted_proxies);
+            let tls = listener.tls.map(|tls| self.tls(index, tls));
+            listeners.push(ListenerConfig {
+                addr,
+                tls,
+                limits,
+                redirect,
+                hsts,
+                proxy_protocol: listener.proxy_protocol.unwrap_or(false),
+                trusted_proxies,
             });
-            listeners.push(ListenerConfig { addr, tls, limits });
         }
         listeners
+    }
+
+    fn tls(&mut self, index: usize, raw: raw::RawTls) -> TlsFiles {
+        let mut seen = HashSet::new();
+        let sni = raw
+            .sni
+            .into_iter()
+            .enumerate()
+            .map(|(position, site)| {
+                let names = site
+                    .names
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(number, name)| {
+                        let key = format!("listener[{index}].tls.sni[{position}].names[{number}]");
+                        let checked = check_server_name(name);
+                        match &checked {
+                            Err(reason) => self.problems.push(key, reason.clone()),
+                            Ok(name) if !seen.insert(name.clone()) => self.problems.push(
+                                key,
+                                format!("`{name}` is already served by another sni entry"),
+                            ),
+                            Ok(_) => {}
+                        }
+                        checked.ok()
+                    })
+                    .collect::<Vec<_>>();
+                if site.names.is_empty() {
+                    self.problems.push(
+                        format!("listener[{index}].tls.sni[{position}].names"),
+                        "list the server names this certificate serves",
+                    );
+                }
+                SniCert {
+                    names,
+                    cert: self.resolve(site.cert),
+                    key: self.resolve(site.key),
+                }
+            })
+            .collect();
+        TlsFiles {
+            cert: self.resolve(raw.cert),
+            key: self.resolve(raw.key),
+            sni,
+        }
+    }
+
+    fn redirect(&mut self, index: usize, raw: &raw::RawListener) -> Option<HttpsRedirect> {
+        let key = |name: &str| format!("listener[{index}].{name}");
+        let port = raw.redirect_port.unwrap_or(443);
+        if raw.redirect_port == Some(0) {
+            self.problems
+                .push(key("redirect_port"), "must be a port, 1 to 65535");
+        }
+        match raw.redirect.as_deref() {
+            None => {
+                if raw.redirect_port.is_some() {
+                    self.problems.push(
+                        key("redirect_port"),
+                        "only means something with redirect = \"https\"",
+                    );
+                }
+                None
+            }
+            Some("https") if raw.tls.is_some() => {
+                self.problems.push(
+                    key("redirect"),
+                    "a TLS listener cannot redirect to HTTPS; set it on the plain listener",
+                );
+                None
+            }
+            Some("https") => Some(HttpsRedirect { port }),
+            Some(other) => {
+                self.problems.push(
+                    key("redirect"),
+                    format!("`{other}` is not a redirect; the one there is, is \"https\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn hsts(&mut self, index: usize, raw: &raw::RawListener) -> Option<http::HeaderValue> {
+        let hsts = raw.hsts.as_ref()?;
+        let key = format!("listener[{index}].hsts");
+        if raw.tls.is_none() {
+            self.problems.push(
+                key,
+                "HSTS is only honoured over HTTPS; set it on a listener with tls",
+            );
+            return None;
+        }
+        let max_age = self.duration(
+            &format!("{key}.max_age"),
+            Some(hsts.max_age.clone()),
+            Duration::ZERO,
+        );
+        let mut value = format!("max-age={}", max_age.as_secs());
+        if hsts.include_subdomains {
+            value.push_str("; includeSubDomains");
+        }
+        if hsts.preload {
+            value.push_str("; preload");
+        }
+        http::HeaderValue::from_str(&value).ok()
+    }
+
+    fn trusted_proxies(&mut self, index: usize, raw: &[String]) -> Vec<IpNet> {
+        raw.iter()
+            .enumerate()
+            .filter_map(|(number, text)| {
+                let net = IpNet::parse(text);
+                if net.is_none() {
+                    self.problems.push(
+                        format!("listener[{index}].trusted_proxies[{number}]"),
+                        format!("`{text}` is not an address or block; write e.g. \"10.0.0.0/8\" or \"127.0.0.1\""),
+                    );
+                }
+                net
+            })
+            .collect()
     }
 
     fn listener_limits(&mut self, index: usize, raw: &raw::RawListener) -> ListenerLimits {
@@ -455,7 +584,7 @@ impl<'a> Checker<'a> {
                     format!("no [handler.{handler}] is configured"),
                 );
             }
-            let host = route.host.and_then(|host| match check_host(&host) {
+            let host = route.host.and_then(|host| match check_server_name(&host) {
                 Ok(host) => Some(host),
                 Err(reason) => {
                     self.problems.push(format!("{key}.host"), reason);
@@ -501,6 +630,23 @@ fn default_cache_dir() -> Option<PathBuf> {
     var("CACHE_DIRECTORY")
         .or_else(|| var("XDG_CACHE_HOME").map(|dir| dir.join("wasmgate")))
         .or_else(|| var("HOME").map(|home| home.join(".cache").join("wasmgate")))
+}
+
+/// A certificate name: a host name, or `*.` and a host name of at least two labels.
+fn check_server_name(name: &str) -> Result<String, String> {
+    let (wildcard, rest) = match name.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, name),
+    };
+    let host = check_host(rest).map_err(|_| {
+        format!("`{name}` is not a server name; write e.g. \"example.com\" or \"*.example.com\"")
+    })?;
+    if wildcard && !host.contains('.') {
+        return Err(format!(
+            "`{name}` is too wide; a wildcard covers one label under a domain, e.g. \"*.example.com\""
+        ));
+    }
+    Ok(if wildcard { format!("*.{host}") } else { host })
 }
 
 pub(super) fn check_host(host: &str) -> Result<String, String> {

@@ -53,12 +53,36 @@ pub(super) struct RawListener {
     pub(super) max_header_size: Option<String>,
     pub(super) max_headers: Option<usize>,
     pub(super) h2_max_streams: Option<u32>,
+    pub(super) redirect: Option<String>,
+    pub(super) redirect_port: Option<u16>,
+    pub(super) hsts: Option<RawHsts>,
+    pub(super) proxy_protocol: Option<bool>,
+    #[serde(default)]
+    pub(super) trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
 pub(super) struct RawTls {
     pub(super) cert: PathBuf,
     pub(super) key: PathBuf,
+    #[serde(default)]
+    pub(super) sni: Vec<RawSni>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RawSni {
+    pub(super) names: Vec<String>,
+    pub(super) cert: PathBuf,
+    pub(super) key: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RawHsts {
+    pub(super) max_age: String,
+    #[serde(default)]
+    pub(super) include_subdomains: bool,
+    #[serde(default)]
+    pub(super) preload: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
