@@ -30,7 +30,7 @@ apt_install() {
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
-apt_install chromium:chromium promtool:prometheus
+apt_install chromium:chromium promtool:prometheus haproxy:haproxy
 
 # --workspace also builds the wasmgate binary the end-to-end tests run.
 cargo test --workspace --locked

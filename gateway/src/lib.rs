@@ -34,6 +34,7 @@ pub mod handler_build;
 pub mod listener;
 pub mod live;
 pub mod metrics;
+pub mod proxy;
 pub mod reload;
 pub mod router;
 pub mod service;

@@ -30,6 +30,8 @@ pub struct Bound {
     pub addr: SocketAddr,
     /// Whether connections are TLS.
     pub tls: bool,
+    /// Whether connections start with a PROXY protocol header.
+    proxy_protocol: bool,
     limits: ListenerLimits,
     socket: TcpListener,
 }
@@ -52,6 +54,7 @@ pub async fn bind(listeners: &[ListenerConfig]) -> anyhow::Result<Vec<Bound>> {
             index,
             addr: socket.local_addr()?,
             tls: listener.tls.is_some(),
+            proxy_protocol: listener.proxy_protocol,
             limits: listener.limits,
             socket,
         });
@@ -86,9 +89,14 @@ pub async fn accept_loop(app: Arc<App>, bound: Bound) {
                 backoff = MIN_BACKOFF;
                 let app_for_task = Arc::clone(&app);
                 let http = Arc::clone(&http);
-                let (index, tls, local) = (bound.index, bound.tls, bound.addr);
+                let site = Site {
+                    index: bound.index,
+                    tls: bound.tls,
+                    proxy_protocol: bound.proxy_protocol,
+                    header_timeout: bound.limits.header_timeout,
+                    local: bound.addr,
+                };
                 app.drain.spawn(async move {
-                    let site = Site { index, tls, local };
                     connection(app_for_task, &http, site, stream, peer).await;
                     drop(slot);
                 });
@@ -121,6 +129,8 @@ fn is_per_connection(error: &io::Error) -> bool {
 struct Site {
     index: usize,
     tls: bool,
+    proxy_protocol: bool,
+    header_timeout: Duration,
     local: SocketAddr,
 }
 
@@ -128,15 +138,36 @@ async fn connection(
     app: Arc<App>,
     http: &Builder<TokioExecutor>,
     site: Site,
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
 ) {
-    let Site { index, tls, local } = site;
+    let Site {
+        index,
+        tls,
+        proxy_protocol,
+        header_timeout,
+        local,
+    } = site;
     // Small writes (response heads, SSE events) must not wait ~40 ms for Nagle.
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%peer, "cannot set TCP_NODELAY: {error}");
     }
     let listener = local.to_string();
+    let peer = if proxy_protocol {
+        match crate::proxy::read_header(&mut stream, header_timeout).await {
+            Ok(client) => client.unwrap_or(peer),
+            Err(error) => {
+                app.metrics
+                    .proxy_header_failures
+                    .with_label_values(&[&listener])
+                    .inc();
+                tracing::debug!(%peer, "refused: {error}");
+                return;
+            }
+        }
+    } else {
+        peer
+    };
     if !tls {
         let info = ConnectionInfo {
             scheme: Scheme::Http,

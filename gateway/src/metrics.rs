@@ -35,6 +35,8 @@ pub struct Metrics {
     pub connections: IntGaugeVec,
     /// TLS handshakes that failed or timed out, by listener.
     pub tls_handshake_failures: IntCounterVec,
+    /// Connections refused for a missing or bad PROXY header, by listener.
+    pub proxy_header_failures: IntCounterVec,
     /// How guest runs ended, by handler: ok, trap, timeout, out_of_memory, refused.
     pub guest_outcomes: IntCounterVec,
     /// Time to instantiate a guest, by handler.
@@ -103,6 +105,11 @@ impl Metrics {
             tls_handshake_failures: counter(
                 "wasmgate_tls_handshake_failures_total",
                 "TLS handshakes that failed or timed out, by listener.",
+                &["listener"],
+            )?,
+            proxy_header_failures: counter(
+                "wasmgate_proxy_header_failures_total",
+                "Connections refused for a missing or invalid PROXY protocol header, by listener.",
                 &["listener"],
             )?,
             guest_outcomes: counter(

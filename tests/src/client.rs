@@ -72,6 +72,12 @@ impl Client {
         Self::start_http1(io, "http", addr, None).await
     }
 
+    /// HTTP/1.1 over a TCP connection the caller made (e.g. from a chosen
+    /// source address) to `addr`.
+    pub async fn over_tcp(io: TcpStream, addr: SocketAddr) -> Self {
+        Self::start_http1(io, "http", addr, None).await
+    }
+
     /// HTTP/2 over plain TCP with prior knowledge (h2c).
     pub async fn h2c(addr: SocketAddr) -> Self {
         let io = TcpStream::connect(addr).await.expect("connect");
