@@ -53,6 +53,9 @@ pub struct GatewaySettings {
     pub watch: bool,
     /// Where compiled components are cached; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
+    /// A Unix socket through which a new wasmgate process takes this one's
+    /// listening sockets (zero-downtime restarts); `None` turns it off.
+    pub handover_socket: Option<PathBuf>,
     /// How often an idle event stream gets a keep-alive comment (which is
     /// also how a departed client is noticed).
     pub stream_keep_alive: Duration,

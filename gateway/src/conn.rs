@@ -3,7 +3,10 @@
 //!
 //! Invariant: once draining starts, the connection takes no new request
 //! (HTTP/1 closes after the current response, HTTP/2 sends GOAWAY) but every
-//! request already in flight completes.
+//! request already in flight completes, and so does the first request of a
+//! connection accepted just before: its client has not had the chance to see
+//! the gateway go (during a handover it may be the new process's socket
+//! queue that took it), so it is not closed unanswered.
 
 use std::sync::Arc;
 
@@ -15,6 +18,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::app::App;
 use crate::service::{self, ConnectionInfo};
 
+/// How long a draining gateway waits for the first request of a connection
+/// that has not sent one.
+const FIRST_REQUEST_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Serves requests on `io` until it closes.
 pub async fn serve<IO>(app: Arc<App>, http: &Builder<TokioExecutor>, info: ConnectionInfo, io: IO)
 where
@@ -24,6 +31,7 @@ where
     let peer = info.peer;
     let service = {
         let app = Arc::clone(&app);
+        let info = Arc::clone(&info);
         service_fn(move |request| service::handle(Arc::clone(&app), Arc::clone(&info), request))
     };
     let connection = http.serve_connection_with_upgrades(TokioIo::new(io), service);
@@ -31,8 +39,20 @@ where
     let result = tokio::select! {
         result = connection.as_mut() => result,
         () = app.drain.signaled() => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
+            // hyper closes an HTTP/1 connection with no request in progress
+            // at once, even if the request's bytes are already on their way.
+            let first = tokio::select! {
+                result = connection.as_mut() => Some(result),
+                () = info.first_request.wait() => None,
+                () = tokio::time::sleep(FIRST_REQUEST_WAIT) => None,
+            };
+            match first {
+                Some(result) => result,
+                None => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            }
         }
     };
     if let Err(error) = result {

@@ -31,6 +31,7 @@ pub mod edge;
 pub mod error;
 pub mod guest;
 pub mod handler_build;
+pub mod handover;
 pub mod listener;
 pub mod live;
 pub mod metrics;
@@ -44,12 +45,14 @@ pub mod upgrade;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
 
 use crate::app::App;
 use crate::config::{Config, Problem, Problems};
 use crate::guest::{CompileCache, GuestEngine, OutboundClient};
+use crate::handover::{Inherited, SocketKey};
 use crate::listener::Bound;
 use crate::live::Snapshot;
 use crate::metrics::Metrics;
@@ -123,8 +126,13 @@ impl Prepared {
 
     /// Binds `config`'s public listeners and hands the running gateway to
     /// the admin listener, if one is up.
-    async fn bind(self, config: &Config, admin: Option<Admin>) -> Result<Gateway, StartError> {
-        let listeners = listener::bind(&config.listeners)
+    async fn bind(
+        self,
+        config: &Config,
+        admin: Option<Admin>,
+        mut inherited: Inherited,
+    ) -> Result<Gateway, StartError> {
+        let listeners = listener::bind(&config.listeners, &mut inherited)
             .await
             .map_err(StartError::Runtime)?;
         let app = Arc::new(App::new(
@@ -138,6 +146,23 @@ impl Prepared {
         let reloader = Arc::new(Reloader::new(Arc::clone(&app), config.source.clone()));
         if let Some(admin) = &admin {
             admin.state.started(Arc::clone(&app), Arc::clone(&reloader));
+        }
+        let handed_over = Arc::new(AtomicBool::new(false));
+        if let Some(path) = &config.gateway.handover_socket {
+            let offered = listeners
+                .iter()
+                .map(Bound::offer)
+                .chain(admin.iter().map(Admin::offer))
+                .collect::<std::io::Result<Vec<_>>>();
+            let offering = offered.and_then(|sockets| {
+                handover::offer(path, sockets, app.drain.clone(), Arc::clone(&handed_over))
+            });
+            if let Err(error) = offering {
+                tracing::warn!(
+                    path = %path.display(),
+                    "no handover socket (a restart will rebind the ports): {error}"
+                );
+            }
         }
         // Armed before the gateway reports its listeners, so no change made
         // after that can be missed.
@@ -157,10 +182,37 @@ impl Prepared {
         Ok(Gateway {
             app,
             listeners,
-            _admin: admin,
+            admin,
+            handed_over,
             reloader,
             _watcher: watcher,
         })
+    }
+}
+
+/// The sockets of the gateway answering at `path`, if one does; a failed
+/// handover is logged and the ports are bound anew.
+async fn inherit(path: &std::path::Path) -> Inherited {
+    let path = path.to_path_buf();
+    let shown = path.display().to_string();
+    match tokio::task::spawn_blocking(move || Inherited::receive(&path)).await {
+        Ok(Ok(inherited)) => {
+            if !inherited.is_empty() {
+                tracing::info!(
+                    sockets = inherited.len(),
+                    "took over the listening sockets of the running gateway"
+                );
+            }
+            inherited
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(path = %shown, "handover failed, binding afresh: {error}");
+            Inherited::default()
+        }
+        Err(join) => {
+            tracing::warn!(path = %shown, "handover failed, binding afresh: {join}");
+            Inherited::default()
+        }
     }
 }
 
@@ -176,6 +228,14 @@ fn new_metrics() -> Result<Arc<Metrics>, StartError> {
 struct Admin {
     state: Arc<admin::AdminState>,
     task: tokio::task::JoinHandle<()>,
+    /// The listening socket, kept to offer to a successor.
+    socket: (SocketKey, std::os::fd::OwnedFd),
+}
+
+impl Admin {
+    fn offer(&self) -> std::io::Result<(SocketKey, std::os::fd::OwnedFd)> {
+        Ok((self.socket.0.clone(), self.socket.1.try_clone()?))
+    }
 }
 
 impl Drop for Admin {
@@ -222,7 +282,9 @@ pub async fn file_problems(config: &Config) -> Vec<Problem> {
 pub struct Gateway {
     app: Arc<App>,
     listeners: Vec<Bound>,
-    _admin: Option<Admin>,
+    admin: Option<Admin>,
+    /// A successor process has the listening sockets.
+    handed_over: Arc<AtomicBool>,
     reloader: Arc<Reloader>,
     _watcher: Option<notify::RecommendedWatcher>,
 }
@@ -248,24 +310,39 @@ impl Gateway {
             });
         }
         let metrics = new_metrics()?;
+        let mut inherited = match &config.gateway.handover_socket {
+            Some(path) => inherit(path).await,
+            None => Inherited::default(),
+        };
         let admin = match config.admin {
             Some(addr) => {
-                let socket = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("binding the admin listener on {addr}"))
-                    .map_err(StartError::Runtime)?;
+                let key = SocketKey::admin(addr);
+                let socket = match inherited.take(&key) {
+                    Some(socket) => socket,
+                    None => tokio::net::TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("binding the admin listener on {addr}"))
+                        .map_err(StartError::Runtime)?,
+                };
                 if let Ok(bound) = socket.local_addr() {
                     admin_bound(bound);
                 }
+                let kept = handover::duplicate(&socket)
+                    .context("duplicating the admin socket")
+                    .map_err(StartError::Runtime)?;
                 let state = Arc::new(admin::AdminState::new(Arc::clone(&metrics)));
                 let task = tokio::spawn(admin::serve(socket, Arc::clone(&state)));
-                Some(Admin { state, task })
+                Some(Admin {
+                    state,
+                    task,
+                    socket: (key, kept),
+                })
             }
             None => None,
         };
         Prepared::load_counted(config, metrics)
             .await?
-            .bind(config, admin)
+            .bind(config, admin, inherited)
             .await
     }
 
@@ -298,6 +375,15 @@ impl Gateway {
             humantime::format_duration(grace)
         );
         self.app.drain.start();
-        self.app.drain.wait(grace).await
+        // The successor answers the admin port now; this process saying
+        // "draining" there would only make health checks flap.
+        let admin = if self.handed_over.load(Ordering::Acquire) {
+            None
+        } else {
+            self.admin
+        };
+        let abandoned = self.app.drain.wait(grace).await;
+        drop(admin);
+        abandoned
     }
 }

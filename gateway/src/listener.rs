@@ -20,7 +20,8 @@ use crate::app::{self, App};
 use crate::config::{ListenerConfig, ListenerLimits};
 use crate::conn;
 use crate::guest::Scheme;
-use crate::service::ConnectionInfo;
+use crate::handover::{Inherited, SocketKey};
+use crate::service::{ConnectionInfo, FirstRequest};
 
 /// A bound listener, not yet accepting.
 pub struct Bound {
@@ -33,29 +34,47 @@ pub struct Bound {
     /// Whether connections start with a PROXY protocol header.
     proxy_protocol: bool,
     limits: ListenerLimits,
+    /// The address as configured (port 0 stays 0), the handover key.
+    configured: SocketAddr,
     socket: TcpListener,
 }
 
 impl Bound {
+    /// What a successor process needs to take this socket over.
+    pub fn offer(&self) -> std::io::Result<(SocketKey, std::os::fd::OwnedFd)> {
+        Ok((
+            SocketKey::listener(self.configured),
+            crate::handover::duplicate(&self.socket)?,
+        ))
+    }
+
     /// The URL scheme clients use.
     pub fn scheme(&self) -> &'static str {
         if self.tls { "https" } else { "http" }
     }
 }
 
-/// Binds every configured listener, or none.
-pub async fn bind(listeners: &[ListenerConfig]) -> anyhow::Result<Vec<Bound>> {
+/// Binds every configured listener, or none; a socket `inherited` from a
+/// predecessor is used instead of binding anew.
+pub async fn bind(
+    listeners: &[ListenerConfig],
+    inherited: &mut Inherited,
+) -> anyhow::Result<Vec<Bound>> {
     let mut bound = Vec::with_capacity(listeners.len());
     for (index, listener) in listeners.iter().enumerate() {
-        let socket = TcpListener::bind(listener.addr)
-            .await
-            .with_context(|| format!("binding listener[{index}] on {}", listener.addr))?;
+        let socket = match inherited.take(&SocketKey::listener(listener.addr)) {
+            Some(socket) => socket,
+            None => TcpListener::bind(listener.addr)
+                .await
+                .with_context(|| format!("binding listener[{index}] on {}", listener.addr))?,
+        };
         bound.push(Bound {
             index,
             addr: socket.local_addr()?,
             tls: listener.tls.is_some(),
             proxy_protocol: listener.proxy_protocol,
             limits: listener.limits,
+            configured: listener.addr,
             socket,
         });
     }
@@ -174,6 +193,7 @@ async fn connection(
             local,
             listener: index,
             peer,
+            first_request: FirstRequest::default(),
         };
         let _open = Open::count(&app, &listener, "http");
         conn::serve(app, http, info, stream).await;
@@ -190,6 +210,7 @@ async fn connection(
                 local,
                 listener: index,
                 peer,
+                first_request: FirstRequest::default(),
             };
             let protocol = match stream.get_ref().1.alpn_protocol() {
                 Some(b"h2") => "h2",

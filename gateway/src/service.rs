@@ -31,6 +31,34 @@ pub struct ConnectionInfo {
     pub listener: usize,
     /// The client's address.
     pub peer: SocketAddr,
+    /// Set when the first request arrives (see [`crate::conn::serve`]).
+    pub first_request: FirstRequest,
+}
+
+/// Whether a connection has brought its first request yet.
+#[derive(Default)]
+pub struct FirstRequest {
+    arrived: std::sync::atomic::AtomicBool,
+    signal: tokio::sync::Notify,
+}
+
+impl FirstRequest {
+    fn arrive(&self) {
+        use std::sync::atomic::Ordering;
+        if !self.arrived.load(Ordering::Relaxed) {
+            self.arrived.store(true, Ordering::Release);
+            self.signal.notify_waiters();
+        }
+    }
+
+    /// Resolves once a request has arrived on the connection.
+    pub async fn wait(&self) {
+        let notified = self.signal.notified();
+        if self.arrived.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        notified.await;
+    }
 }
 
 /// Serves one request; never fails at the hyper level. Every request is
@@ -41,6 +69,7 @@ pub async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
+    connection.first_request.arrive();
     app.metrics.in_flight.inc();
     let method = request.method().clone();
     let host = request_host(&request);

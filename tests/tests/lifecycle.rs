@@ -74,3 +74,93 @@ async fn a_second_signal_exits_without_waiting() {
     let status = gateway.wait_exit(Duration::from_secs(5));
     assert_eq!(status.code(), Some(1));
 }
+
+/// Requests on fresh connections (so each one goes through the listening
+/// socket's accept queue) until `stop`; returns (successes, failures).
+async fn request_loop(
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<tokio::sync::Notify>,
+) -> (usize, Vec<String>) {
+    let (mut ok, mut failed) = (0, Vec::new());
+    let stopped = stop.notified();
+    tokio::pin!(stopped);
+    loop {
+        let attempt = async {
+            let stream = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|error| format!("connect: {error}"))?;
+            let mut client = Client::over_tcp(stream, addr).await;
+            let request = client
+                .request("GET", "/slow?chunks=1&pause_ms=0")
+                .body(client::empty())
+                .map_err(|error| error.to_string())?;
+            let reply = client
+                .send(request)
+                .await
+                .map_err(|error| format!("request: {error}"))?;
+            if reply.status == StatusCode::OK {
+                Ok(())
+            } else {
+                Err(format!("status {}", reply.status))
+            }
+        };
+        tokio::select! {
+            () = &mut stopped => return (ok, failed),
+            result = attempt => match result {
+                Ok(()) => ok += 1,
+                Err(error) => failed.push(error),
+            },
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_process_takes_over_the_sockets_and_no_request_fails() {
+    let shared = tempfile::tempdir().expect("temp dir");
+    let config = format!(
+        r#"
+[gateway]
+handlers_dir = "{{handlers}}"
+grace_period = "10s"
+handover_socket = "{socket}"
+
+[[listener]]
+addr = "127.0.0.1:0"
+
+[handler.slow]
+
+[[route]]
+path = "/slow"
+handler = "slow"
+"#,
+        socket = shared.path().join("handover.sock").display()
+    );
+    let mut old = TestGateway::start(&config);
+    let addr = old.http();
+    let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+    let loops: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(request_loop(addr, std::sync::Arc::clone(&stop))))
+        .collect();
+
+    let new = TestGateway::start(&config);
+    assert_eq!(new.http(), addr, "the new process serves the same port");
+    assert_eq!(new.admin(), old.admin(), "and the same admin port");
+    old.wait_for_log("handed the listening sockets to a new process");
+    new.wait_for_log("took over the listening sockets");
+    old.signal("TERM");
+    assert!(old.wait_exit(Duration::from_secs(15)).success());
+    // The old process is gone: whatever answers now is the new one.
+    let mut after = Client::http1(addr).await;
+    assert_eq!(
+        after.get("/slow?chunks=1&pause_ms=0").await.status,
+        StatusCode::OK
+    );
+    stop.notify_waiters();
+    let mut total = 0;
+    for handle in loops {
+        let (ok, failed) = handle.await.expect("loop task");
+        assert!(failed.is_empty(), "failed requests: {failed:?}");
+        total += ok;
+    }
+    assert!(total > 0, "the loops made requests");
+}

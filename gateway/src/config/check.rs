@@ -226,6 +226,10 @@ impl<'a> Checker<'a> {
             auto_routes: raw.auto_routes.unwrap_or(false),
             watch: raw.watch.unwrap_or(true),
             cache_dir,
+            handover_socket: raw
+                .handover_socket
+                .filter(|path| !path.as_os_str().is_empty())
+                .map(|path| self.resolve(path)),
             stream_keep_alive: self.duration(
                 "gateway.stream_keep_alive",
                 raw.stream_keep_alive,

@@ -38,6 +38,7 @@ pub(super) struct RawGateway {
     pub(super) auto_routes: Option<bool>,
     pub(super) watch: Option<bool>,
     pub(super) cache_dir: Option<PathBuf>,
+    pub(super) handover_socket: Option<PathBuf>,
     pub(super) stream_keep_alive: Option<String>,
     pub(super) access_log: Option<String>,
     #[serde(default)]
