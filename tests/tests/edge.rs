@@ -218,3 +218,50 @@ tls = {{ cert = "{cert}", key = "{key}", sni = [
         );
     }
 }
+
+/// `config/deploy/wasmgate.toml` is valid as shipped: with its certificate,
+/// component and runtime paths pointed at real files, `wasmgate check`
+/// passes (ports 80/443 are not bound by a check).
+#[test]
+fn the_production_config_checks() {
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/deploy/wasmgate.toml"),
+    )
+    .expect("the production config");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let certs = TestCerts::generate(dir.path());
+    let (site_cert, site_key) = certs.issue("site-", &["example.com", "www.example.com"]);
+    let (apps_cert, apps_key) = certs.issue("apps-", &["*.apps.example.com"]);
+    let handlers = dir.path().join("handlers");
+    std::fs::create_dir(&handlers).expect("handlers dir");
+    for name in ["site", "tenant"] {
+        std::fs::copy(
+            wasmgate_tests::handlers_dir().join("hello.wasm"),
+            handlers.join(format!("{name}.wasm")),
+        )
+        .expect("install a component");
+    }
+    let show = |path: &std::path::Path| path.display().to_string();
+    let config = [
+        ("/var/lib/wasmgate/handlers", show(&handlers)),
+        ("/run/wasmgate/handover.sock", show(&dir.path().join("h.sock"))),
+        ("/etc/wasmgate/tls/default.pem", show(&certs.cert)),
+        ("/etc/wasmgate/tls/default.key", show(&certs.key)),
+        ("/etc/letsencrypt/live/example.com/fullchain.pem", show(&site_cert)),
+        ("/etc/letsencrypt/live/example.com/privkey.pem", show(&site_key)),
+        ("/etc/wasmgate/tls/apps.pem", show(&apps_cert)),
+        ("/etc/wasmgate/tls/apps.key", show(&apps_key)),
+    ]
+    .iter()
+    .fold(shipped, |text, (from, to)| {
+        assert!(text.contains(from), "{from} is in the shipped config");
+        text.replace(from, to)
+    });
+    std::fs::write(dir.path().join("wasmgate.toml"), config).expect("write config");
+    let output = wasmgate_tests::run_cli(&["check", "--config", "wasmgate.toml"], dir.path());
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
