@@ -244,11 +244,20 @@ fn the_production_config_checks() {
     let show = |path: &std::path::Path| path.display().to_string();
     let config = [
         ("/var/lib/wasmgate/handlers", show(&handlers)),
-        ("/run/wasmgate/handover.sock", show(&dir.path().join("h.sock"))),
+        (
+            "/run/wasmgate/handover.sock",
+            show(&dir.path().join("h.sock")),
+        ),
         ("/etc/wasmgate/tls/default.pem", show(&certs.cert)),
         ("/etc/wasmgate/tls/default.key", show(&certs.key)),
-        ("/etc/letsencrypt/live/example.com/fullchain.pem", show(&site_cert)),
-        ("/etc/letsencrypt/live/example.com/privkey.pem", show(&site_key)),
+        (
+            "/etc/letsencrypt/live/example.com/fullchain.pem",
+            show(&site_cert),
+        ),
+        (
+            "/etc/letsencrypt/live/example.com/privkey.pem",
+            show(&site_key),
+        ),
         ("/etc/wasmgate/tls/apps.pem", show(&apps_cert)),
         ("/etc/wasmgate/tls/apps.key", show(&apps_key)),
     ]
