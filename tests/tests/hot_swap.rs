@@ -397,16 +397,24 @@ async fn wasmgate_reload_asks_the_running_gateway_through_its_admin_listener() {
     );
 }
 
-#[tokio::test]
-async fn a_request_in_flight_during_a_swap_finishes_on_its_version() {
-    let config = CONFIG.replace("[handler.version]", "[handler.version]\n\n[handler.slow]")
-        + "\n[[route]]\npath = \"/slow\"\nhandler = \"slow\"\n";
+/// Like [`start`], with `slow.wasm` installed too and served at `/slow`
+/// under `[handler.slow]` with `settings`.
+fn start_with_slow(settings: &str) -> (TestGateway, PathBuf) {
+    let config = CONFIG.replace(
+        "[handler.version]",
+        &format!("[handler.slow]\n{settings}\n\n[handler.version]"),
+    ) + "\n[[route]]\npath = \"/slow\"\nhandler = \"slow\"\n";
     let dir = tempfile::tempdir().expect("temp dir");
     let handlers = dir.path().join("handlers");
     std::fs::create_dir(&handlers).expect("handlers dir");
     install(&handlers, "version.wasm", &fixture("version-v1"));
     install(&handlers, "slow.wasm", &fixture("slow"));
-    let gateway = TestGateway::start_in(dir, &config);
+    (TestGateway::start_in(dir, &config), handlers)
+}
+
+#[tokio::test]
+async fn a_request_in_flight_during_a_swap_finishes_on_its_version() {
+    let (gateway, handlers) = start_with_slow("");
     let mut client = Client::http1(gateway.http()).await;
     let request = client
         .request("GET", "/slow?chunks=4&pause_ms=200")
@@ -430,16 +438,7 @@ async fn a_request_in_flight_during_a_swap_finishes_on_its_version() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_swap_does_not_reset_the_concurrency_limit() {
-    let config = CONFIG.replace(
-        "[handler.version]",
-        "[handler.slow]\nlimits = { concurrency = 2 }\n\n[handler.version]",
-    ) + "\n[[route]]\npath = \"/slow\"\nhandler = \"slow\"\n";
-    let dir = tempfile::tempdir().expect("temp dir");
-    let handlers = dir.path().join("handlers");
-    std::fs::create_dir(&handlers).expect("handlers dir");
-    install(&handlers, "version.wasm", &fixture("version-v1"));
-    install(&handlers, "slow.wasm", &fixture("slow"));
-    let gateway = TestGateway::start_in(dir, &config);
+    let (gateway, handlers) = start_with_slow("limits = { concurrency = 2 }");
     let mut holders = Vec::new();
     for _ in 0..2 {
         let mut client = Client::http1(gateway.http()).await;

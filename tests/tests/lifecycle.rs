@@ -7,12 +7,14 @@ use http_body_util::BodyExt;
 use wasmgate_tests::TestGateway;
 use wasmgate_tests::client::{self, Client};
 
-fn gateway(grace: &str) -> TestGateway {
-    TestGateway::start(&format!(
+/// `slow` at `/slow`, draining for `grace`, with `more` in `[gateway]`.
+fn config(grace: &str, more: &str) -> String {
+    format!(
         r#"
 [gateway]
 handlers_dir = "{{handlers}}"
 grace_period = "{grace}"
+{more}
 
 [[listener]]
 addr = "127.0.0.1:0"
@@ -23,7 +25,11 @@ addr = "127.0.0.1:0"
 path = "/slow"
 handler = "slow"
 "#
-    ))
+    )
+}
+
+fn gateway(grace: &str) -> TestGateway {
+    TestGateway::start(&config(grace, ""))
 }
 
 #[tokio::test]
@@ -117,23 +123,10 @@ async fn request_loop(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_process_takes_over_the_sockets_and_no_request_fails() {
     let shared = tempfile::tempdir().expect("temp dir");
-    let config = format!(
-        r#"
-[gateway]
-handlers_dir = "{{handlers}}"
-grace_period = "10s"
-handover_socket = "{socket}"
-
-[[listener]]
-addr = "127.0.0.1:0"
-
-[handler.slow]
-
-[[route]]
-path = "/slow"
-handler = "slow"
-"#,
-        socket = shared.path().join("handover.sock").display()
+    let socket = shared.path().join("handover.sock");
+    let config = config(
+        "10s",
+        &format!("handover_socket = \"{}\"", socket.display()),
     );
     let mut old = TestGateway::start(&config);
     let addr = old.http();
