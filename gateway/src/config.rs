@@ -133,48 +133,23 @@ pub struct HttpsRedirect {
 
 /// An address block (`10.0.0.0/8`, `::1/128`; a bare address is a /32 or /128).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpNet {
-    addr: std::net::IpAddr,
-    prefix: u8,
-}
+pub struct IpNet(ipnet::IpNet);
 
 impl IpNet {
     /// Parses `10.0.0.0/8`, `fd00::/8`, or a bare address.
     pub fn parse(text: &str) -> Option<Self> {
-        let (addr, prefix) = match text.split_once('/') {
-            Some((addr, prefix)) => (addr.parse().ok()?, Some(prefix.parse().ok()?)),
-            None => (text.parse().ok()?, None),
-        };
-        let bits = match addr {
-            std::net::IpAddr::V4(_) => 32,
-            std::net::IpAddr::V6(_) => 128,
-        };
-        let prefix = prefix.unwrap_or(bits);
-        (prefix <= bits).then_some(Self { addr, prefix })
+        let net = text.parse::<ipnet::IpNet>().ok().or_else(|| {
+            text.parse::<std::net::IpAddr>()
+                .ok()
+                .map(ipnet::IpNet::from)
+        })?;
+        Some(Self(net))
     }
 
-    /// Whether `ip` is in this block (an IPv4-mapped IPv6 address counts as IPv4).
+    /// Whether `ip` is in this block (an IPv4-mapped IPv6 address counts as
+    /// IPv4, as dual-stack sockets report IPv4 clients).
     pub fn contains(&self, ip: std::net::IpAddr) -> bool {
-        use std::net::IpAddr;
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 @ IpAddr::V4(_) => v4,
-        };
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
+        self.0.contains(&ip.to_canonical())
     }
 }
 

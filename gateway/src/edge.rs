@@ -103,14 +103,13 @@ pub fn forwarding_headers(headers: &mut HeaderMap, hop: &Hop<'_>) {
 
 /// Appends `value` to the one comma-separated `name` header.
 fn append(headers: &mut HeaderMap, name: HeaderName, value: &str) {
-    let joined = match headers.get_all(&name).iter().collect::<Vec<_>>().as_slice() {
-        [] => value.to_string(),
-        earlier => {
-            let earlier: Vec<&str> = earlier.iter().filter_map(|v| v.to_str().ok()).collect();
-            format!("{}, {value}", earlier.join(", "))
-        }
-    };
-    if let Ok(value) = HeaderValue::from_str(&joined) {
+    let mut joined: Vec<&str> = headers
+        .get_all(&name)
+        .iter()
+        .filter_map(|earlier| earlier.to_str().ok())
+        .collect();
+    joined.push(value);
+    if let Ok(value) = HeaderValue::from_str(&joined.join(", ")) {
         headers.insert(name, value);
     }
 }

@@ -221,8 +221,3 @@ fn inode(path: &Path) -> io::Result<(u64, u64)> {
     use std::os::unix::fs::MetadataExt as _;
     std::fs::metadata(path).map(|meta| (meta.dev(), meta.ino()))
 }
-
-/// A duplicate of `socket`'s descriptor, for [`offer`].
-pub fn duplicate(socket: &impl AsFd) -> io::Result<OwnedFd> {
-    socket.as_fd().try_clone_to_owned()
-}

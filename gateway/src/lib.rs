@@ -327,7 +327,8 @@ impl Gateway {
                 if let Ok(bound) = socket.local_addr() {
                     admin_bound(bound);
                 }
-                let kept = handover::duplicate(&socket)
+                let kept = std::os::fd::AsFd::as_fd(&socket)
+                    .try_clone_to_owned()
                     .context("duplicating the admin socket")
                     .map_err(StartError::Runtime)?;
                 let state = Arc::new(admin::AdminState::new(Arc::clone(&metrics)));

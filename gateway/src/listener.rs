@@ -6,6 +6,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsFd as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,7 +45,7 @@ impl Bound {
     pub fn offer(&self) -> std::io::Result<(SocketKey, std::os::fd::OwnedFd)> {
         Ok((
             SocketKey::listener(self.configured),
-            crate::handover::duplicate(&self.socket)?,
+            self.socket.as_fd().try_clone_to_owned()?,
         ))
     }
 
@@ -187,14 +188,15 @@ async fn connection(
     } else {
         peer
     };
+    let info = |scheme| ConnectionInfo {
+        scheme,
+        local,
+        listener: index,
+        peer,
+        first_request: FirstRequest::default(),
+    };
     if !tls {
-        let info = ConnectionInfo {
-            scheme: Scheme::Http,
-            local,
-            listener: index,
-            peer,
-            first_request: FirstRequest::default(),
-        };
+        let info = info(Scheme::Http);
         let _open = Open::count(&app, &listener, "http");
         conn::serve(app, http, info, stream).await;
         return;
@@ -205,13 +207,7 @@ async fn connection(
     };
     match crate::tls::handshake(config, stream, app.settings.tls_handshake_timeout).await {
         Ok(stream) => {
-            let info = ConnectionInfo {
-                scheme: Scheme::Https,
-                local,
-                listener: index,
-                peer,
-                first_request: FirstRequest::default(),
-            };
+            let info = info(Scheme::Https);
             let protocol = match stream.get_ref().1.alpn_protocol() {
                 Some(b"h2") => "h2",
                 _ => "http/1.1",
