@@ -8,6 +8,7 @@ use std::sync::Arc;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 
+use crate::acme::AcmeState;
 use crate::config::{GatewaySettings, ListenerLimits};
 use crate::drain::Drain;
 use crate::guest::pubsub::Hub;
@@ -36,6 +37,8 @@ pub struct App {
     pub hub: Arc<Hub>,
     /// Open WebSocket and SSE streams per route.
     pub stream_slots: StreamSlots,
+    /// Certificates obtained through ACME and the challenges in flight.
+    pub acme: Arc<AcmeState>,
 }
 
 impl App {
@@ -47,6 +50,7 @@ impl App {
         cache: Option<Arc<CompileCache>>,
         settings: GatewaySettings,
         snapshot: Snapshot,
+        acme: Arc<AcmeState>,
     ) -> Self {
         Self {
             live: Live::from_pointee(snapshot),
@@ -58,6 +62,7 @@ impl App {
             drain: Drain::new(),
             hub: Arc::default(),
             stream_slots: StreamSlots::default(),
+            acme,
         }
     }
 }

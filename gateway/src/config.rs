@@ -33,6 +33,40 @@ pub struct Config {
     /// The admin listener's address (`[admin] addr`, by default
     /// 127.0.0.1:9090); `None` with `[admin] enabled = false`.
     pub admin: Option<SocketAddr>,
+    /// `[acme]`: how certificates for the listeners' `tls.acme` names are
+    /// obtained; `None` when the file has no such section.
+    pub acme: Option<AcmeSettings>,
+}
+
+/// The `[acme]` section: one ACME account and where its certificates live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeSettings {
+    /// The CA's directory URL (HTTPS).
+    pub directory: String,
+    /// Account contacts (`mailto:` URLs).
+    pub contact: Vec<String>,
+    /// Where the account key and the certificates are kept.
+    pub storage: PathBuf,
+    /// How domains are proven.
+    pub challenge: AcmeChallenge,
+    /// Renew this long before expiry; `None`: when a third of the
+    /// certificate's lifetime is left.
+    pub renew_before: Option<Duration>,
+    /// A PEM bundle of roots trusted for the directory instead of the
+    /// public ones (a private or test CA).
+    pub directory_ca: Option<PathBuf>,
+}
+
+/// The Let's Encrypt production directory, used when `[acme]` names none.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+/// How a domain is proven to the CA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    /// RFC 8737: a special certificate on the TLS port (only 443 needed).
+    TlsAlpn01,
+    /// A token under `/.well-known/acme-challenge/` on a plain listener.
+    Http01,
 }
 
 /// The `[gateway]` section.
@@ -182,16 +216,26 @@ impl Default for ListenerLimits {
     }
 }
 
-/// PEM files for a TLS listener.
+/// The certificates of a TLS listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
+    /// The pair served for names nothing else serves and to clients that
+    /// send none; without it, the first `acme` name's certificate is.
+    pub default: Option<CertPair>,
+    /// More certificates, chosen by the name the client asks for (SNI).
+    pub sni: Vec<SniCert>,
+    /// Lowercase DNS names whose certificates are obtained through `[acme]`,
+    /// one certificate per name.
+    pub acme: Vec<String>,
+}
+
+/// A certificate chain and its private key, as PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertPair {
     /// Certificate chain, leaf first.
     pub cert: PathBuf,
     /// Private key (PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
-    /// More certificates, chosen by the name the client asks for (SNI);
-    /// the pair above serves every other name and clients that send none.
-    pub sni: Vec<SniCert>,
 }
 
 /// A certificate served for some server names.

@@ -1,6 +1,7 @@
 //! What a listener does to a request before and after routing, as the front
-//! door of a site: the HTTPS redirect of a plain listener, HSTS on a TLS one,
-//! and the `Forwarded` / `X-Forwarded-*` headers guests see.
+//! door of a site: ACME HTTP-01 answers and the HTTPS redirect of a plain
+//! listener, HSTS on a TLS one, and the `Forwarded` / `X-Forwarded-*`
+//! headers guests see.
 //!
 //! Invariant: a guest's forwarding headers describe the client as far as
 //! wasmgate can vouch for it. Incoming ones survive only from a configured
@@ -12,12 +13,29 @@ use std::net::{IpAddr, SocketAddr};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode, Uri};
 
+use crate::acme::AcmeState;
 use crate::body::{ResponseBody, full};
 use crate::config::{HttpsRedirect, IpNet};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Where RFC 8555 §8.3 puts HTTP-01 tokens.
+const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
+
+/// The answer to an HTTP-01 challenge in flight, if `path` asks for one;
+/// checked before the redirect, which the CA would not follow to port 443.
+pub fn acme_http01(acme: &AcmeState, path: &str) -> Option<Response<ResponseBody>> {
+    let token = path.strip_prefix(ACME_CHALLENGE)?;
+    let answer = acme.http_answer(token)?;
+    let mut response = Response::new(full(answer));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    Some(response)
+}
 
 /// The 308 that sends a plain-HTTP request to the same host, path and query
 /// over HTTPS (308 keeps the method and body, unlike 301).

@@ -20,6 +20,7 @@
 //! then does [`listener::bind`] take the public ports.
 
 pub mod access;
+pub mod acme;
 pub mod admin;
 pub mod app;
 pub mod body;
@@ -77,6 +78,7 @@ pub struct Prepared {
     outbound: Arc<OutboundClient>,
     cache: Option<Arc<CompileCache>>,
     snapshot: Snapshot,
+    acme: Arc<acme::AcmeState>,
 }
 
 impl Prepared {
@@ -100,12 +102,15 @@ impl Prepared {
         });
         let outbound = Arc::new(OutboundClient::new());
         let dotenv = live::dotenv(&config.source);
+        let acme = Arc::new(acme::AcmeState::default());
+        acme::load_stored(config, &acme, &metrics);
         let loader = live::Loader {
             engine: &engine,
             cache: cache.as_ref(),
             metrics: &metrics,
             dotenv: &dotenv,
             client: &outbound,
+            acme: &acme,
         };
         let snapshot = live::build(&loader, config.clone())
             .await
@@ -116,6 +121,7 @@ impl Prepared {
             outbound,
             cache,
             snapshot,
+            acme,
         })
     }
 
@@ -142,7 +148,9 @@ impl Prepared {
             self.cache,
             config.gateway.clone(),
             self.snapshot,
+            self.acme,
         ));
+        tokio::spawn(acme::run(Arc::clone(&app)));
         let reloader = Arc::new(Reloader::new(Arc::clone(&app), config.source.clone()));
         if let Some(admin) = &admin {
             admin.state.started(Arc::clone(&app), Arc::clone(&reloader));
@@ -262,7 +270,8 @@ fn certificate_files(config: &Config) -> Vec<std::path::PathBuf> {
         .filter_map(|listener| listener.tls.as_ref())
         .flat_map(|tls| {
             let sites = tls.sni.iter().map(|site| (&site.cert, &site.key));
-            std::iter::once((&tls.cert, &tls.key)).chain(sites)
+            let default = tls.default.iter().map(|pair| (&pair.cert, &pair.key));
+            default.chain(sites)
         })
         .flat_map(|(cert, key)| [cert.clone(), key.clone()])
         .collect()

@@ -210,6 +210,8 @@ async fn connection(
             let info = info(Scheme::Https);
             let protocol = match stream.get_ref().1.alpn_protocol() {
                 Some(b"h2") => "h2",
+                // RFC 8737: the handshake was the whole TLS-ALPN-01 answer.
+                Some(crate::tls::ACME_TLS_ALPN) => return,
                 _ => "http/1.1",
             };
             let _open = Open::count(&app, &listener, protocol);

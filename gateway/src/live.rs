@@ -13,6 +13,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 
+use crate::acme::AcmeState;
 use crate::config::{
     Config, GatewaySettings, HandlerConfig, HandlerName, Problem, ProblemList, Problems,
 };
@@ -62,6 +63,8 @@ pub struct Loader<'a> {
     pub dotenv: &'a HashMap<String, String>,
     /// The pooled client for guests' outbound requests.
     pub client: &'a Arc<OutboundClient>,
+    /// Certificates obtained through ACME, consulted by the TLS configurations.
+    pub acme: &'a Arc<AcmeState>,
 }
 
 /// The variables of the `.env` file beside `config_file`, if there is one;
@@ -206,7 +209,7 @@ async fn assemble(loader: &Loader<'_>, config: Config, previous: Option<&Snapsho
         }
     }
 
-    let tls = load_tls(&config, previous, &mut problems);
+    let tls = load_tls(&config, loader.acme, previous, &mut problems);
     let served_automatically: Vec<HandlerName> = automatic
         .into_iter()
         .map(|(name, _)| name)
@@ -425,6 +428,7 @@ fn discover(
 /// generation's configuration for that listener, if there was one.
 fn load_tls(
     config: &Config,
+    acme: &Arc<AcmeState>,
     previous: Option<&Snapshot>,
     problems: &mut ProblemList,
 ) -> Vec<Option<Arc<ServerConfig>>> {
@@ -434,7 +438,7 @@ fn load_tls(
         .enumerate()
         .map(|(index, listener)| {
             let files = listener.tls.as_ref()?;
-            match tls::server_config(files) {
+            match tls::server_config(files, acme) {
                 Ok(server) => Some(server),
                 Err(found) => {
                     let kept =

@@ -246,11 +246,13 @@ async fn up(args: &BuildArgs) -> ExitCode {
         Err(code) => return code,
     };
     for listener in &config.listeners {
-        let Some(tls) = &listener.tls else { continue };
-        match devcert::ensure(&tls.cert, &tls.key) {
+        let Some(pair) = listener.tls.as_ref().and_then(|tls| tls.default.as_ref()) else {
+            continue;
+        };
+        match devcert::ensure(&pair.cert, &pair.key) {
             Ok(true) => eprintln!(
                 "created a self-signed development certificate: {} (trust it with curl --cacert)",
-                tls.cert.display()
+                pair.cert.display()
             ),
             Ok(false) => {}
             Err(error) => {

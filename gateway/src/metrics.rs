@@ -51,6 +51,10 @@ pub struct Metrics {
     pub streams_open: IntGaugeVec,
     /// Stream messages by handler and direction (in, out, published).
     pub stream_messages: IntCounterVec,
+    /// ACME orders by domain and outcome (issued, failed).
+    pub acme_orders: IntCounterVec,
+    /// When each ACME-managed certificate expires (Unix seconds), by domain.
+    pub certificate_expiry: IntGaugeVec,
 }
 
 impl Metrics {
@@ -148,6 +152,16 @@ impl Metrics {
                 "wasmgate_stream_messages_total",
                 "Stream messages: in (from clients), out (to clients), published.",
                 &["handler", "direction"],
+            )?,
+            acme_orders: counter(
+                "wasmgate_acme_orders_total",
+                "ACME certificate orders, by domain and outcome (issued, failed).",
+                &["domain", "outcome"],
+            )?,
+            certificate_expiry: gauge(
+                "wasmgate_certificate_expiry_timestamp_seconds",
+                "When the certificate served for a domain through ACME expires (Unix time).",
+                &["domain"],
             )?,
             registry,
         })

@@ -86,6 +86,7 @@ impl Reloader {
             metrics: &self.app.metrics,
             dotenv: &dotenv,
             client: &self.app.outbound,
+            acme: &self.app.acme,
         };
         let rebuilt = live::rebuild(&loader, config, &previous).await;
         for problem in &rebuilt.problems {
@@ -93,6 +94,8 @@ impl Reloader {
         }
         let generation = rebuilt.snapshot.generation;
         self.app.live.store(Arc::new(rebuilt.snapshot));
+        // New names, a new CA, or an operator asking to retry a failed order.
+        self.app.acme.wake();
         let counts = rebuilt.counts;
         tracing::info!(
             %cause,

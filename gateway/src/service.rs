@@ -76,13 +76,19 @@ pub async fn handle(
     let path = request.uri().path().to_string();
     let snapshot = app.live.load_full();
     let listener = snapshot.config.listeners.get(connection.listener);
-    let (mut response, route, handler) = match listener.and_then(|listener| listener.redirect) {
-        Some(redirect) => {
+    let challenge = match connection.scheme {
+        Scheme::Http => edge::acme_http01(&app.acme, &path),
+        _ => None,
+    };
+    let redirect = listener.and_then(|listener| listener.redirect);
+    let (mut response, route, handler) = match (challenge, redirect) {
+        (Some(answer), _) => (answer, Arc::from("-"), Arc::from("-")),
+        (None, Some(redirect)) => {
             let response =
                 edge::https_redirect(redirect, host.as_deref(), connection.local, request.uri());
             (response, Arc::from("-"), Arc::from("-"))
         }
-        None => {
+        (None, None) => {
             let mut request = request;
             let hop = edge::Hop {
                 client: connection.peer,

@@ -5,7 +5,8 @@
 //! pair loads and covers its names), so a bad file never half-applies. The
 //! handshake runs in the connection's own task under a
 //! timeout, never in the accept loop, so a slow or silent client delays only
-//! itself. ALPN offers `h2` first, then `http/1.1`.
+//! itself. ALPN offers `h2` first, then `http/1.1` (and `acme-tls/1` on a
+//! listener with ACME names, for TLS-ALPN-01 validation only).
 
 use std::io;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use crate::acme::AcmeState;
 use crate::config::TlsFiles;
 
 /// Why a certificate/key pair cannot be used.
@@ -39,17 +41,30 @@ pub struct TlsProblem {
 /// Protocols offered through ALPN, most preferred first.
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
+/// The ALPN protocol of RFC 8737 (TLS-ALPN-01): its handshakes get the
+/// challenge certificate and no HTTP.
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
 /// Loads `files` into a server configuration (TLS 1.2 and 1.3) that picks
 /// the certificate by the client's server name: an exact name first, then a
-/// wildcard one label up, then the default pair.
-pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, Vec<TlsProblem>> {
+/// name's ACME certificate, then a wildcard one label up, then the default
+/// pair (or, without one, the first ACME name's certificate).
+pub fn server_config(
+    files: &TlsFiles,
+    acme: &Arc<AcmeState>,
+) -> Result<Arc<ServerConfig>, Vec<TlsProblem>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut problems = Vec::new();
-    let default = certified_key(&files.cert, &files.key, "", &provider, &mut problems);
+    let default = files
+        .default
+        .as_ref()
+        .and_then(|pair| certified_key(&pair.cert, &pair.key, "", &provider, &mut problems));
     let mut resolver = SniResolver {
         default: default.map(Arc::new),
         exact: HashMap::new(),
         wildcard: HashMap::new(),
+        acme_names: files.acme.clone(),
+        acme: Arc::clone(acme),
     };
     for (position, site) in files.sni.iter().enumerate() {
         let prefix = format!("sni[{position}].");
@@ -87,6 +102,9 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, Vec<TlsProbl
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = ALPN.iter().map(|protocol| protocol.to_vec()).collect();
+    if !files.acme.is_empty() {
+        config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
+    }
     Ok(Arc::new(config))
 }
 
@@ -160,22 +178,53 @@ struct SniResolver {
     exact: HashMap<String, Arc<CertifiedKey>>,
     /// By the parent domain: `example.com` for `*.example.com`.
     wildcard: HashMap<String, Arc<CertifiedKey>>,
+    /// This listener's ACME names, in config order.
+    acme_names: Vec<String>,
+    acme: Arc<AcmeState>,
+}
+
+impl SniResolver {
+    fn acme_certificate(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        if self.acme_names.iter().any(|listed| listed == name) {
+            self.acme.certificate(name)
+        } else {
+            None
+        }
+    }
+
+    /// The default pair, else the first ACME name that has a certificate.
+    fn fallback(&self) -> Option<Arc<CertifiedKey>> {
+        self.default.clone().or_else(|| {
+            self.acme_names
+                .iter()
+                .find_map(|name| self.acme.certificate(name))
+        })
+    }
 }
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let Some(name) = hello.server_name() else {
-            return self.default.clone();
+        let name = hello.server_name().map(str::to_ascii_lowercase);
+        let validating = hello
+            .alpn()
+            .is_some_and(|mut offered| offered.any(|protocol| protocol == ACME_TLS_ALPN));
+        if validating {
+            // Only the challenge certificate may answer a validation
+            // handshake; without one in flight the handshake fails.
+            return self.acme.challenge_certificate(name.as_deref()?);
+        }
+        let Some(name) = name else {
+            return self.fallback();
         };
-        let name = name.to_ascii_lowercase();
         self.exact
             .get(&name)
+            .cloned()
+            .or_else(|| self.acme_certificate(&name))
             .or_else(|| {
                 let (_, parent) = name.split_once('.')?;
-                self.wildcard.get(parent)
+                self.wildcard.get(parent).cloned()
             })
-            .or(self.default.as_ref())
-            .cloned()
+            .or_else(|| self.fallback())
     }
 }
 

@@ -8,13 +8,15 @@ use std::time::Duration;
 
 use bytesize::ByteSize;
 
+mod tls;
+
 use super::raw;
 use super::{
     AccessLog, Config, DEFAULT_ADMIN, DEFAULT_GRACE_PERIOD, DEFAULT_HANDLERS_DIR,
     DEFAULT_MAX_INSTANCES, DEFAULT_PREWARM, DEFAULT_STREAM_KEEP_ALIVE,
     DEFAULT_TLS_HANDSHAKE_TIMEOUT, EnvGrant, GatewaySettings, HandlerConfig, HandlerLimits,
     HandlerName, HandlerWorld, HttpsRedirect, IpNet, ListenerConfig, ListenerLimits, OutboundRule,
-    ProblemList, RouteConfig, RoutePath, SlowConsumer, SniCert, StreamLimits, TlsFiles,
+    ProblemList, RouteConfig, RoutePath, SlowConsumer, StreamLimits,
 };
 
 pub(super) struct Checker<'a> {
@@ -42,6 +44,21 @@ impl<'a> Checker<'a> {
             );
         }
         let routes = self.routes(&handlers, raw.route);
+        let acme = raw.acme.map(|acme| self.acme(acme, &listeners));
+        if acme.is_none() {
+            for (index, listener) in listeners.iter().enumerate() {
+                if listener
+                    .tls
+                    .as_ref()
+                    .is_some_and(|tls| !tls.acme.is_empty())
+                {
+                    self.problems.push(
+                        format!("listener[{index}].tls.acme"),
+                        "needs an [acme] section (the CA's directory, an email, where to keep certificates)",
+                    );
+                }
+            }
+        }
         let admin = match raw.admin {
             None => Some(DEFAULT_ADMIN),
             Some(admin) if admin.enabled == Some(false) => None,
@@ -57,6 +74,7 @@ impl<'a> Checker<'a> {
             handlers,
             routes,
             admin,
+            acme,
         }
     }
 
@@ -295,51 +313,6 @@ impl<'a> Checker<'a> {
             });
         }
         listeners
-    }
-
-    fn tls(&mut self, index: usize, raw: raw::RawTls) -> TlsFiles {
-        let mut seen = HashSet::new();
-        let sni = raw
-            .sni
-            .into_iter()
-            .enumerate()
-            .map(|(position, site)| {
-                let names = site
-                    .names
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(number, name)| {
-                        let key = format!("listener[{index}].tls.sni[{position}].names[{number}]");
-                        let checked = check_server_name(name);
-                        match &checked {
-                            Err(reason) => self.problems.push(key, reason.clone()),
-                            Ok(name) if !seen.insert(name.clone()) => self.problems.push(
-                                key,
-                                format!("`{name}` is already served by another sni entry"),
-                            ),
-                            Ok(_) => {}
-                        }
-                        checked.ok()
-                    })
-                    .collect::<Vec<_>>();
-                if site.names.is_empty() {
-                    self.problems.push(
-                        format!("listener[{index}].tls.sni[{position}].names"),
-                        "list the server names this certificate serves",
-                    );
-                }
-                SniCert {
-                    names,
-                    cert: self.resolve(site.cert),
-                    key: self.resolve(site.key),
-                }
-            })
-            .collect();
-        TlsFiles {
-            cert: self.resolve(raw.cert),
-            key: self.resolve(raw.key),
-            sni,
-        }
     }
 
     fn redirect(&mut self, index: usize, raw: &raw::RawListener) -> Option<HttpsRedirect> {

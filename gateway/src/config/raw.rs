@@ -21,6 +21,17 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) route: Vec<RawRoute>,
     pub(super) admin: Option<RawAdmin>,
+    pub(super) acme: Option<RawAcme>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RawAcme {
+    pub(super) directory: Option<String>,
+    pub(super) email: Option<String>,
+    pub(super) storage: Option<PathBuf>,
+    pub(super) challenge: Option<String>,
+    pub(super) renew_before: Option<String>,
+    pub(super) directory_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -64,10 +75,12 @@ pub(super) struct RawListener {
 
 #[derive(Debug, Deserialize)]
 pub(super) struct RawTls {
-    pub(super) cert: PathBuf,
-    pub(super) key: PathBuf,
+    pub(super) cert: Option<PathBuf>,
+    pub(super) key: Option<PathBuf>,
     #[serde(default)]
     pub(super) sni: Vec<RawSni>,
+    #[serde(default)]
+    pub(super) acme: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -69,8 +69,9 @@ handler = "api"
     assert_eq!(config.gateway.grace_period, Duration::from_millis(250));
     assert_eq!(config.gateway.max_instances, 64);
     let tls = config.listeners[0].tls.as_ref().expect("tls");
-    assert_eq!(tls.cert, Path::new("/etc/wasmgate/certs/c.pem"));
-    assert_eq!(tls.key, Path::new("/k.pem"));
+    let pair = tls.default.as_ref().expect("default pair");
+    assert_eq!(pair.cert, Path::new("/etc/wasmgate/certs/c.pem"));
+    assert_eq!(pair.key, Path::new("/k.pem"));
     let api = &config.handlers[&HandlerName::parse("api").expect("name")];
     assert_eq!(api.path, Path::new("/etc/wasmgate/api/v2.wasm"));
     assert_eq!((api.prewarm, api.limits.memory), (0, 16 * 1024 * 1024));
@@ -281,5 +282,103 @@ fn env_grants_and_outbound_rules_are_checked() {
             "/etc/wasmgate/gw.toml: handler.api.env: `everything` is neither a list of keys nor \"all\"",
             "/etc/wasmgate/gw.toml: handler.api.outbound[0]: `http://x` is not a host; write \"api.example.com\", \"api.example.com:8443\" or \"*.example.com\"",
         ]
+    );
+}
+
+#[test]
+fn acme_settings_and_names_are_typed() {
+    let config = parse(
+        r#"
+[[listener]]
+addr = "127.0.0.1:8443"
+tls = { acme = ["Example.com", "www.example.com"] }
+
+[acme]
+email = "ops@example.com"
+storage = "/var/lib/wasmgate/acme"
+renew_before = "20d"
+
+[handler.hello]
+
+[[route]]
+path = "/"
+handler = "hello"
+"#,
+    )
+    .expect("valid");
+    let tls = config.listeners[0].tls.as_ref().expect("tls");
+    assert_eq!(tls.default, None);
+    assert_eq!(tls.acme, ["example.com", "www.example.com"]);
+    let acme = config.acme.expect("acme");
+    assert_eq!(acme.directory, LETS_ENCRYPT);
+    assert_eq!(acme.contact, ["mailto:ops@example.com"]);
+    assert_eq!(acme.storage, Path::new("/var/lib/wasmgate/acme"));
+    assert_eq!(acme.challenge, AcmeChallenge::TlsAlpn01);
+    assert_eq!(acme.renew_before, Some(Duration::from_secs(20 * 86_400)));
+    assert_eq!(acme.directory_ca, None);
+}
+
+#[test]
+fn acme_mistakes_are_reported_one_per_line() {
+    let found = problems(
+        r#"
+[[listener]]
+addr = "127.0.0.1:8443"
+tls = { acme = ["*.example.com", "10.0.0.1", "a.example", "A.example"] }
+
+[[listener]]
+addr = "127.0.0.1:9443"
+tls = { cert = "c.pem" }
+
+[[listener]]
+addr = "127.0.0.1:10443"
+tls = {}
+
+[acme]
+directory = "http://ca.example/dir"
+email = "ops"
+challenge = "http-01"
+
+[handler.hello]
+
+[[route]]
+path = "/"
+handler = "hello"
+"#,
+    );
+    let file = "/etc/wasmgate/gw.toml";
+    assert_eq!(
+        found,
+        [
+            format!(
+                "{file}: listener[0].tls.acme[0]: `*.example.com`: a wildcard certificate needs the dns-01 challenge, which wasmgate does not answer; list the names, or give a certificate with sni"
+            ),
+            format!(
+                "{file}: listener[0].tls.acme[1]: `10.0.0.1`: certificates are obtained for DNS names, not addresses"
+            ),
+            format!(
+                "{file}: listener[0].tls.acme[3]: `a.example` is already served by another entry of this listener"
+            ),
+            format!("{file}: listener[1].tls.key: the certificate needs its private key"),
+            format!(
+                "{file}: listener[2].tls: give a certificate (cert and key) or names to obtain one for (acme = [\"example.com\"])"
+            ),
+            format!(
+                "{file}: acme.directory: `http://ca.example/dir` is not an https:// URL of an ACME directory"
+            ),
+            format!("{file}: acme.email: `ops` is not an email address"),
+            format!(
+                "{file}: acme.challenge: http-01 is answered on a plain listener (port 80); add one, or use \"tls-alpn-01\""
+            ),
+        ]
+    );
+    let found = problems(&format!(
+        "{MINIMAL}\n[[listener]]\naddr = \"127.0.0.1:8443\"\ntls = {{ acme = [\"example.com\"] }}\n"
+    ));
+    assert_eq!(
+        found,
+        [format!(
+            "{file}: listener[1].tls.acme: needs an [acme] section (the CA's directory, an email, where to keep certificates)"
+        )]
     );
 }
