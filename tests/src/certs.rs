@@ -67,19 +67,46 @@ impl TestCerts {
         addr: std::net::SocketAddr,
         server_name: &str,
     ) -> std::io::Result<rustls::pki_types::CertificateDer<'static>> {
-        let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
-            .expect("a valid server name");
-        let tcp = tokio::net::TcpStream::connect(addr).await?;
-        let tls = tokio_rustls::TlsConnector::from(self.client_config(&[b"http/1.1"]))
-            .connect(name, tcp)
-            .await?;
-        let (_, session) = tls.get_ref();
-        session
-            .peer_certificates()
-            .and_then(|chain| chain.first())
-            .map(|leaf| leaf.clone().into_owned())
-            .ok_or_else(|| std::io::Error::other("no certificate"))
+        served_leaf_with(addr, server_name, self.client_config(&[b"http/1.1"])).await
     }
+
+    /// Signs a certificate for `names` valid from `not_before` to
+    /// `not_after`; returns its key and chain in one PEM (key first).
+    pub fn issue_pem(
+        &self,
+        names: &[&str],
+        not_before: std::time::SystemTime,
+        not_after: std::time::SystemTime,
+    ) -> String {
+        let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
+        let mut params = CertificateParams::new(names).expect("valid names");
+        params.not_before = not_before.into();
+        params.not_after = not_after.into();
+        let key = KeyPair::generate().expect("key generation");
+        let leaf = params.signed_by(&key, &self.issuer).expect("signed leaf");
+        format!("{}{}", key.serialize_pem(), leaf.pem())
+    }
+}
+
+/// The leaf certificate the server at `addr` presents for `server_name`,
+/// verified with `config`.
+pub async fn served_leaf_with(
+    addr: std::net::SocketAddr,
+    server_name: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> std::io::Result<rustls::pki_types::CertificateDer<'static>> {
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
+        .expect("a valid server name");
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await?;
+    let (_, session) = tls.get_ref();
+    session
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|leaf| leaf.clone().into_owned())
+        .ok_or_else(|| std::io::Error::other("no certificate"))
 }
 
 /// The DER of the first certificate in a PEM file.

@@ -86,8 +86,18 @@ impl Client {
 
     /// TLS offering `alpn`; speaks HTTP/2 if the server picked `h2`, else HTTP/1.1.
     pub async fn tls(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> Self {
+        Self::tls_named(addr, "localhost", config).await
+    }
+
+    /// Like [`Self::tls`], asking for `server_name` (SNI and verification).
+    pub async fn tls_named(
+        addr: SocketAddr,
+        server_name: &str,
+        config: Arc<rustls::ClientConfig>,
+    ) -> Self {
         let tcp = TcpStream::connect(addr).await.expect("connect");
-        let name = rustls::pki_types::ServerName::try_from("localhost").expect("valid name");
+        let name =
+            rustls::pki_types::ServerName::try_from(server_name.to_string()).expect("valid name");
         let stream = tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await

@@ -11,9 +11,19 @@ pub mod browser;
 pub mod certs;
 pub mod client;
 mod gateway;
+pub mod pebble;
 pub mod ws;
 
 pub use gateway::{TestGateway, handlers_dir, run_cli, wasmgate_bin};
+
+/// A loopback port free right now, for servers that cannot report the port
+/// of a port-0 bind (HAProxy, pebble).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|socket| socket.local_addr())
+        .expect("a free port")
+        .port()
+}
 
 /// A gateway config with one plain listener, `hello` on `/hello` and `echo`
 /// on `/echo/*`, followed by `extra` (more handlers and routes).

@@ -5,7 +5,7 @@
 //! Loopback has a whole /8: the test's client connects from 127.0.0.2, and
 //! HAProxy connects to the gateway from 127.0.0.1, so the two are told apart.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ use http::StatusCode;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpSocket;
 use wasmgate_tests::client::Client;
-use wasmgate_tests::{TestGateway, hello_and_echo};
+use wasmgate_tests::{TestGateway, free_port, hello_and_echo};
 
 const CLIENT_IP: &str = "127.0.0.2";
 
@@ -28,14 +28,6 @@ fn haproxy_bin() -> PathBuf {
                 .find(|path| path.exists())
         })
         .expect("haproxy is installed (scripts/test.sh installs it)")
-}
-
-/// A port free right now, for HAProxy, which cannot report a port 0 bind.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|socket| socket.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 struct Haproxy {

@@ -97,7 +97,9 @@ pub(super) async fn issue(
         let key_authorization = offered.key_authorization();
         match challenge {
             AcmeChallenge::TlsAlpn01 => {
-                answers.alpn(key_authorization.digest().as_ref())?;
+                answers
+                    .alpn(key_authorization.digest().as_ref())
+                    .context("making the TLS-ALPN-01 certificate")?;
             }
             AcmeChallenge::Http01 => {
                 answers.http(&offered.token, key_authorization.as_str());
@@ -160,7 +162,13 @@ impl Answers<'_> {
         let cert = params.self_signed(&key)?;
         let private = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
         let provider = rustls::crypto::ring::default_provider();
-        let certified = CertifiedKey::from_der(vec![cert.der().clone()], private, &provider)?;
+        // Not `from_der`: its key check parses the certificate with webpki,
+        // which refuses the critical acmeIdentifier extension.
+        let signer = provider
+            .key_provider
+            .load_private_key(private)
+            .context("loading the challenge key")?;
+        let certified = CertifiedKey::new(vec![cert.der().clone()], signer);
         self.state
             .answer_alpn(self.domain, Some(Arc::new(certified)));
         Ok(())
