@@ -257,8 +257,13 @@ impl Drop for Admin {
 /// that a mistyped path binds nothing at all.
 fn files_exist(config: &Config) -> bool {
     let handlers = config.handlers.values().map(|handler| handler.path.clone());
+    let acme_ca = config
+        .acme
+        .iter()
+        .filter_map(|acme| acme.directory_ca.clone());
     handlers
         .chain(certificate_files(config))
+        .chain(acme_ca)
         .all(|path| std::fs::metadata(path).is_ok_and(|meta| !meta.is_dir()))
 }
 

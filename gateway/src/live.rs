@@ -210,6 +210,9 @@ async fn assemble(loader: &Loader<'_>, config: Config, previous: Option<&Snapsho
     }
 
     let tls = load_tls(&config, loader.acme, previous, &mut problems);
+    for (key, reason) in crate::acme::file_problems(&config) {
+        problems.push(key, reason);
+    }
     let served_automatically: Vec<HandlerName> = automatic
         .into_iter()
         .map(|(name, _)| name)

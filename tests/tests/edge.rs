@@ -194,6 +194,14 @@ redirect = "https"
 tls = {{ cert = "{cert}", key = "{key}", sni = [
   {{ names = ["www.example.test", "*.com"], cert = "api-cert.pem", key = "api-key.pem" }},
 ] }}
+
+[[listener]]
+addr = "127.0.0.1:0"
+tls = {{ acme = ["*.example.test"] }}
+
+[acme]
+directory_ca = "pebble-ca.pem"
+challenge = "dns-01"
 "#,
         cert = certs.cert.display(),
         key = certs.key.display(),
@@ -211,6 +219,9 @@ tls = {{ cert = "{cert}", key = "{key}", sni = [
         "listener[1].redirect: a TLS listener cannot redirect to HTTPS",
         "listener[1].tls.sni[0].names[1]: `*.com` is too wide",
         "listener[1].tls.sni[0].names[0]: api-cert.pem does not cover www.example.test",
+        "listener[2].tls.acme[0]: `*.example.test`: a wildcard certificate needs the dns-01 challenge",
+        "acme.challenge: `dns-01` is not a challenge wasmgate answers",
+        "acme.directory_ca: cannot read certificates from pebble-ca.pem: ",
     ] {
         assert!(
             stderr.contains(expected),
@@ -221,7 +232,7 @@ tls = {{ cert = "{cert}", key = "{key}", sni = [
 
 /// `config/deploy/wasmgate.toml` is valid as shipped: with its certificate,
 /// component and runtime paths pointed at real files, `wasmgate check`
-/// passes (ports 80/443 are not bound by a check).
+/// passes (ports 80/443 are not bound, and the CA is not contacted, by a check).
 #[test]
 fn the_production_config_checks() {
     let shipped = std::fs::read_to_string(
@@ -230,7 +241,6 @@ fn the_production_config_checks() {
     .expect("the production config");
     let dir = tempfile::tempdir().expect("temp dir");
     let certs = TestCerts::generate(dir.path());
-    let (site_cert, site_key) = certs.issue("site-", &["example.com", "www.example.com"]);
     let (apps_cert, apps_key) = certs.issue("apps-", &["*.apps.example.com"]);
     let handlers = dir.path().join("handlers");
     std::fs::create_dir(&handlers).expect("handlers dir");
@@ -248,16 +258,7 @@ fn the_production_config_checks() {
             "/run/wasmgate/handover.sock",
             show(&dir.path().join("h.sock")),
         ),
-        ("/etc/wasmgate/tls/default.pem", show(&certs.cert)),
-        ("/etc/wasmgate/tls/default.key", show(&certs.key)),
-        (
-            "/etc/letsencrypt/live/example.com/fullchain.pem",
-            show(&site_cert),
-        ),
-        (
-            "/etc/letsencrypt/live/example.com/privkey.pem",
-            show(&site_key),
-        ),
+        ("/var/lib/wasmgate/acme", show(&dir.path().join("acme"))),
         ("/etc/wasmgate/tls/apps.pem", show(&apps_cert)),
         ("/etc/wasmgate/tls/apps.key", show(&apps_key)),
     ]

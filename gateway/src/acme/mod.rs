@@ -50,6 +50,18 @@ pub fn domains(config: &Config) -> Vec<String> {
     domains
 }
 
+/// What is wrong with the files `[acme]` names, keyed like the config.
+pub fn file_problems(config: &Config) -> Vec<(&'static str, String)> {
+    let ca = config
+        .acme
+        .as_ref()
+        .and_then(|acme| acme.directory_ca.as_deref());
+    ca.and_then(|path| order::directory_roots(path).err())
+        .map(|reason| ("acme.directory_ca", reason))
+        .into_iter()
+        .collect()
+}
+
 /// Serves the stored certificates of `config`'s names that are still valid;
 /// returns the names left without one.
 pub fn load_stored(config: &Config, state: &AcmeState, metrics: &Metrics) -> Vec<String> {

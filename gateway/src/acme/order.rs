@@ -198,11 +198,7 @@ fn client(settings: &AcmeSettings) -> anyhow::Result<CaClient> {
     let builder = match &settings.directory_ca {
         None => builder.with_webpki_roots(),
         Some(path) => {
-            let mut roots = RootCertStore::empty();
-            let certs = CertificateDer::pem_file_iter(path)
-                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .with_context(|| format!("reading acme.directory_ca {}", path.display()))?;
-            roots.add_parsable_certificates(certs);
+            let roots = directory_roots(path).map_err(anyhow::Error::msg)?;
             let provider = Arc::new(rustls::crypto::ring::default_provider());
             let tls = rustls::ClientConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()?
@@ -215,6 +211,19 @@ fn client(settings: &AcmeSettings) -> anyhow::Result<CaClient> {
     Ok(CaClient(
         Client::builder(TokioExecutor::new()).build(connector),
     ))
+}
+
+/// The roots in the PEM bundle at `path` (`acme.directory_ca`).
+pub(super) fn directory_roots(path: &std::path::Path) -> Result<RootCertStore, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|error| format!("cannot read certificates from {}: {error}", path.display()))?;
+    let mut roots = RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(format!("{} holds no usable CA certificate", path.display()));
+    }
+    Ok(roots)
 }
 
 impl HttpClient for CaClient {
