@@ -110,6 +110,16 @@ impl Inherited {
         })
     }
 
+    /// Sockets from elsewhere (systemd), keyed the same way.
+    pub fn from_sockets(sockets: Vec<(SocketKey, OwnedFd)>) -> Self {
+        Self {
+            sockets: sockets
+                .into_iter()
+                .map(|(key, fd)| (key, Some(fd)))
+                .collect(),
+        }
+    }
+
     /// How many sockets were received.
     pub fn len(&self) -> usize {
         self.sockets.len()

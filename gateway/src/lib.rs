@@ -21,6 +21,7 @@
 
 pub mod access;
 pub mod acme;
+pub mod activation;
 pub mod admin;
 pub mod app;
 pub mod body;
@@ -50,6 +51,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
 
+use crate::activation::Activated;
 use crate::app::App;
 use crate::config::{Config, Problem, Problems};
 use crate::guest::{CompileCache, GuestEngine, OutboundClient};
@@ -314,6 +316,16 @@ impl Gateway {
         config: &Config,
         admin_bound: impl FnOnce(SocketAddr),
     ) -> Result<Self, StartError> {
+        Self::start_with(config, admin_bound, Activated::default()).await
+    }
+
+    /// Like [`Self::start`], listening on the sockets systemd passed
+    /// (matched by address) rather than binding or taking them over.
+    pub async fn start_with(
+        config: &Config,
+        admin_bound: impl FnOnce(SocketAddr),
+        activated: Activated,
+    ) -> Result<Self, StartError> {
         if !files_exist(config) {
             return Err(match Prepared::load(config).await {
                 Err(error) => error,
@@ -325,6 +337,7 @@ impl Gateway {
         }
         let metrics = new_metrics()?;
         let mut inherited = match &config.gateway.handover_socket {
+            _ if !activated.is_empty() => activated.into_inherited(config),
             Some(path) => inherit(path).await,
             None => Inherited::default(),
         };

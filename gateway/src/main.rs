@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use wasmgate::activation::Activated;
 use wasmgate::config::Config;
 use wasmgate::drain::ShutdownSignals;
 use wasmgate::{Gateway, Prepared, StartError, devcert, handler_build};
@@ -74,6 +75,11 @@ const EXIT_CONFIG: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let _log_writer = init_logging();
+    // Before the runtime's threads exist: taking them edits the environment.
+    let activated = match cli.command {
+        Command::Serve { .. } => Activated::from_env(),
+        _ => Activated::default(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -86,7 +92,7 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async {
         match cli.command {
-            Command::Serve { config } => serve(&config).await,
+            Command::Serve { config } => serve(&config, activated).await,
             Command::Check { config } => check(&config).await,
             Command::Build(args) => build(&args)
                 .await
@@ -145,18 +151,18 @@ fn report_start(error: StartError) -> ExitCode {
     }
 }
 
-async fn serve(path: &Path) -> ExitCode {
+async fn serve(path: &Path, activated: Activated) -> ExitCode {
     let config = match load_config(path, NOTHING_STARTED).await {
         Ok(config) => config,
         Err(code) => return code,
     };
-    run(&config).await
+    run(&config, activated).await
 }
 
-async fn run(config: &Config) -> ExitCode {
+async fn run(config: &Config, activated: Activated) -> ExitCode {
     // Printed as soon as it is bound: probes may watch the start from there.
     let admin_bound = |addr| println!("admin on http://{addr}");
-    let gateway = match Gateway::start(config, admin_bound).await {
+    let gateway = match Gateway::start_with(config, admin_bound, activated).await {
         Ok(gateway) => gateway,
         Err(error) => return report_start(error),
     };
@@ -261,7 +267,7 @@ async fn up(args: &BuildArgs) -> ExitCode {
             }
         }
     }
-    run(&config).await
+    run(&config, Activated::default()).await
 }
 
 async fn reload(path: &Path) -> ExitCode {

@@ -95,13 +95,13 @@ impl TestGateway {
 
     /// Like [`Self::start`], in a directory prepared by the caller (e.g. with certificates).
     pub fn start_in(dir: tempfile::TempDir, config: &str) -> Self {
-        Self::launch(dir, config, None, &[])
+        Self::launch(dir, config, &[])
     }
 
     /// Like [`Self::start_in`], but returns as soon as the admin listener is
     /// bound (before the components load); [`Self::wait_listening`] waits for the rest.
     pub fn start_admin_first(dir: tempfile::TempDir, config: &str) -> Self {
-        let mut gateway = Self::spawn(dir, config, None, &[]);
+        let mut gateway = Self::spawn(dir, config, &[], &[]);
         gateway.wait_until(|listeners| listeners.iter().any(|(scheme, _)| scheme == "admin"));
         gateway
     }
@@ -129,50 +129,60 @@ impl TestGateway {
 
     /// Like [`Self::start_in`], with `env` added to the gateway's environment.
     pub fn start_with_env(dir: tempfile::TempDir, config: &str, env: &[(&str, &str)]) -> Self {
-        Self::launch(dir, config, None, env)
+        Self::launch(dir, config, env)
     }
 
     /// Like [`Self::start`], with the process limited to `limit` open files.
     pub fn start_with_fd_limit(config: &str, limit: u32) -> Self {
-        Self::launch(
-            tempfile::tempdir().expect("temp dir"),
-            config,
-            Some(limit),
-            &[],
-        )
-    }
-
-    fn launch(
-        dir: tempfile::TempDir,
-        config: &str,
-        fd_limit: Option<u32>,
-        env: &[(&str, &str)],
-    ) -> Self {
-        let mut gateway = Self::spawn(dir, config, fd_limit, env);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let shell = format!("ulimit -n {limit} && exec \"$0\" \"$@\"");
+        let mut gateway = Self::spawn(dir, config, &["sh", "-c", &shell], &[]);
         gateway.wait_listening();
         gateway
     }
 
-    fn spawn(
+    /// Runs the gateway under `systemd-socket-activate`, which binds
+    /// `sockets` and starts the gateway (with `LISTEN_FDS`) when the first
+    /// connection arrives; returns once the sockets are bound.
+    pub fn start_socket_activated(
         dir: tempfile::TempDir,
         config: &str,
-        fd_limit: Option<u32>,
-        env: &[(&str, &str)],
+        sockets: &[SocketAddr],
     ) -> Self {
+        let mut wrapper = vec!["systemd-socket-activate".to_string()];
+        for addr in sockets {
+            wrapper.extend(["-l".to_string(), addr.to_string()]);
+        }
+        wrapper.extend(["-E", "WASMGATE_LOG"].map(String::from));
+        wrapper.push("--".to_string());
+        let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+        let gateway = Self::spawn(dir, config, &wrapper, &[]);
+        for addr in sockets {
+            gateway.wait_for_log(&format!("Listening on {addr}"));
+        }
+        gateway
+    }
+
+    fn launch(dir: tempfile::TempDir, config: &str, env: &[(&str, &str)]) -> Self {
+        let mut gateway = Self::spawn(dir, config, &[], env);
+        gateway.wait_listening();
+        gateway
+    }
+
+    /// Starts the gateway, behind `wrapper` (a command that ends by running
+    /// the program and arguments it is given) when there is one.
+    fn spawn(dir: tempfile::TempDir, config: &str, wrapper: &[&str], env: &[(&str, &str)]) -> Self {
         let config = expand(config, dir.path());
         let admin_expected = !config.contains("enabled = false");
         let config_path = dir.path().join("wasmgate.toml");
         std::fs::write(&config_path, &config).expect("write config");
         let expected = config.matches("[[listener]]").count() + usize::from(admin_expected);
-        let mut command = match fd_limit {
+        let mut command = match wrapper.split_first() {
             None => Command::new(wasmgate_bin()),
-            Some(limit) => {
-                let mut shell = Command::new("sh");
-                shell
-                    .arg("-c")
-                    .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
-                    .arg(wasmgate_bin());
-                shell
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(wasmgate_bin());
+                command
             }
         };
         let mut child = command

@@ -157,3 +157,26 @@ async fn a_new_process_takes_over_the_sockets_and_no_request_fails() {
     }
     assert!(total > 0, "the loops made requests");
 }
+
+/// Under systemd socket activation (`config/deploy/wasmgate.socket`) the
+/// ports are bound before wasmgate runs, and stay bound across restarts: a
+/// connection made while no gateway process exists waits in the queue and
+/// is served once one starts, instead of being refused.
+#[tokio::test]
+async fn socket_activation_serves_a_connection_made_before_the_gateway_ran() {
+    let public = std::net::SocketAddr::from(([127, 0, 0, 1], wasmgate_tests::free_port()));
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], wasmgate_tests::free_port()));
+    let config = config("5s", "").replace("127.0.0.1:0", &public.to_string())
+        + &format!("\n[admin]\naddr = \"{admin}\"\n");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut gateway = TestGateway::start_socket_activated(dir, &config, &[public, admin]);
+    // systemd-socket-activate starts the gateway on this first connection.
+    let mut client = Client::http1(public).await;
+    let reply = client.get("/slow?chunks=1&pause_ms=0").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    gateway.wait_listening();
+    assert_eq!((gateway.http(), gateway.admin()), (public, admin));
+    gateway.wait_for_log("listening on the sockets systemd passed sockets=2");
+    gateway.signal("TERM");
+    assert!(gateway.wait_exit(Duration::from_secs(10)).success());
+}
