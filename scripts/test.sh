@@ -19,7 +19,8 @@ export COMPONENTIZE_PY="$PWD/target/test-venv/bin/componentize-py"
 # Debian packages the tests run for real: chromium drives the chat demo page
 # (tests/tests/chat.rs); prometheus (with promtool) checks and scrapes the
 # admin listener's metrics (tests/tests/operate.rs); haproxy sends PROXY headers
-# (tests/tests/behind_proxy.rs); pebble is the ACME CA (tests/tests/acme.rs).
+# (tests/tests/behind_proxy.rs); pebble is the ACME CA (tests/tests/acme.rs);
+# systemd-socket-activate passes sockets like a .socket unit (tests/tests/lifecycle.rs).
 # Installed only when missing; needs root or sudo.
 apt_install() {
   local missing=()
@@ -32,7 +33,8 @@ apt_install() {
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
-apt_install chromium:chromium promtool:prometheus haproxy:haproxy pebble:pebble
+apt_install chromium:chromium promtool:prometheus haproxy:haproxy pebble:pebble \
+  systemd-socket-activate:systemd
 
 # --workspace also builds the wasmgate binary the end-to-end tests run.
 cargo test --workspace --locked
