@@ -96,6 +96,16 @@ impl Client {
         config: Arc<rustls::ClientConfig>,
     ) -> Self {
         let tcp = TcpStream::connect(addr).await.expect("connect");
+        Self::tls_over_tcp(tcp, addr, server_name, config).await
+    }
+
+    /// Like [`Self::tls_named`], over a TCP connection the caller made.
+    pub async fn tls_over_tcp(
+        tcp: TcpStream,
+        addr: SocketAddr,
+        server_name: &str,
+        config: Arc<rustls::ClientConfig>,
+    ) -> Self {
         let name =
             rustls::pki_types::ServerName::try_from(server_name.to_string()).expect("valid name");
         let stream = tokio_rustls::TlsConnector::from(config)

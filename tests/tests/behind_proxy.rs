@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpSocket;
+use wasmgate_tests::certs::TestCerts;
 use wasmgate_tests::client::Client;
 use wasmgate_tests::{TestGateway, free_port, hello_and_echo};
 
@@ -85,15 +86,24 @@ impl Drop for Haproxy {
     }
 }
 
-/// `GET /echo/who` through `frontend`, from 127.0.0.2; returns the
-/// forwarding headers the guest saw.
-async fn echo_from_client_ip(frontend: SocketAddr) -> (String, String) {
+/// A connection to `frontend` from 127.0.0.2.
+async fn connect_from_client_ip(frontend: SocketAddr) -> tokio::net::TcpStream {
     let socket = TcpSocket::new_v4().expect("socket");
     socket
         .bind(SocketAddr::new(CLIENT_IP.parse().expect("ip"), 0))
         .expect("bind 127.0.0.2");
-    let stream = socket.connect(frontend).await.expect("connect");
-    let mut client = Client::over_tcp(stream, frontend).await;
+    socket.connect(frontend).await.expect("connect")
+}
+
+/// `GET /echo/who` through `frontend`, from 127.0.0.2; returns the
+/// forwarding headers the guest saw.
+async fn echo_from_client_ip(frontend: SocketAddr) -> (String, String) {
+    let stream = connect_from_client_ip(frontend).await;
+    echo_who(Client::over_tcp(stream, frontend).await).await
+}
+
+/// The `X-Forwarded-For` and `Forwarded` headers `GET /echo/who` saw.
+async fn echo_who(mut client: Client) -> (String, String) {
     let reply = client.get("/echo/who").await;
     assert_eq!(reply.status, StatusCode::OK);
     let json: serde_json::Value = serde_json::from_slice(&reply.body).expect("echo JSON");
@@ -123,6 +133,32 @@ async fn guests_see_the_client_behind_haproxy_v2_and_v1() {
         assert_eq!(forwarded_for, CLIENT_IP);
         assert!(
             forwarded.starts_with(&format!("for={CLIENT_IP};proto=http")),
+            "{forwarded}"
+        );
+    }
+}
+
+/// The header comes first, then TLS: the handshake starts exactly where
+/// HAProxy stops, and the guest sees the client's address and `https`.
+#[tokio::test]
+async fn proxy_headers_work_in_front_of_a_tls_listener() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let certs = TestCerts::generate(dir.path());
+    let config = hello_and_echo(&format!(
+        "\n[[listener]]\naddr = \"127.0.0.1:0\"\nproxy_protocol = true\ntls = {{ cert = \"{}\", key = \"{}\" }}\n",
+        certs.cert.display(),
+        certs.key.display()
+    ));
+    let gateway = TestGateway::start_in(dir, &config);
+    let haproxy = Haproxy::start(gateway.https());
+    for frontend in [haproxy.v2, haproxy.v1] {
+        let stream = connect_from_client_ip(frontend).await;
+        let tls_config = certs.client_config(&[b"h2", b"http/1.1"]);
+        let client = Client::tls_over_tcp(stream, frontend, "localhost", tls_config).await;
+        let (forwarded_for, forwarded) = echo_who(client).await;
+        assert_eq!(forwarded_for, CLIENT_IP);
+        assert!(
+            forwarded.starts_with(&format!("for={CLIENT_IP};proto=https")),
             "{forwarded}"
         );
     }
