@@ -57,15 +57,23 @@ impl Issued {
 
     /// When to renew: `before` expiry, or with a third of the lifetime left.
     pub fn renew_at(&self, before: Option<Duration>) -> SystemTime {
-        let lifetime = self
-            .not_after
-            .duration_since(self.not_before)
-            .unwrap_or_default();
-        let before = before.unwrap_or(lifetime / 3);
-        self.not_after
-            .checked_sub(before)
-            .unwrap_or(self.not_before)
+        renewal_time(self.not_before, self.not_after, before)
     }
+}
+
+/// A `before` as long as the lifetime (`renew_before = "90d"` with 90-day
+/// certificates) would make every new certificate due at once and the
+/// manager order without pause; such a certificate renews at a third left.
+fn renewal_time(
+    not_before: SystemTime,
+    not_after: SystemTime,
+    before: Option<Duration>,
+) -> SystemTime {
+    let lifetime = not_after.duration_since(not_before).unwrap_or_default();
+    let before = before
+        .filter(|before| *before < lifetime)
+        .unwrap_or(lifetime / 3);
+    not_after.checked_sub(before).unwrap_or(not_before)
 }
 
 /// The ACME state shared by the manager, the TLS resolver and the HTTP service.
@@ -130,5 +138,24 @@ impl AcmeState {
             Some(answer) => tokens.insert(token.to_string(), answer),
             None => tokens.remove(token),
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_comes_before_expiry_and_never_at_issuance() {
+        let day = Duration::from_secs(86_400);
+        let issued = UNIX_EPOCH + 1000 * day;
+        let expires = issued + 90 * day;
+        assert_eq!(renewal_time(issued, expires, None), issued + 60 * day);
+        let thirty = Some(30 * day);
+        assert_eq!(renewal_time(issued, expires, thirty), issued + 60 * day);
+        let ten = Some(10 * day);
+        assert_eq!(renewal_time(issued, expires, ten), issued + 80 * day);
+        let whole = Some(90 * day);
+        assert_eq!(renewal_time(issued, expires, whole), issued + 60 * day);
     }
 }
