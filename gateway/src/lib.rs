@@ -336,10 +336,12 @@ impl Gateway {
             });
         }
         let metrics = new_metrics()?;
-        let mut inherited = match &config.gateway.handover_socket {
-            _ if !activated.is_empty() => activated.into_inherited(config),
-            Some(path) => inherit(path).await,
-            None => Inherited::default(),
+        let mut inherited = if !activated.is_empty() {
+            activated.into_inherited(config)
+        } else if let Some(path) = &config.gateway.handover_socket {
+            inherit(path).await
+        } else {
+            Inherited::default()
         };
         let admin = match config.admin {
             Some(addr) => {

@@ -102,6 +102,15 @@ async fn echo_from_client_ip(frontend: SocketAddr) -> (String, String) {
     echo_who(Client::over_tcp(stream, frontend).await).await
 }
 
+/// The guest saw the client at 127.0.0.2, reaching the gateway over `proto`.
+fn assert_sees_client((forwarded_for, forwarded): (String, String), proto: &str) {
+    assert_eq!(forwarded_for, CLIENT_IP);
+    assert!(
+        forwarded.starts_with(&format!("for={CLIENT_IP};proto={proto}")),
+        "{forwarded}"
+    );
+}
+
 /// The `X-Forwarded-For` and `Forwarded` headers `GET /echo/who` saw.
 async fn echo_who(mut client: Client) -> (String, String) {
     let reply = client.get("/echo/who").await;
@@ -129,12 +138,7 @@ async fn guests_see_the_client_behind_haproxy_v2_and_v1() {
     ));
     let haproxy = Haproxy::start(gateway.http());
     for frontend in [haproxy.v2, haproxy.v1] {
-        let (forwarded_for, forwarded) = echo_from_client_ip(frontend).await;
-        assert_eq!(forwarded_for, CLIENT_IP);
-        assert!(
-            forwarded.starts_with(&format!("for={CLIENT_IP};proto=http")),
-            "{forwarded}"
-        );
+        assert_sees_client(echo_from_client_ip(frontend).await, "http");
     }
 }
 
@@ -155,12 +159,7 @@ async fn proxy_headers_work_in_front_of_a_tls_listener() {
         let stream = connect_from_client_ip(frontend).await;
         let tls_config = certs.client_config(&[b"h2", b"http/1.1"]);
         let client = Client::tls_over_tcp(stream, frontend, "localhost", tls_config).await;
-        let (forwarded_for, forwarded) = echo_who(client).await;
-        assert_eq!(forwarded_for, CLIENT_IP);
-        assert!(
-            forwarded.starts_with(&format!("for={CLIENT_IP};proto=https")),
-            "{forwarded}"
-        );
+        assert_sees_client(echo_who(client).await, "https");
     }
 }
 

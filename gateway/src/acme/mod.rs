@@ -101,7 +101,7 @@ fn stored(store: &Store, domain: &str) -> Result<Option<Issued>, String> {
     else {
         return Ok(None);
     };
-    Issued::from_pem(&pem, &rustls::crypto::ring::default_provider()).map(Some)
+    Issued::from_pem(&pem).map(Some)
 }
 
 fn install(state: &AcmeState, metrics: &Metrics, domain: &str, issued: Issued) {
@@ -209,7 +209,7 @@ async fn obtain(
         };
         *account = Some((settings.clone(), current.clone()));
         let pem = order::issue(&current, domain, settings.challenge, &app.acme).await?;
-        let issued = Issued::from_pem(pem.as_bytes(), &rustls::crypto::ring::default_provider())
+        let issued = Issued::from_pem(pem.as_bytes())
             .map_err(anyhow::Error::msg)?;
         if let Err(error) = store.save_certificate(domain, pem.as_bytes()) {
             tracing::error!(

@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
@@ -29,7 +28,7 @@ pub struct Issued {
 
 impl Issued {
     /// Parses a PEM holding a private key and a chain (leaf first).
-    pub fn from_pem(pem: &[u8], provider: &CryptoProvider) -> Result<Self, String> {
+    pub fn from_pem(pem: &[u8]) -> Result<Self, String> {
         let chain = CertificateDer::pem_slice_iter(pem)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|error| format!("unreadable certificate: {error}"))?;
@@ -46,7 +45,8 @@ impl Issued {
             time(validity.not_before.timestamp()),
             time(validity.not_after.timestamp()),
         );
-        let key = CertifiedKey::from_der(chain, private, provider)
+        let provider = rustls::crypto::ring::default_provider();
+        let key = CertifiedKey::from_der(chain, private, &provider)
             .map_err(|error| format!("the key does not match the certificate: {error}"))?;
         Ok(Self {
             key: Arc::new(key),
