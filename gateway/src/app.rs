@@ -8,14 +8,14 @@ use std::sync::Arc;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 
-use crate::acme::AcmeState;
 use crate::config::{GatewaySettings, ListenerLimits};
-use crate::drain::Drain;
+use crate::control::drain::Drain;
+use crate::control::live::{Live, Snapshot};
+use crate::control::metrics::Metrics;
+use crate::edge::acme::AcmeState;
 use crate::guest::pubsub::Hub;
 use crate::guest::{CompileCache, GuestEngine, OutboundClient};
-use crate::live::{Live, Snapshot};
-use crate::metrics::Metrics;
-use crate::upgrade::StreamSlots;
+use crate::http::upgrade::StreamSlots;
 
 /// Shared state of a running gateway.
 pub struct App {

@@ -19,30 +19,13 @@
 //! [`live::build`] loads certificates and compiles every component, and only
 //! then does [`listener::bind`] take the public ports.
 
-pub mod access;
-pub mod acme;
-pub mod activation;
-pub mod admin;
 pub mod app;
-pub mod body;
+pub mod cli;
 pub mod config;
-pub mod conn;
-pub mod devcert;
-pub mod drain;
+pub mod control;
 pub mod edge;
-pub mod error;
 pub mod guest;
-pub mod handler_build;
-pub mod handover;
-pub mod listener;
-pub mod live;
-pub mod metrics;
-pub mod proxy;
-pub mod reload;
-pub mod router;
-pub mod service;
-pub mod tls;
-pub mod upgrade;
+pub mod http;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -51,15 +34,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
 
-use crate::activation::Activated;
 use crate::app::App;
 use crate::config::{Config, Problem, Problems};
+use crate::control::live::Snapshot;
+use crate::control::metrics::Metrics;
+use crate::control::reload::Reloader;
+use crate::control::{admin, live, reload};
+use crate::edge::activation::Activated;
+use crate::edge::handover::{Inherited, SocketKey};
+use crate::edge::listener::Bound;
+use crate::edge::{acme, handover, listener};
 use crate::guest::{CompileCache, GuestEngine, OutboundClient};
-use crate::handover::{Inherited, SocketKey};
-use crate::listener::Bound;
-use crate::live::Snapshot;
-use crate::metrics::Metrics;
-use crate::reload::Reloader;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]

@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use wasmgate::activation::Activated;
+use wasmgate::cli::{devcert, handler_build};
 use wasmgate::config::Config;
-use wasmgate::drain::ShutdownSignals;
-use wasmgate::{Gateway, Prepared, StartError, devcert, handler_build};
+use wasmgate::control::drain::ShutdownSignals;
+use wasmgate::edge::activation::Activated;
+use wasmgate::{Gateway, Prepared, StartError};
 
 #[derive(Parser)]
 #[command(
@@ -287,7 +288,7 @@ async fn reload(path: &Path) -> ExitCode {
         );
         return ExitCode::from(EXIT_RUNTIME);
     };
-    match wasmgate::admin::request_reload(addr).await {
+    match wasmgate::control::admin::request_reload(addr).await {
         Ok((status, body)) if status.is_success() => {
             println!("reloaded: generation {}", body["generation"]);
             ExitCode::SUCCESS

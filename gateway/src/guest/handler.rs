@@ -28,10 +28,10 @@ use super::pubsub::Hub;
 use super::sse::{Session as SseSession, SseService, SseServicePre};
 use super::stream::{Opening, Refused, Stream, StreamSetup, trial};
 use super::websocket::{Session, WebsocketService, WebsocketServicePre};
-use crate::body::{CappedBody, ResponseBody};
 use crate::config::{EnvGrant, HandlerConfig, HandlerName, StreamLimits};
-use crate::error::GatewayError;
-use crate::metrics::{HandlerMetrics, Metrics};
+use crate::control::metrics::{HandlerMetrics, Metrics};
+use crate::http::body::{CappedBody, ResponseBody};
+use crate::http::error::GatewayError;
 
 /// What starting a handler needs from the gateway besides its component.
 pub struct Services<'a> {

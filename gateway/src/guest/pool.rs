@@ -13,7 +13,7 @@ use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 
 use super::host::{Host, StoreMaker};
-use crate::metrics::HandlerMetrics;
+use crate::control::metrics::HandlerMetrics;
 
 /// An instantiated guest waiting for its request.
 pub(super) struct Ready {

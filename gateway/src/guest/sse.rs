@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use super::host::Host;
 use super::pubsub::{Outgoing, Published};
 use super::stream::{Calls, Stream, stream_guest, within};
-use crate::drain::Drain;
+use crate::control::drain::Drain;
 
 mod bindings {
     wasmtime::component::bindgen!({

@@ -16,7 +16,7 @@ use super::host::{Host, StoreMaker};
 use super::pubsub::{Ending, Hub, Link, Outgoing, Published};
 use super::websocket::bindings::wasmgate::streaming::types::{Refusal, Request};
 use crate::config::StreamLimits;
-use crate::metrics::HandlerMetrics;
+use crate::control::metrics::HandlerMetrics;
 
 /// The bindings of one stream world, as far as opening a stream goes.
 pub trait StreamGuest: Sized + Send {

@@ -24,7 +24,7 @@ use tokio_tungstenite::tungstenite::{Error as WireError, Message as WireMessage}
 use super::host::Host;
 use super::pubsub::{Outgoing, Published, message_size};
 use super::stream::{Calls, Stream, stream_guest, within};
-use crate::drain::Drain;
+use crate::control::drain::Drain;
 
 pub(super) mod bindings {
     wasmtime::component::bindgen!({

@@ -13,17 +13,17 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 
-use crate::acme::AcmeState;
 use crate::config::{
     Config, GatewaySettings, HandlerConfig, HandlerName, Problem, ProblemList, Problems,
 };
+use crate::control::metrics::Metrics;
+use crate::edge::acme::AcmeState;
+use crate::edge::tls;
 use crate::guest::{
     self, CompileCache, ComponentFile, GuestEngine, Handler, LoadError, Loaded, Origin,
     OutboundClient, Services,
 };
-use crate::metrics::Metrics;
-use crate::router::Router;
-use crate::tls;
+use crate::http::router::Router;
 
 /// Everything a request needs, for one generation of the configuration.
 pub struct Snapshot {
@@ -210,7 +210,7 @@ async fn assemble(loader: &Loader<'_>, config: Config, previous: Option<&Snapsho
     }
 
     let tls = load_tls(&config, loader.acme, previous, &mut problems);
-    for (key, reason) in crate::acme::file_problems(&config) {
+    for (key, reason) in crate::edge::acme::file_problems(&config) {
         problems.push(key, reason);
     }
     let served_automatically: Vec<HandlerName> = automatic

@@ -32,8 +32,8 @@ use tokio::net::TcpListener;
 
 use crate::app::App;
 use crate::config::HandlerName;
-use crate::metrics::Metrics;
-use crate::reload::{Outcome, Reloader};
+use crate::control::metrics::Metrics;
+use crate::control::reload::{Outcome, Reloader};
 
 /// What the admin endpoints answer from: the metrics from the first moment,
 /// the running gateway once it is up.

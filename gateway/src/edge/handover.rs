@@ -25,7 +25,7 @@ use rustix::net::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::drain::Drain;
+use crate::control::drain::Drain;
 
 /// What a socket is, so the successor can match it with its own config:
 /// by kind and *configured* address (port 0 stays 0), in config order.

@@ -17,9 +17,9 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt as _;
 
-use crate::body::ResponseBody;
 use crate::config::AccessLog;
-use crate::metrics::Metrics;
+use crate::control::metrics::Metrics;
+use crate::http::body::ResponseBody;
 
 /// What the access line says about one request, gathered on its way.
 pub struct Access {

@@ -16,7 +16,7 @@ use hyper_util::server::conn::auto::Builder;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::app::App;
-use crate::service::{self, ConnectionInfo};
+use crate::http::service::{self, ConnectionInfo};
 
 /// How long a draining gateway waits for the first request of a connection
 /// that has not sent one.

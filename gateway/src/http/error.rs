@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http::{Response, StatusCode, header};
 
-use crate::body::{ResponseBody, full};
+use crate::http::body::{ResponseBody, full};
 
 /// Whose fault a failed request is: it picks the status class and the log level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,9 +13,9 @@ use std::net::{IpAddr, SocketAddr};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode, Uri};
 
-use crate::acme::AcmeState;
-use crate::body::{ResponseBody, full};
 use crate::config::{HttpsRedirect, IpNet};
+use crate::edge::acme::AcmeState;
+use crate::http::body::{ResponseBody, full};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");

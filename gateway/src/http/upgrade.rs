@@ -25,10 +25,10 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::app::App;
-use crate::body::{ResponseBody, full};
-use crate::error::{GatewayError, rescue};
 use crate::guest::Handler;
 use crate::guest::stream::{Opening, Refused};
+use crate::http::body::{ResponseBody, full};
+use crate::http::error::{GatewayError, rescue};
 
 /// tungstenite's read buffer per WebSocket connection.
 const READ_BUFFER: usize = 8 * 1024;

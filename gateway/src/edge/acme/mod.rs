@@ -27,7 +27,7 @@ pub use state::{AcmeState, Issued};
 
 use crate::app::App;
 use crate::config::{AcmeSettings, Config};
-use crate::metrics::Metrics;
+use crate::control::metrics::Metrics;
 use store::Store;
 
 /// First wait after a failed order; doubled after each further failure.

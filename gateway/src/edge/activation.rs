@@ -13,7 +13,7 @@ use std::net::TcpListener;
 use std::os::fd::OwnedFd;
 
 use crate::config::Config;
-use crate::handover::{Inherited, SocketKey};
+use crate::edge::handover::{Inherited, SocketKey};
 
 /// The TCP listening sockets systemd passed to this process.
 #[derive(Debug, Default)]

@@ -25,8 +25,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use crate::acme::AcmeState;
 use crate::config::TlsFiles;
+use crate::edge::acme::AcmeState;
 
 /// Why a certificate/key pair cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]

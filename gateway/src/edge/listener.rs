@@ -19,10 +19,10 @@ use tokio::sync::Semaphore;
 
 use crate::app::{self, App};
 use crate::config::{ListenerConfig, ListenerLimits};
-use crate::conn;
+use crate::edge::handover::{Inherited, SocketKey};
 use crate::guest::Scheme;
-use crate::handover::{Inherited, SocketKey};
-use crate::service::{ConnectionInfo, FirstRequest};
+use crate::http::conn;
+use crate::http::service::{ConnectionInfo, FirstRequest};
 
 /// A bound listener, not yet accepting.
 pub struct Bound {
@@ -174,7 +174,7 @@ async fn connection(
     }
     let listener = local.to_string();
     let peer = if proxy_protocol {
-        match crate::proxy::read_header(&mut stream, header_timeout).await {
+        match crate::edge::proxy::read_header(&mut stream, header_timeout).await {
             Ok(client) => client.unwrap_or(peer),
             Err(error) => {
                 app.metrics
@@ -205,13 +205,13 @@ async fn connection(
         tracing::error!(listener = %local, "no TLS configuration for a TLS listener");
         return;
     };
-    match crate::tls::handshake(config, stream, app.settings.tls_handshake_timeout).await {
+    match crate::edge::tls::handshake(config, stream, app.settings.tls_handshake_timeout).await {
         Ok(stream) => {
             let info = info(Scheme::Https);
             let protocol = match stream.get_ref().1.alpn_protocol() {
                 Some(b"h2") => "h2",
                 // RFC 8737: the handshake was the whole TLS-ALPN-01 answer.
-                Some(crate::tls::ACME_TLS_ALPN) => return,
+                Some(crate::edge::tls::ACME_TLS_ALPN) => return,
                 _ => "http/1.1",
             };
             let _open = Open::count(&app, &listener, protocol);

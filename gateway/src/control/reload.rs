@@ -16,7 +16,7 @@ use tokio::sync::{Mutex, mpsc};
 
 use crate::app::App;
 use crate::config::Config;
-use crate::live::{self, Loader};
+use crate::control::live::{self, Loader};
 
 /// Quiet time after the last file event before reloading. Only complete
 /// files raise events (see [`is_complete_change`]), so this only has to

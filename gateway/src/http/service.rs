@@ -3,7 +3,7 @@
 //!
 //! Invariant: the snapshot is loaded exactly once per request and that
 //! generation serves the whole request; every failure leaves through
-//! [`crate::error::rescue`].
+//! [`crate::http::error::rescue`].
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -13,13 +13,13 @@ use std::time::Instant;
 use http::{HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
 
-use crate::access::{Access, log_on_end};
 use crate::app::App;
-use crate::body::ResponseBody;
-use crate::edge;
-use crate::error::{Blame, GatewayError, rescue};
+use crate::control::live::Snapshot;
 use crate::guest::Scheme;
-use crate::live::Snapshot;
+use crate::http::access::{Access, log_on_end};
+use crate::http::body::ResponseBody;
+use crate::http::error::{Blame, GatewayError, rescue};
+use crate::http::front_door;
 
 /// What a request's connection tells about it.
 pub struct ConnectionInfo {
@@ -31,7 +31,7 @@ pub struct ConnectionInfo {
     pub listener: usize,
     /// The client's address.
     pub peer: SocketAddr,
-    /// Set when the first request arrives (see [`crate::conn::serve`]).
+    /// Set when the first request arrives (see [`crate::http::conn::serve`]).
     pub first_request: FirstRequest,
 }
 
@@ -77,20 +77,24 @@ pub async fn handle(
     let snapshot = app.live.load_full();
     let listener = snapshot.config.listeners.get(connection.listener);
     let challenge = match connection.scheme {
-        Scheme::Http => edge::acme_http01(&app.acme, &path),
+        Scheme::Http => front_door::acme_http01(&app.acme, &path),
         _ => None,
     };
     let redirect = listener.and_then(|listener| listener.redirect);
     let (mut response, route, handler) = match (challenge, redirect) {
         (Some(answer), _) => (answer, Arc::from("-"), Arc::from("-")),
         (None, Some(redirect)) => {
-            let response =
-                edge::https_redirect(redirect, host.as_deref(), connection.local, request.uri());
+            let response = front_door::https_redirect(
+                redirect,
+                host.as_deref(),
+                connection.local,
+                request.uri(),
+            );
             (response, Arc::from("-"), Arc::from("-"))
         }
         (None, None) => {
             let mut request = request;
-            let hop = edge::Hop {
+            let hop = front_door::Hop {
                 client: connection.peer,
                 proto: match connection.scheme {
                     Scheme::Https => "https",
@@ -99,12 +103,12 @@ pub async fn handle(
                 host: host.as_deref(),
                 trusted: listener.map_or(&[], |listener| &listener.trusted_proxies),
             };
-            edge::forwarding_headers(request.headers_mut(), &hop);
+            front_door::forwarding_headers(request.headers_mut(), &hop);
             dispatch(&app, &snapshot, &connection, host.as_deref(), request).await
         }
     };
     if let Some(hsts) = listener.and_then(|listener| listener.hsts.as_ref()) {
-        edge::add_hsts(&mut response, hsts);
+        front_door::add_hsts(&mut response, hsts);
     }
     let status = response.status().as_u16();
     app.metrics
@@ -153,9 +157,9 @@ async fn dispatch(
         }
     }
     let response = if handler.is_websocket() {
-        crate::upgrade::websocket(app, handler, &route.id, request).await
+        crate::http::upgrade::websocket(app, handler, &route.id, request).await
     } else if handler.is_sse() {
-        crate::upgrade::sse(app, handler, &route.id, request).await
+        crate::http::upgrade::sse(app, handler, &route.id, request).await
     } else {
         match handler
             .serve(request, connection.scheme.clone(), &route.id, &app.hub)

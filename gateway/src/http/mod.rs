@@ -1,0 +1,10 @@
+//! HTTP: one connection's requests, routed and answered.
+
+pub mod access;
+pub mod body;
+pub mod conn;
+pub mod error;
+pub mod front_door;
+pub mod router;
+pub mod service;
+pub mod upgrade;
