@@ -5,17 +5,14 @@
 
 use std::sync::Arc;
 
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use hyper_util::server::conn::auto;
-
-use crate::config::{GatewaySettings, ListenerLimits};
+use crate::config::GatewaySettings;
 use crate::control::drain::Drain;
 use crate::control::live::{Live, Snapshot};
 use crate::control::metrics::Metrics;
 use crate::edge::acme::AcmeState;
 use crate::guest::pubsub::Hub;
 use crate::guest::{CompileCache, GuestEngine, OutboundClient};
-use crate::http::upgrade::StreamSlots;
+use crate::http::stream_slots::StreamSlots;
 
 /// Shared state of a running gateway.
 pub struct App {
@@ -65,23 +62,4 @@ impl App {
             acme,
         }
     }
-}
-
-/// The HTTP/1.1 + HTTP/2 connection builder of a listener, under its limits.
-pub fn http_builder(limits: &ListenerLimits) -> auto::Builder<TokioExecutor> {
-    let mut http = auto::Builder::new(TokioExecutor::new());
-    http.http1()
-        .timer(TokioTimer::new())
-        // Also how long an idle keep-alive connection waits for its next request.
-        .header_read_timeout(limits.header_timeout)
-        .max_buf_size(limits.max_header_size.max(8192))
-        .max_headers(limits.max_headers)
-        .keep_alive(true);
-    // RFC 8441, so browsers can open WebSockets over an HTTP/2 connection.
-    http.http2()
-        .timer(TokioTimer::new())
-        .enable_connect_protocol()
-        .max_concurrent_streams(limits.h2_max_streams)
-        .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
-    http
 }

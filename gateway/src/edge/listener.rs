@@ -11,18 +11,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto::Builder;
 use tokio::sync::Semaphore;
 
-use crate::app::{self, App};
+use crate::app::App;
 use crate::config::{ListenerConfig, ListenerLimits};
 use crate::edge::handover::{Inherited, SocketKey};
 use crate::guest::Scheme;
-use crate::http::conn;
-use crate::http::service::{ConnectionInfo, FirstRequest};
+use crate::http::conn::{self, ConnectionInfo};
+use crate::http::service;
 
 /// A bound listener, not yet accepting.
 pub struct Bound {
@@ -88,7 +89,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// Accepts connections until the drain starts, each served on its own task.
 pub async fn accept_loop(app: Arc<App>, bound: Bound) {
     let mut backoff = MIN_BACKOFF;
-    let http = Arc::new(app::http_builder(&bound.limits));
+    let http = Arc::new(conn::http_builder(&bound.limits));
     let slots = Arc::new(Semaphore::new(bound.limits.max_connections));
     loop {
         // At the connection limit, stop accepting: waiting clients queue in
@@ -188,17 +189,11 @@ async fn connection(
     } else {
         peer
     };
-    let info = |scheme| ConnectionInfo {
-        scheme,
-        local,
-        listener: index,
-        peer,
-        first_request: FirstRequest::default(),
-    };
+    let info = |scheme| ConnectionInfo::new(scheme, local, index, peer);
     if !tls {
         let info = info(Scheme::Http);
         let _open = Open::count(&app, &listener, "http");
-        conn::serve(app, http, info, stream).await;
+        serve_http(app, http, info, stream).await;
         return;
     }
     let Some(config) = app.live.load().tls.get(index).cloned().flatten() else {
@@ -215,7 +210,7 @@ async fn connection(
                 _ => "http/1.1",
             };
             let _open = Open::count(&app, &listener, protocol);
-            conn::serve(app, http, info, stream).await;
+            serve_http(app, http, info, stream).await;
         }
         Err(error) => {
             app.metrics
@@ -225,6 +220,21 @@ async fn connection(
             tracing::debug!(%peer, "TLS handshake failed: {error}");
         }
     }
+}
+
+/// Serves HTTP on `io`: hyper's connection under the listener's limits,
+/// each request through [`service::handle`].
+async fn serve_http<IO>(app: Arc<App>, http: &Builder<TokioExecutor>, info: ConnectionInfo, io: IO)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let info = Arc::new(info);
+    let drain = app.drain.clone();
+    let service = {
+        let info = Arc::clone(&info);
+        move |request| service::handle(Arc::clone(&app), Arc::clone(&info), request)
+    };
+    conn::serve(http, &drain, info, io, service).await;
 }
 
 /// One open connection in `wasmgate_connections_open`, for as long as it lives.

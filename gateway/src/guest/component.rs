@@ -10,11 +10,10 @@ use std::time::{Duration, Instant};
 use wasmtime::component::Component;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+use super::bindings::{SseServicePre, WebsocketServicePre};
 use super::cache::{CompileCache, ContentHash};
 use super::engine::GuestEngine;
 use super::host::Host;
-use super::sse::SseServicePre;
-use super::websocket::WebsocketServicePre;
 use crate::config::HandlerWorld;
 
 /// Why a file cannot serve as a handler.

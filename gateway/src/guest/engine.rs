@@ -13,7 +13,9 @@ use anyhow::Context as _;
 use wasmtime::component::Linker;
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+use super::bindings::{WebsocketService, sse};
 use super::host::Host;
+use super::pubsub::HasAttachment;
 
 /// How often the epoch advances. A running guest is interrupted at most this
 /// late to yield to tokio or to be stopped at its deadline; 10 ms keeps the
@@ -67,10 +69,15 @@ impl GuestEngine {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(|error| anyhow::anyhow!("{error:?}"))
             .context("linking wasi:http")?;
-        super::websocket::add_to_linker(&mut linker)
-            .and_then(|()| super::sse::add_to_linker(&mut linker))
-            .map_err(|error| anyhow::anyhow!("{error:?}"))
-            .context("linking wasmgate:streaming")?;
+        // The streaming imports reach only a store's pub/sub attachment.
+        WebsocketService::add_to_linker::<Host, HasAttachment>(&mut linker, |host| {
+            &mut host.attachment
+        })
+        .and_then(|()| {
+            sse::add_to_linker::<Host, HasAttachment>(&mut linker, |host| &mut host.attachment)
+        })
+        .map_err(|error| anyhow::anyhow!("{error:?}"))
+        .context("linking wasmgate:streaming")?;
         let ticker = EpochTicker::start(engine.clone());
         Ok(Self {
             engine,

@@ -18,6 +18,7 @@ use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 
+use super::bindings::{SseService, SseServicePre, WebsocketService, WebsocketServicePre};
 use super::cache::ContentHash;
 use super::component::Pre;
 use super::component::{LoadError, Loaded};
@@ -25,9 +26,9 @@ use super::host::{DeadlineExceeded, Host, StoreMaker, hostcall_fuel};
 use super::outbound::OutboundClient;
 use super::pool::{Blueprint, Pool, Ready};
 use super::pubsub::Hub;
-use super::sse::{Session as SseSession, SseService, SseServicePre};
+use super::sse::Session as SseSession;
 use super::stream::{Opening, Refused, Stream, StreamSetup, trial};
-use super::websocket::{Session, WebsocketService, WebsocketServicePre};
+use super::websocket::Session;
 use crate::config::{EnvGrant, HandlerConfig, HandlerName, StreamLimits};
 use crate::control::metrics::{HandlerMetrics, Metrics};
 use crate::http::body::{CappedBody, ResponseBody};
@@ -216,7 +217,7 @@ impl Handler {
         })?;
         let deadline = Instant::now() + self.config.limits.timeout;
         store.data_mut().deadline = deadline;
-        store.data_mut().hub = Some(Arc::clone(hub));
+        store.data_mut().attachment.hub = Some(Arc::clone(hub));
         let (sender, receiver) = oneshot::channel();
         let mut http = store.data_mut().http();
         let incoming: Resource<HostIncomingRequest> = http

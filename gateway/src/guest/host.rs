@@ -19,6 +19,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::outbound::{Outbound, OutboundClient};
+use super::pubsub::Attachment;
 
 /// Store data of one guest instance.
 pub struct Host {
@@ -30,10 +31,8 @@ pub struct Host {
     /// When the current request must be finished; far in the future while the
     /// instance waits in the pool.
     pub(super) deadline: Instant,
-    /// The connection a streaming guest serves; `None` for HTTP handlers.
-    pub(super) link: Option<super::pubsub::Link>,
-    /// Where `pubsub` publishes (HTTP handlers may publish too).
-    pub(super) hub: Option<Arc<super::pubsub::Hub>>,
+    /// The pub/sub hub and, for a stream guest, its connection.
+    pub(super) attachment: Attachment,
 }
 
 impl Host {
@@ -63,8 +62,7 @@ impl Host {
                 memory_denied: false,
             },
             deadline: far_future(),
-            link: None,
-            hub: None,
+            attachment: Attachment::default(),
         }
     }
 }

@@ -10,6 +10,7 @@
 //! Invariant: nothing outside this module sees a wasmtime store; the request
 //! path sees only [`Handler::serve`].
 
+pub mod bindings;
 pub mod cache;
 pub mod component;
 pub mod engine;

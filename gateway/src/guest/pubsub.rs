@@ -15,9 +15,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::host::Host;
-use super::websocket::bindings::wasmgate::streaming::pubsub;
-use super::websocket::bindings::wasmgate::streaming::types::{Message, SendError};
+use super::bindings::pubsub;
+use super::bindings::types::{self, Message, SendError};
 use crate::config::{SlowConsumer, StreamLimits};
 
 /// How many published messages may wait for a busy guest, per connection.
@@ -38,7 +37,7 @@ struct Subscriber {
 }
 
 /// A publication on its way to one subscriber's guest.
-pub(super) struct Published {
+pub struct Published {
     pub(super) topic: String,
     pub(super) message: Message,
 }
@@ -86,7 +85,7 @@ impl Hub {
     }
 
     /// Ends every subscription of `connection`.
-    pub(super) fn leave(&self, connection: u64) {
+    pub fn leave(&self, connection: u64) {
         self.lock().retain(|_, subscribers| {
             subscribers.remove(&connection);
             !subscribers.is_empty()
@@ -97,13 +96,14 @@ impl Hub {
 /// A request to end a stream from outside its task (the guest's `close`, a
 /// slow consumer), with the close code and reason; the first one wins.
 #[derive(Default)]
-pub(super) struct Ending {
+pub struct Ending {
     token: CancellationToken,
     why: Mutex<Option<(u16, String)>>,
 }
 
 impl Ending {
-    pub(super) fn end(&self, code: u16, reason: &str) {
+    /// Ends the stream with `code` and `reason`, unless it is already ending.
+    pub fn end(&self, code: u16, reason: &str) {
         let mut why = self.why.lock().unwrap_or_else(PoisonError::into_inner);
         if why.is_none() {
             *why = Some((code, reason.to_string()));
@@ -112,7 +112,7 @@ impl Ending {
     }
 
     /// Waits for [`Self::end`] and returns its code and reason.
-    pub(super) async fn ended(&self) -> (u16, String) {
+    pub async fn ended(&self) -> (u16, String) {
         self.token.cancelled().await;
         self.why
             .lock()
@@ -123,7 +123,7 @@ impl Ending {
 }
 
 /// What goes out to a stream's client.
-pub(super) enum Outgoing {
+pub enum Outgoing {
     /// A WebSocket message.
     Message(Message),
     /// An SSE event, already in wire format.
@@ -197,7 +197,27 @@ pub(super) fn message_size(message: &Message) -> usize {
     }
 }
 
-impl pubsub::Host for Host {
+/// What a guest's store holds of pub/sub: the hub it publishes to (HTTP
+/// handlers may publish too) and, for a stream guest, its connection. The
+/// streaming interfaces are implemented on this, not on the whole store.
+#[derive(Default)]
+pub struct Attachment {
+    /// Where `pubsub` publishes.
+    pub(super) hub: Option<Arc<Hub>>,
+    /// The connection a stream guest serves; `None` for HTTP handlers.
+    pub(super) link: Option<Link>,
+}
+
+/// Gives the linker the [`Attachment`] of a store (wasmtime's `HasData`).
+pub(super) struct HasAttachment;
+
+impl wasmtime::component::HasData for HasAttachment {
+    type Data<'a> = &'a mut Attachment;
+}
+
+impl types::Host for Attachment {}
+
+impl pubsub::Host for Attachment {
     fn publish(&mut self, topic: String, message: Message) {
         if let Some(hub) = &self.hub {
             hub.publish(&topic, &message);

@@ -1,41 +1,21 @@
 //! Server-Sent Event streams served by `wasmgate:streaming/sse-service`
-//! guests: the host side of the `sse` interface and one session per stream.
+//! guests: the host side of the `sse` interface and the guest calls of one
+//! session. The event stream itself (keep-alives, the response body) is
+//! [`crate::http::sse`]'s.
 //!
 //! Invariant: a session owns its guest instance for the stream's whole life
 //! and feeds it one event at a time (subscribe, each published message,
 //! close), each under the handler's time limit; the host writes the SSE wire
 //! format, so no guest data can break the framing.
 
-use std::pin::pin;
-use std::time::Duration;
-
-use bytes::Bytes;
-use tokio::sync::mpsc;
-
+use super::bindings::sse;
+use super::bindings::types::SendError;
+use super::bindings::{SseService, SseServicePre};
 use super::host::Host;
-use super::pubsub::{Outgoing, Published};
+use super::pubsub::{Attachment, Outgoing, Published};
 use super::stream::{Calls, Stream, stream_guest, within};
-use crate::control::drain::Drain;
 
-mod bindings {
-    wasmtime::component::bindgen!({
-        path: "wit",
-        world: "sse-service",
-        exports: { default: async },
-        require_store_data_send: true,
-        // The shared interfaces are the WebSocket world's, linked once.
-        with: {
-            "wasmgate:streaming/types": crate::guest::websocket::bindings::wasmgate::streaming::types,
-            "wasmgate:streaming/pubsub": crate::guest::websocket::bindings::wasmgate::streaming::pubsub,
-        },
-    });
-}
-
-use bindings::wasmgate::streaming::sse;
-use bindings::wasmgate::streaming::types::{Refusal, Request, SendError};
-pub use bindings::{SseService, SseServicePre};
-
-impl sse::Host for Host {
+impl sse::Host for Attachment {
     fn emit(&mut self, event: sse::Event) -> Result<(), SendError> {
         let Some(link) = &self.link else {
             return Err(SendError::Closed);
@@ -50,14 +30,6 @@ impl sse::Host for Host {
             link.ending.end(1000, "closed by the guest");
         }
     }
-}
-
-/// Adds the `sse` interface to the shared linker (the WebSocket world adds
-/// `types` and `pubsub`).
-pub(super) fn add_to_linker(
-    linker: &mut wasmtime::component::Linker<Host>,
-) -> wasmtime::Result<()> {
-    sse::add_to_linker::<Host, wasmtime::component::HasSelf<Host>>(linker, |host| host)
 }
 
 /// An SSE event in wire format: one line per field, `data` split on newlines
@@ -82,95 +54,35 @@ fn wire_format(event: &sse::Event) -> String {
 }
 
 /// One accepted SSE subscription and the guest instance that serves it.
-pub type Session = Stream<bindings::SseService>;
+pub type Session = Stream<SseService>;
 
 stream_guest!(
-    bindings::SseService,
+    SseService,
     SseServicePre<Host>,
     wasmgate_streaming_sse_handler,
     call_on_subscribe
 );
 
-impl Stream<bindings::SseService> {
-    /// Streams the guest's events into `body` until the client goes away,
-    /// the guest closes the stream or fails, a limit ends it, or the gateway
-    /// drains. A comment line goes out every `keep_alive` so proxies keep the
-    /// stream open and a departed client is noticed (only a write can tell).
-    pub async fn run(self, body: mpsc::Sender<Bytes>, drain: Drain, keep_alive: Duration) {
-        let Stream {
-            mut calls,
-            mut outbox,
-            mut inbox,
-            hub,
-            id,
-            ending,
-            limits,
-            metrics,
-        } = self;
-        let mut ticks =
-            tokio::time::interval_at(tokio::time::Instant::now() + keep_alive, keep_alive);
-        let mut idle = pin!(tokio::time::sleep(limits.idle_timeout));
-        let mut failed = false;
-        loop {
-            let chunk = tokio::select! {
-                _ = ticks.tick() => Bytes::from_static(b": keep-alive\n\n"),
-                Some(outgoing) = outbox.recv() => match outgoing {
-                    Outgoing::Event(wire) => {
-                        metrics.messages_out.inc();
-                        Bytes::from(wire)
-                    }
-                    // WebSocket messages have no place in an event stream.
-                    Outgoing::Message(_) => continue,
-                },
-                Some(published) = inbox.recv() => {
-                    idle.as_mut().reset(tokio::time::Instant::now() + limits.idle_timeout);
-                    if let Err(error) = calls.publish(published).await {
-                        tracing::warn!(handler = &*calls.handler, "SSE guest failed; ending the stream: {error:#}");
-                        failed = true;
-                        break;
-                    }
-                    continue;
-                }
-                () = body.closed() => break,
-                _ = ending.ended() => break,
-                () = drain.signaled() => break,
-                () = &mut idle => break,
-            };
-            // A client that stops reading holds this send up, not the stream's end.
-            tokio::select! {
-                sent = body.send(chunk) => if sent.is_err() { break },
-                _ = ending.ended() => break,
-                () = drain.signaled() => break,
-                () = &mut idle => break,
-            }
-        }
-        // Events the guest queued last still go out, as far as the body has room.
-        while let Ok(Outgoing::Event(wire)) = outbox.try_recv() {
-            if body.try_send(Bytes::from(wire)).is_err() {
-                break;
-            }
-        }
-        hub.leave(id);
-        metrics.streams_open.dec();
-        if !failed {
-            calls.arm_deadline();
-            let close = calls
-                .guest
-                .wasmgate_streaming_sse_handler()
-                .call_on_close(&mut calls.store);
-            let _ = within(calls.timeout, close).await;
-        }
-    }
-}
-
-impl Calls<bindings::SseService> {
-    async fn publish(&mut self, published: Published) -> wasmtime::Result<()> {
+impl Calls<SseService> {
+    /// Gives the guest a message published on a topic it subscribed to.
+    pub async fn publish(&mut self, published: Published) -> wasmtime::Result<()> {
         self.arm_deadline();
         let call = self.guest.wasmgate_streaming_sse_handler().call_on_publish(
             &mut self.store,
             &published.topic,
             &published.message,
         );
+        within(self.timeout, call).await
+    }
+
+    /// Tells the guest its stream has ended; a failure only gets logged by
+    /// the caller, the stream is gone either way.
+    pub async fn close(&mut self) -> wasmtime::Result<()> {
+        self.arm_deadline();
+        let call = self
+            .guest
+            .wasmgate_streaming_sse_handler()
+            .call_on_close(&mut self.store);
         within(self.timeout, call).await
     }
 }

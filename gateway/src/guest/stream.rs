@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use wasmtime::Store;
 
+use super::bindings::types::{Refusal, Request};
 use super::host::{Host, StoreMaker};
-use super::pubsub::{Ending, Hub, Link, Outgoing, Published};
-use super::websocket::bindings::wasmgate::streaming::types::{Refusal, Request};
+use super::pubsub::{Attachment, Ending, Hub, Link, Outgoing, Published};
 use crate::config::StreamLimits;
 use crate::control::metrics::HandlerMetrics;
 
@@ -62,8 +62,8 @@ macro_rules! stream_guest {
             async fn accept(
                 &self,
                 store: &mut wasmtime::Store<Host>,
-                request: &Request,
-            ) -> wasmtime::Result<Result<(), Refusal>> {
+                request: &$crate::guest::bindings::types::Request,
+            ) -> wasmtime::Result<Result<(), $crate::guest::bindings::types::Refusal>> {
                 self.$interface().$accept(store, request).await
             }
         }
@@ -90,15 +90,26 @@ pub struct Opening {
 }
 
 /// One accepted stream and the guest instance that serves it, for its life.
+///
+/// Its parts are public for the connection's task (`crate::http`), which
+/// takes it apart: the guest stays behind [`Calls`].
 pub struct Stream<G> {
-    pub(super) calls: Calls<G>,
-    pub(super) outbox: mpsc::Receiver<Outgoing>,
-    pub(super) inbox: mpsc::Receiver<Published>,
-    pub(super) hub: Arc<Hub>,
-    pub(super) id: u64,
-    pub(super) ending: Arc<Ending>,
-    pub(super) limits: StreamLimits,
-    pub(super) metrics: Arc<HandlerMetrics>,
+    /// The guest, called one event at a time.
+    pub calls: Calls<G>,
+    /// What the guest sends to the client.
+    pub outbox: mpsc::Receiver<Outgoing>,
+    /// Publications on the topics the guest subscribed to.
+    pub inbox: mpsc::Receiver<Published>,
+    /// The hub the stream must [`Hub::leave`] when it ends.
+    pub hub: Arc<Hub>,
+    /// The stream's id in the hub.
+    pub id: u64,
+    /// Set when the stream is to end from outside its task.
+    pub ending: Arc<Ending>,
+    /// The handler's stream limits.
+    pub limits: StreamLimits,
+    /// The handler's stream counters.
+    pub metrics: Arc<HandlerMetrics>,
 }
 
 /// What opening a stream needs from its handler.
@@ -112,7 +123,7 @@ pub(super) struct StreamSetup<'a> {
 }
 
 /// The guest instance of a stream, called one event at a time.
-pub(super) struct Calls<G> {
+pub struct Calls<G> {
     pub(super) store: Store<Host>,
     pub(super) guest: G,
     pub(super) timeout: Duration,
@@ -136,8 +147,10 @@ impl<G: StreamGuest> Stream<G> {
         } = setup;
         let mut store = stores.make(G::engine(pre));
         let (link, ends) = Link::new(hub, limits);
-        store.data_mut().link = Some(link);
-        store.data_mut().hub = Some(Arc::clone(hub));
+        store.data_mut().attachment = Attachment {
+            hub: Some(Arc::clone(hub)),
+            link: Some(link),
+        };
         store.data_mut().deadline = Instant::now() + timeout;
         let failed = |error: wasmtime::Error| Refused::Failed(format!("{error:#}"));
         let guest = G::instantiate(pre, &mut store).await.map_err(failed)?;
@@ -178,6 +191,11 @@ impl<G: StreamGuest> Stream<G> {
 }
 
 impl<G> Calls<G> {
+    /// The handler the guest belongs to, for logs.
+    pub fn handler(&self) -> &str {
+        &self.handler
+    }
+
     /// Restarts the deadline the epoch callback enforces, for one guest call.
     pub(super) fn arm_deadline(&mut self) {
         self.store.data_mut().deadline = Instant::now() + self.timeout;

@@ -7,4 +7,7 @@ pub mod error;
 pub mod front_door;
 pub mod router;
 pub mod service;
+pub mod sse;
+pub mod stream_slots;
 pub mod upgrade;
+pub mod websocket;

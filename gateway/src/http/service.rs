@@ -6,7 +6,6 @@
 //! [`crate::http::error::rescue`].
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,48 +17,9 @@ use crate::control::live::Snapshot;
 use crate::guest::Scheme;
 use crate::http::access::{Access, log_on_end};
 use crate::http::body::ResponseBody;
+use crate::http::conn::ConnectionInfo;
 use crate::http::error::{Blame, GatewayError, rescue};
 use crate::http::front_door;
-
-/// What a request's connection tells about it.
-pub struct ConnectionInfo {
-    /// `http` or `https`, as the guest will see it.
-    pub scheme: Scheme,
-    /// The local address the client connected to.
-    pub local: SocketAddr,
-    /// The listener's position in the config.
-    pub listener: usize,
-    /// The client's address.
-    pub peer: SocketAddr,
-    /// Set when the first request arrives (see [`crate::http::conn::serve`]).
-    pub first_request: FirstRequest,
-}
-
-/// Whether a connection has brought its first request yet.
-#[derive(Default)]
-pub struct FirstRequest {
-    arrived: std::sync::atomic::AtomicBool,
-    signal: tokio::sync::Notify,
-}
-
-impl FirstRequest {
-    fn arrive(&self) {
-        use std::sync::atomic::Ordering;
-        if !self.arrived.load(Ordering::Relaxed) {
-            self.arrived.store(true, Ordering::Release);
-            self.signal.notify_waiters();
-        }
-    }
-
-    /// Resolves once a request has arrived on the connection.
-    pub async fn wait(&self) {
-        let notified = self.signal.notified();
-        if self.arrived.load(std::sync::atomic::Ordering::Acquire) {
-            return;
-        }
-        notified.await;
-    }
-}
 
 /// Serves one request; never fails at the hyper level. Every request is
 /// counted and access-logged when its response ends.
@@ -69,7 +29,6 @@ pub async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
-    connection.first_request.arrive();
     app.metrics.in_flight.inc();
     let method = request.method().clone();
     let host = request_host(&request);

@@ -10,8 +10,7 @@
 //! drain slot, so shutdown closes WebSockets with 1001 and ends event streams
 //! within the grace period.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -19,7 +18,7 @@ use http_body_util::{BodyExt as _, StreamBody};
 use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -32,31 +31,6 @@ use crate::http::error::{GatewayError, rescue};
 
 /// tungstenite's read buffer per WebSocket connection.
 const READ_BUFFER: usize = 8 * 1024;
-
-/// Open streams per route, across generations: a swap does not reset the
-/// count, since the old version's connections stay open.
-#[derive(Default)]
-pub struct StreamSlots {
-    routes: Mutex<HashMap<SlotKey, Arc<Semaphore>>>,
-}
-
-/// A route and its limit: a reload that changes the limit starts a new count.
-type SlotKey = (Arc<str>, usize);
-
-impl StreamSlots {
-    /// One of `route`'s `max` slots, held until dropped; `None` when all are taken.
-    fn take(&self, route: &Arc<str>, max: usize) -> Option<OwnedSemaphorePermit> {
-        let semaphore = {
-            let mut routes = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
-            Arc::clone(
-                routes
-                    .entry((Arc::clone(route), max))
-                    .or_insert_with(|| Arc::new(Semaphore::new(max))),
-            )
-        };
-        semaphore.try_acquire_owned().ok()
-    }
-}
 
 /// Answers `request` on a WebSocket route: the upgrade (101 over HTTP/1.1,
 /// 200 to an HTTP/2 extended CONNECT) and a bridged connection, the guest's
@@ -99,7 +73,7 @@ pub async fn websocket(
                     Some(config),
                 )
                 .await;
-                session.run(socket, drain, keep_alive).await;
+                super::websocket::run(session, socket, drain, keep_alive).await;
             }
             Err(error) => tracing::debug!("WebSocket upgrade failed: {error}"),
         }
@@ -152,7 +126,7 @@ pub async fn sse(
     let (events, body) = mpsc::channel::<Bytes>(16);
     let (drain, keep_alive) = (app.drain.clone(), app.settings.stream_keep_alive);
     app.drain.spawn(async move {
-        session.run(events, drain, keep_alive).await;
+        super::sse::run(session, events, drain, keep_alive).await;
         drop(slot);
     });
     let frames = futures::stream::unfold(body, |mut body| async move {

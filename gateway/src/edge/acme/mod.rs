@@ -25,8 +25,8 @@ use tokio::time::Instant;
 
 pub use state::{AcmeState, Issued};
 
-use crate::app::App;
 use crate::config::{AcmeSettings, Config};
+use crate::control::drain::Drain;
 use crate::control::metrics::Metrics;
 use store::Store;
 
@@ -122,18 +122,31 @@ struct Failed {
     delay: Duration,
 }
 
+/// What the manager works with, handed over by start-up (the manager knows
+/// nothing of the rest of the gateway).
+pub struct Manager {
+    /// Where issued certificates and challenge answers are published.
+    pub acme: Arc<AcmeState>,
+    /// Where orders and expiry times are counted.
+    pub metrics: Arc<Metrics>,
+    /// Ends the manager.
+    pub drain: Drain,
+    /// The configuration in force, read anew before each look at the names.
+    pub config: Box<dyn Fn() -> Arc<Config> + Send + Sync>,
+}
+
 /// Runs the manager until the gateway drains.
-pub async fn run(app: Arc<App>) {
+pub async fn run(manager: Manager) {
     let mut failed: HashMap<String, Failed> = HashMap::new();
     let mut account: Option<(AcmeSettings, instant_acme::Account)> = None;
     loop {
-        let config = Arc::clone(&app.live.load().config);
+        let config = (manager.config)();
         let mut next = Instant::now() + LOOK_AGAIN;
         if let Some(settings) = &config.acme {
-            load_stored(&config, &app.acme, &app.metrics);
+            load_stored(&config, &manager.acme, &manager.metrics);
             let store = Store::new(&settings.storage, &settings.directory);
             for domain in domains(&config) {
-                let current = app.acme.issued(&domain);
+                let current = manager.acme.issued(&domain);
                 if let Some(due) = due_in(current.as_ref(), settings) {
                     next = next.min(Instant::now() + due);
                     continue;
@@ -142,14 +155,14 @@ pub async fn run(app: Arc<App>) {
                     next = next.min(failure.retry_at);
                     continue;
                 }
-                let outcome = obtain(&app, settings, &store, &mut account, &domain).await;
+                let outcome = obtain(&manager, settings, &store, &mut account, &domain).await;
                 match outcome {
                     Ok(issued) => {
                         failed.remove(&domain);
                         next = next.min(
                             Instant::now() + due_in(Some(&issued), settings).unwrap_or_default(),
                         );
-                        install(&app.acme, &app.metrics, &domain, issued);
+                        install(&manager.acme, &manager.metrics, &domain, issued);
                     }
                     Err(error) => {
                         let delay = failed
@@ -170,9 +183,9 @@ pub async fn run(app: Arc<App>) {
             }
         }
         tokio::select! {
-            () = app.drain.signaled() => return,
+            () = manager.drain.signaled() => return,
             () = tokio::time::sleep_until(next) => {}
-            () = app.acme.wake.notified() => failed.clear(),
+            () = manager.acme.wake.notified() => failed.clear(),
         }
     }
 }
@@ -196,7 +209,7 @@ fn keeps(current: Option<&Issued>) -> String {
 
 /// One order for `domain`, stored before it is returned.
 async fn obtain(
-    app: &App,
+    manager: &Manager,
     settings: &AcmeSettings,
     store: &Store,
     account: &mut Option<(AcmeSettings, instant_acme::Account)>,
@@ -208,7 +221,7 @@ async fn obtain(
             _ => order::account(settings, store).await?,
         };
         *account = Some((settings.clone(), current.clone()));
-        let pem = order::issue(&current, domain, settings.challenge, &app.acme).await?;
+        let pem = order::issue(&current, domain, settings.challenge, &manager.acme).await?;
         let issued = Issued::from_pem(pem.as_bytes())
             .map_err(anyhow::Error::msg)?;
         if let Err(error) = store.save_certificate(domain, pem.as_bytes()) {
@@ -227,7 +240,8 @@ async fn obtain(
     }
     .await;
     let label = if outcome.is_ok() { "issued" } else { "failed" };
-    app.metrics
+    manager
+        .metrics
         .acme_orders
         .with_label_values(&[domain, label])
         .inc();
