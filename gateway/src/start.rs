@@ -63,17 +63,16 @@ impl Prepared {
                 .ok()
         });
         let outbound = Arc::new(OutboundClient::new());
-        let dotenv = live::dotenv(&config.source);
         let acme = Arc::new(acme::AcmeState::default());
         acme::load_stored(config, &acme, &metrics);
-        let loader = live::Loader {
-            engine: &engine,
-            cache: cache.as_ref(),
-            metrics: &metrics,
-            dotenv: &dotenv,
-            client: &outbound,
-            acme: &acme,
-        };
+        let loader = live::Loader::new(
+            &config.source,
+            &engine,
+            cache.as_ref(),
+            &metrics,
+            &outbound,
+            &acme,
+        );
         let snapshot = live::build(&loader, config.clone())
             .await
             .map_err(StartError::Config)?;

@@ -51,26 +51,50 @@ impl Snapshot {
     }
 }
 
-/// What the builder needs besides the configuration.
+/// What the builder needs besides the configuration: the gateway's
+/// long-lived parts, and the `.env` file as it is now.
 pub struct Loader<'a> {
     /// The engine components are compiled for.
-    pub engine: &'a Arc<GuestEngine>,
+    engine: &'a Arc<GuestEngine>,
     /// Where compiled components are cached, if anywhere.
-    pub cache: Option<&'a Arc<CompileCache>>,
+    cache: Option<&'a Arc<CompileCache>>,
     /// Where loads, compile times and the handlers' own metrics are counted.
-    pub metrics: &'a Metrics,
+    metrics: &'a Metrics,
     /// The `.env` file beside the config ([`dotenv`]).
-    pub dotenv: &'a HashMap<String, String>,
+    dotenv: HashMap<String, String>,
     /// The pooled client for guests' outbound requests.
-    pub client: &'a Arc<OutboundClient>,
+    client: &'a Arc<OutboundClient>,
     /// Certificates obtained through ACME, consulted by the TLS configurations.
-    pub acme: &'a Arc<AcmeState>,
+    acme: &'a Arc<AcmeState>,
+}
+
+impl<'a> Loader<'a> {
+    /// The loader for a build from `config_file`: start-up and every reload
+    /// make theirs here, so both see the same parts and read the `.env`
+    /// file beside the config anew.
+    pub fn new(
+        config_file: &Path,
+        engine: &'a Arc<GuestEngine>,
+        cache: Option<&'a Arc<CompileCache>>,
+        metrics: &'a Metrics,
+        client: &'a Arc<OutboundClient>,
+        acme: &'a Arc<AcmeState>,
+    ) -> Self {
+        Self {
+            engine,
+            cache,
+            metrics,
+            dotenv: dotenv(config_file),
+            client,
+            acme,
+        }
+    }
 }
 
 /// The variables of the `.env` file beside `config_file`, if there is one;
 /// a file that cannot be parsed is logged and ignored. The process is not
 /// touched: values reach only the guests granted their keys.
-pub fn dotenv(config_file: &Path) -> HashMap<String, String> {
+fn dotenv(config_file: &Path) -> HashMap<String, String> {
     let path = config_file.parent().unwrap_or(Path::new("")).join(".env");
     let entries = match dotenvy::from_path_iter(&path) {
         Ok(entries) => entries,
@@ -118,17 +142,30 @@ pub struct Counts {
 /// Builds the first generation: every problem is fatal (and all are reported).
 pub async fn build(loader: &Loader<'_>, config: Config) -> Result<Snapshot, Problems> {
     let source = config.source.clone();
-    let built = assemble(loader, config, None).await;
     let mut problems = ProblemList::new(&source);
-    for problem in built.problems {
+    let built = assemble(loader, config, None).await;
+    let (snapshot, found) = match built {
+        Ok(built) => (Some(built.snapshot), built.problems),
+        Err(found) => (None, found),
+    };
+    for problem in found {
         problems.push(problem.key, problem.reason);
     }
-    problems.finish(built.snapshot)
+    match snapshot {
+        Some(snapshot) => problems.finish(snapshot),
+        None => Err(Problems(problems.into_problems())),
+    }
 }
 
 /// Builds the generation after `previous`: a handler or certificate that
-/// fails to load keeps its previous version.
-pub async fn rebuild(loader: &Loader<'_>, config: Config, previous: &Snapshot) -> Rebuilt {
+/// fails to load keeps its previous version. A generation that cannot be
+/// built whole (its router) is not built at all: every problem is returned
+/// and `previous` stays live.
+pub async fn rebuild(
+    loader: &Loader<'_>,
+    config: Config,
+    previous: &Snapshot,
+) -> Result<Rebuilt, Vec<Problem>> {
     assemble(loader, config, Some(previous)).await
 }
 
@@ -142,7 +179,11 @@ enum Plan {
     Failed(LoadError),
 }
 
-async fn assemble(loader: &Loader<'_>, config: Config, previous: Option<&Snapshot>) -> Rebuilt {
+async fn assemble(
+    loader: &Loader<'_>,
+    config: Config,
+    previous: Option<&Snapshot>,
+) -> Result<Rebuilt, Vec<Problem>> {
     let mut problems = ProblemList::new(&config.source);
     let mut counts = Counts::default();
     let automatic = if config.gateway.auto_routes {
@@ -222,7 +263,7 @@ async fn assemble(loader: &Loader<'_>, config: Config, previous: Option<&Snapsho
         Ok(router) => router,
         Err(conflict) => {
             problems.push("route", conflict.to_string());
-            Router::default()
+            return Err(problems.into_problems());
         }
     };
     // Only a compilation adds entries; a reload served from the cache (a
@@ -235,7 +276,7 @@ async fn assemble(loader: &Loader<'_>, config: Config, previous: Option<&Snapsho
         cache.prune(&in_use);
     }
     let generation = previous.map_or(1, |snapshot| snapshot.generation + 1);
-    Rebuilt {
+    Ok(Rebuilt {
         snapshot: Snapshot {
             generation,
             config: Arc::new(config),
@@ -246,7 +287,7 @@ async fn assemble(loader: &Loader<'_>, config: Config, previous: Option<&Snapsho
         },
         problems: problems.into_problems(),
         counts,
-    }
+    })
 }
 
 /// Starts a freshly loaded handler (instantiating it once and warming its pool).
@@ -261,7 +302,7 @@ async fn start(
     let (origin, hash, load_time) = (loaded.origin, loaded.hash.clone(), loaded.load_time);
     let services = Services {
         metrics: loader.metrics,
-        dotenv: loader.dotenv,
+        dotenv: &loader.dotenv,
         client: loader.client,
     };
     let handler = Handler::start(name, handler_config, loaded, &services, previous).await?;
@@ -462,4 +503,67 @@ fn load_tls(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{RouteConfig, RoutePath};
+
+    /// A valid configuration with two routes and no component to load.
+    fn routes_only() -> Config {
+        let text = r#"
+            [[listener]]
+            addr = "127.0.0.1:0"
+
+            [handler.a]
+
+            [[route]]
+            path = "/a"
+            handler = "a"
+
+            [[route]]
+            path = "/b"
+            handler = "a"
+        "#;
+        let mut config = Config::parse(Path::new("/nonexistent/wasmgate.toml"), text)
+            .unwrap_or_else(|invalid| panic!("valid config: {}", invalid.problems));
+        config.handlers.clear();
+        config
+    }
+
+    #[tokio::test]
+    async fn a_reload_whose_router_cannot_be_built_publishes_nothing() {
+        let engine = Arc::new(GuestEngine::new(4).expect("engine"));
+        let metrics = Metrics::new(prometheus::Registry::new()).expect("metrics");
+        let client = Arc::new(OutboundClient::new());
+        let acme = Arc::new(AcmeState::default());
+        let config = routes_only();
+        let loader = Loader::new(&config.source, &engine, None, &metrics, &client, &acme);
+        let first = build(&loader, config.clone())
+            .await
+            .expect("first generation");
+        assert!(first.router.route(None, "/a").is_some());
+
+        // The checker refuses duplicate routes; one that slips past it must
+        // not leave a generation with no routes at all.
+        let mut conflicting = config;
+        let duplicate = RouteConfig {
+            index: 2,
+            host: None,
+            path: RoutePath::Exact("/a".into()),
+            handler: conflicting.routes[0].handler.clone(),
+        };
+        conflicting.routes.push(duplicate);
+        let Err(problems) = rebuild(&loader, conflicting, &first).await else {
+            panic!("a generation without its routes was built for publishing");
+        };
+        let reasons: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert!(
+            reasons
+                .iter()
+                .any(|reason| reason.contains("route[2] `/a` cannot be added")),
+            "{reasons:?}"
+        );
+    }
 }

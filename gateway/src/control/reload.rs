@@ -38,8 +38,8 @@ pub enum Outcome {
     /// A new generation is live (possibly with handlers kept at their
     /// previous version; those were logged).
     Published(u64),
-    /// The configuration is invalid (every problem listed); the running
-    /// generation stays.
+    /// The configuration is invalid, or the next generation could not be
+    /// built whole (every problem listed); the running generation stays.
     Rejected(Vec<String>),
 }
 
@@ -79,16 +79,24 @@ impl Reloader {
         };
         let previous = self.app.live.load_full();
         keep_running_listeners(&mut config, &previous.config);
-        let dotenv = live::dotenv(&config.source);
-        let loader = Loader {
-            engine: &self.app.engine,
-            cache: self.app.cache.as_ref(),
-            metrics: &self.app.metrics,
-            dotenv: &dotenv,
-            client: &self.app.outbound,
-            acme: &self.app.acme,
+        let app = &self.app;
+        let loader = Loader::new(
+            &config.source,
+            &app.engine,
+            app.cache.as_ref(),
+            &app.metrics,
+            &app.outbound,
+            &app.acme,
+        );
+        let rebuilt = match live::rebuild(&loader, config, &previous).await {
+            Ok(rebuilt) => rebuilt,
+            Err(problems) => {
+                for problem in &problems {
+                    tracing::error!(%cause, "reload rejected: {problem}");
+                }
+                return Outcome::Rejected(problems.iter().map(ToString::to_string).collect());
+            }
         };
-        let rebuilt = live::rebuild(&loader, config, &previous).await;
         for problem in &rebuilt.problems {
             tracing::error!(%cause, "{problem}");
         }
