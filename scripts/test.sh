@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # it too; doing it here keeps the install step visible).
 rustup target add wasm32-wasip2
 
-# componentize-py builds the Python fixture (tests/tests/toolchains.rs); a
+# componentize-py builds the Python example (tests/tests/toolchains.rs); a
 # virtualenv under target/ keeps it out of the system Python.
 if [ ! -x target/test-venv/bin/componentize-py ]; then
   python3 -m venv target/test-venv
@@ -18,9 +18,10 @@ export COMPONENTIZE_PY="$PWD/target/test-venv/bin/componentize-py"
 
 # Debian packages the tests run for real: chromium drives the chat demo page
 # (tests/tests/chat.rs); prometheus (with promtool) checks and scrapes the
-# admin listener's metrics (tests/tests/operate.rs); haproxy sends PROXY headers
-# (tests/tests/behind_proxy.rs); pebble is the ACME CA (tests/tests/acme.rs);
-# systemd-socket-activate passes sockets like a .socket unit (tests/tests/lifecycle.rs).
+# admin listener's metrics (tests/tests/observability.rs); haproxy sends PROXY
+# headers (tests/tests/behind_proxy.rs); pebble is the ACME CA
+# (tests/tests/acme.rs); systemd-socket-activate passes sockets like a .socket
+# unit (tests/tests/restarts.rs).
 # Installed only when missing; needs root or sudo.
 apt_install() {
   local missing=()

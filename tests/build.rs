@@ -1,7 +1,8 @@
-//! Builds the guest fixtures in `handlers/` for wasm32-wasip2 (the same code
-//! as `wasmgate build`) and tells the tests where they are.
+//! Builds the guest workspace in `handlers/` (examples, fixtures and the
+//! libraries they use) for wasm32-wasip2 (the same code as `wasmgate build`)
+//! and tells the tests where the components are.
 
-#[path = "../gateway/src/handler_build.rs"]
+#[path = "../gateway/src/cli/handler_build.rs"]
 #[allow(
     dead_code,
     unreachable_pub,
@@ -15,7 +16,7 @@ fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let workspace = manifest_dir.join("..").join("handlers");
     watch(&workspace);
-    println!("cargo:rerun-if-changed=../gateway/src/handler_build.rs");
+    println!("cargo:rerun-if-changed=../gateway/src/cli/handler_build.rs");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("set by cargo")).join("wasm");
     let cargo = std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from);
     let result = handler_build::ensure_target()
@@ -36,22 +37,27 @@ fn main() {
     }
 }
 
+/// The folders of `handlers/` whose subfolders are the workspace's crates.
+const GROUPS: [&str; 3] = ["examples", "fixtures", "libs"];
+
 /// Rebuild when a guest's sources or manifests change (not on its build output).
 fn watch(workspace: &Path) {
     for file in ["Cargo.toml", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", workspace.join(file).display());
     }
-    let Ok(entries) = std::fs::read_dir(workspace) else {
-        return;
-    };
-    for entry in entries.filter_map(Result::ok) {
-        let crate_dir = entry.path();
-        if crate_dir.join("Cargo.toml").is_file() {
-            println!(
-                "cargo:rerun-if-changed={}",
-                crate_dir.join("Cargo.toml").display()
-            );
-            println!("cargo:rerun-if-changed={}", crate_dir.join("src").display());
+    for group in GROUPS {
+        let Ok(entries) = std::fs::read_dir(workspace.join(group)) else {
+            continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let crate_dir = entry.path();
+            if crate_dir.join("Cargo.toml").is_file() {
+                println!(
+                    "cargo:rerun-if-changed={}",
+                    crate_dir.join("Cargo.toml").display()
+                );
+                println!("cargo:rerun-if-changed={}", crate_dir.join("src").display());
+            }
         }
     }
 }

@@ -25,6 +25,9 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// What the `hello` example answers.
+pub const HELLO_BODY: &str = "Hello from wasmgate!\n";
+
 /// A gateway config with one plain listener, `hello` on `/hello` and `echo`
 /// on `/echo/*`, followed by `extra` (more handlers and routes).
 pub fn hello_and_echo(extra: &str) -> String {
@@ -47,6 +50,28 @@ handler = "hello"
 path = "/echo/*"
 handler = "echo"
 {extra}"#
+    )
+}
+
+/// A gateway config with one plain listener and `slow` at `/slow`, draining
+/// for `grace`, with `more` in `[gateway]`.
+pub fn slow_config(grace: &str, more: &str) -> String {
+    format!(
+        r#"
+[gateway]
+handlers_dir = "{{handlers}}"
+grace_period = "{grace}"
+{more}
+
+[[listener]]
+addr = "127.0.0.1:0"
+
+[handler.slow]
+
+[[route]]
+path = "/slow"
+handler = "slow"
+"#
     )
 }
 

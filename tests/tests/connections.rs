@@ -1,11 +1,9 @@
-//! Connection handling: malformed requests, full-duplex streaming, slow TLS
-//! clients and file-descriptor exhaustion.
+//! Connection handling: malformed requests, slow TLS clients and
+//! file-descriptor exhaustion.
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::StatusCode;
-use http_body_util::{BodyExt, StreamBody};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use wasmgate_tests::TestGateway;
@@ -31,57 +29,6 @@ async fn malformed_http_gets_400_and_the_gateway_carries_on() {
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     let mut client = Client::http1(gateway.http()).await;
     assert_eq!(client.get("/hello").await.status, StatusCode::OK);
-}
-
-/// The guest echoes each chunk before the next one is sent: neither the
-/// request nor the response body can be buffered whole anywhere on the way.
-#[tokio::test]
-async fn bodies_stream_through_the_guest_in_both_directions_at_once() {
-    let gateway = TestGateway::start(&config());
-    for mut client in [
-        Client::http1(gateway.http()).await,
-        Client::h2c(gateway.http()).await,
-    ] {
-        let (chunks, receiver) = tokio::sync::mpsc::channel::<Bytes>(1);
-        let frames = futures::stream::unfold(receiver, |mut receiver| async move {
-            let chunk = receiver.recv().await?;
-            Some((
-                Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(chunk)),
-                receiver,
-            ))
-        });
-        let request = client
-            .request("POST", "/echo/duplex?body")
-            .body(StreamBody::new(frames).boxed())
-            .expect("valid");
-        let first = Bytes::from(vec![b'a'; 1000]);
-        chunks.send(first.clone()).await.expect("body accepts");
-        let response = client.send_streaming(request).await.expect("response head");
-        assert_eq!(response.status(), StatusCode::OK);
-        let mut body = response.into_body();
-        for round in 0u8..5 {
-            let expected = Bytes::from(vec![b'a' + round; 1000]);
-            let mut echoed = Vec::new();
-            while echoed.len() < expected.len() {
-                let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
-                    .await
-                    .expect("the chunk comes back before the next is sent")
-                    .expect("body continues")
-                    .expect("readable");
-                echoed.extend_from_slice(frame.data_ref().expect("data frame"));
-            }
-            assert_eq!(echoed, expected);
-            if round < 4 {
-                chunks
-                    .send(Bytes::from(vec![b'a' + round + 1; 1000]))
-                    .await
-                    .expect("send");
-            }
-        }
-        drop(chunks);
-        let rest = body.collect().await.expect("body ends").to_bytes();
-        assert!(rest.is_empty());
-    }
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! Hot swap: dropping files into the handlers directory and editing the
 //! config replace what is served with no restart and no failed request; bad
-//! files keep the last good version.
+//! files keep the last good version; requests and WebSocket connections open
+//! during a swap stay on their version.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -8,8 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use futures::SinkExt as _;
 use http::StatusCode;
+use tokio_tungstenite::tungstenite::Message;
 use wasmgate_tests::client::{self, Client};
+use wasmgate_tests::ws::{connect, next};
 use wasmgate_tests::{TestGateway, handlers_dir};
 
 /// `handlers/version.wasm` (v1 at start) on `/version`, capped at 32 MiB of
@@ -463,4 +467,27 @@ async fn a_swap_does_not_reset_the_concurrency_limit() {
         body_of(&gateway, "/slow").await,
         (StatusCode::OK, "Hello from wasmgate!\n".into())
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_hot_swap_open_connections_keep_their_version_and_new_ones_get_the_new() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let handlers = dir.path().join("handlers");
+    std::fs::create_dir(&handlers).expect("handlers dir");
+    install(&handlers, "live.wasm", &fixture("ws-echo"));
+    let config = "[gateway]\nhandlers_dir = \"{dir}/handlers\"\n\n[[listener]]\naddr = \"127.0.0.1:0\"\n\n\
+                  [handler.live]\nworld = \"websocket\"\n\n[[route]]\npath = \"/live\"\nhandler = \"live\"\n";
+    let gateway = TestGateway::start_in(dir, config);
+    // ws-echo answers `subscribe:T` with "subscribed to T"; the chat
+    // component publishes the text to its room, so it comes back as is.
+    let mut old = connect(&gateway, "/live").await.expect("upgrade");
+    old.send(Message::text("subscribe:t")).await.expect("send");
+    assert_eq!(next(&mut old).await, Message::text("subscribed to t"));
+    install(&handlers, "live.wasm", &fixture("chat"));
+    gateway.wait_for_generation(2);
+    let mut new = connect(&gateway, "/live").await.expect("upgrade");
+    new.send(Message::text("subscribe:t")).await.expect("send");
+    assert_eq!(next(&mut new).await, Message::text("subscribe:t"));
+    old.send(Message::text("subscribe:u")).await.expect("send");
+    assert_eq!(next(&mut old).await, Message::text("subscribed to u"));
 }

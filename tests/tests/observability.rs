@@ -1,4 +1,4 @@
-//! Operating the gateway: the admin listener's metrics, health and status
+//! Observing the gateway: the admin listener's metrics, health and status
 //! endpoints after known traffic, checked by Prometheus' own tools, and the
 //! access log.
 

@@ -229,32 +229,3 @@ async fn websockets_open_over_http2_with_extended_connect() {
         .expect("close");
     gateway.wait_for_log("ws-echo: closed with 1000 done");
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_a_hot_swap_open_connections_keep_their_version_and_new_ones_get_the_new() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let handlers = dir.path().join("handlers");
-    std::fs::create_dir(&handlers).expect("handlers dir");
-    let fixture = |name: &str| wasmgate_tests::handlers_dir().join(format!("{name}.wasm"));
-    let install = |source: &std::path::Path| {
-        let staging = handlers.join(".live.staging");
-        std::fs::copy(source, &staging).expect("copy");
-        std::fs::rename(&staging, handlers.join("live.wasm")).expect("rename");
-    };
-    install(&fixture("ws-echo"));
-    let config = "[gateway]\nhandlers_dir = \"{dir}/handlers\"\n\n[[listener]]\naddr = \"127.0.0.1:0\"\n\n\
-                  [handler.live]\nworld = \"websocket\"\n\n[[route]]\npath = \"/live\"\nhandler = \"live\"\n";
-    let gateway = TestGateway::start_in(dir, config);
-    // ws-echo answers `subscribe:T` with "subscribed to T"; the chat
-    // component publishes the text to its room, so it comes back as is.
-    let mut old = connect(&gateway, "/live").await.expect("upgrade");
-    old.send(Message::text("subscribe:t")).await.expect("send");
-    assert_eq!(next(&mut old).await, Message::text("subscribed to t"));
-    install(&fixture("chat"));
-    gateway.wait_for_generation(2);
-    let mut new = connect(&gateway, "/live").await.expect("upgrade");
-    new.send(Message::text("subscribe:t")).await.expect("send");
-    assert_eq!(next(&mut new).await, Message::text("subscribe:t"));
-    old.send(Message::text("subscribe:u")).await.expect("send");
-    assert_eq!(next(&mut old).await, Message::text("subscribed to u"));
-}

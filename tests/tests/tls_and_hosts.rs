@@ -1,6 +1,7 @@
-//! The gateway as the front door of a site: several certificates on one TLS
-//! listener chosen by SNI, host routes, the HTTPS redirect, HSTS, and
-//! certificates replaced on disk while the gateway runs.
+//! TLS and hosts, the gateway as the front door of a site: several
+//! certificates on one TLS listener chosen by SNI, host routes, the HTTPS
+//! redirect, HSTS, certificates replaced on disk while the gateway runs, and
+//! `wasmgate check` on these settings (the shipped production config too).
 
 use http::{StatusCode, header};
 use wasmgate_tests::certs::{TestCerts, leaf_of};

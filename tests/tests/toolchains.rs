@@ -70,7 +70,7 @@ async fn a_componentize_py_component_loads_and_serves() {
         .arg("-d")
         .arg(wasi_wit_dir(&handlers))
         .args(["-w", "wasi:http/proxy", "componentize", "-p"])
-        .arg(handlers.join("python-hello"))
+        .arg(handlers.join("examples/python-hello"))
         .args(["app", "-o"])
         .arg(&component)
         .current_dir(dir.path())

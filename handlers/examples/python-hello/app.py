@@ -1,4 +1,4 @@
-"""Fixture: the hello handler in Python, built with componentize-py.
+"""Example: the hello handler in Python, built with componentize-py.
 
 It proves that components from a non-Rust toolchain load and serve: this one
 carries a whole CPython and imports wasi:cli, filesystem and more besides the

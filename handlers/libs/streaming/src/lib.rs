@@ -4,7 +4,7 @@
 /// The `websocket-service` world; export a handler with [`export_websocket!`].
 pub mod websocket {
     wit_bindgen::generate!({
-        path: "../../gateway/wit",
+        path: "../../../gateway/wit",
         world: "websocket-service",
         pub_export_macro: true,
         export_macro_name: "export_websocket",
@@ -15,7 +15,7 @@ pub mod websocket {
 /// The `sse-service` world; export a handler with [`export_sse!`].
 pub mod sse {
     wit_bindgen::generate!({
-        path: "../../gateway/wit",
+        path: "../../../gateway/wit",
         world: "sse-service",
         pub_export_macro: true,
         export_macro_name: "export_sse",
