@@ -1,7 +1,26 @@
 //! The gateway's shared state, built once and passed down (no statics).
 //!
 //! Invariant: there is one [`App`] per running gateway; everything a
-//! connection or request needs is reachable from it.
+//! connection or request needs is reachable from it. It only holds state:
+//! nothing it imports imports it.
+//!
+//! # What survives a hot swap
+//!
+//! A reload publishes a new [`Snapshot`] (routes, handlers, TLS
+//! configurations) into [`App::live`]; requests and streams already running
+//! keep the generation they started with. Some state must outlive
+//! generations, because the old version's connections are still open:
+//!
+//! - the pub/sub [`Hub`] ([`App::hub`]): subscribers of every generation
+//!   hear each other;
+//! - the stream slots ([`App::stream_slots`]): a route's open WebSocket and
+//!   SSE connections count against its limit across swaps (a changed limit
+//!   starts a new count);
+//! - a handler's concurrency permits: carried to its next version by
+//!   [`crate::guest::Handler::start`] while `limits.concurrency` is unchanged;
+//! - the compile cache ([`App::cache`]) and ACME certificates
+//!   ([`App::acme`]): a re-dropped or rolled-back component is mapped, not
+//!   recompiled, and certificates are never re-ordered because of a reload.
 
 use std::sync::Arc;
 

@@ -1,4 +1,19 @@
-//! The control plane: the live snapshot, reloads, drain, admin API, metrics.
+//! The control plane: the live snapshot and everything that changes or
+//! watches the running gateway.
+//!
+//! [`live`] builds a [`live::Snapshot`] (routes, handlers, TLS
+//! configurations) and is where requests read it; [`reload`] rebuilds it on
+//! a file change, SIGHUP or the admin API; [`admin`] is the operators'
+//! listener; [`drain`] is the one shutdown primitive; [`metrics`] holds every
+//! Prometheus collector.
+//!
+//! May use: [`crate::guest`], [`crate::http::router`] and
+//! [`crate::edge::tls`] (to build a snapshot), [`crate::app`],
+//! [`crate::config`]. [`drain`] and [`metrics`] import nothing of the crate:
+//! every stage uses them.
+//!
+//! Invariant: a snapshot is built whole off the request path and published
+//! with one `ArcSwap::store`, or not at all.
 
 pub mod admin;
 pub mod drain;

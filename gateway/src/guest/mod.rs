@@ -2,13 +2,17 @@
 //!
 //! [`engine`] owns the process-wide engine and epoch clock, [`component`]
 //! turns files into type-checked pre-instances ([`cache`] keeps their machine
-//! code on disk), [`host`] is what a guest's
-//! store may reach, [`pool`] keeps instances ready and [`handler`] runs one
-//! request through one instance. [`stream`], [`websocket`] and [`sse`] serve
-//! long-lived streams, connected through [`pubsub`].
+//! code on disk), [`host`] is what a guest's store may reach ([`outbound`]
+//! its outgoing requests), [`pool`] keeps instances ready and [`handler`]
+//! runs one request through one instance. [`stream`], [`websocket`] and
+//! [`sse`] hold the guest calls of long-lived streams, connected through
+//! [`pubsub`]; [`bindings`] is our streaming WIT package, generated once.
+//!
+//! May use: [`crate::config`], [`crate::control::metrics`], and the
+//! response vocabulary of [`crate::http::body`] and [`crate::http::error`].
 //!
 //! Invariant: nothing outside this module sees a wasmtime store; the request
-//! path sees only [`Handler::serve`].
+//! path sees only [`Handler::serve`] and the stream sessions' calls.
 
 pub mod bindings;
 pub mod cache;
