@@ -423,6 +423,16 @@ impl<'a> Checker<'a> {
             max_header_size: usize::try_from(max_header_size).unwrap_or(usize::MAX),
             max_headers: self.count(&key("max_headers"), raw.max_headers, defaults.max_headers),
             h2_max_streams,
+            idle_timeout: self.duration(
+                &key("idle_timeout"),
+                raw.idle_timeout.clone(),
+                defaults.idle_timeout,
+            ),
+            h2_keep_alive: self.duration(
+                &key("h2_keep_alive"),
+                raw.h2_keep_alive.clone(),
+                defaults.h2_keep_alive,
+            ),
         }
     }
 

@@ -202,6 +202,13 @@ pub struct ListenerLimits {
     pub max_headers: usize,
     /// Concurrent streams per HTTP/2 connection.
     pub h2_max_streams: u32,
+    /// How long a connection with no request in progress stays open (HTTP/2
+    /// with no open stream; HTTP/1.1 between requests is also bounded by
+    /// `header_timeout`).
+    pub idle_timeout: Duration,
+    /// How often an HTTP/2 connection is PINGed; one that does not answer
+    /// within the same time is closed, whatever its streams are doing.
+    pub h2_keep_alive: Duration,
 }
 
 impl Default for ListenerLimits {
@@ -212,6 +219,8 @@ impl Default for ListenerLimits {
             max_header_size: 64 * 1024,
             max_headers: 100,
             h2_max_streams: 256,
+            idle_timeout: Duration::from_secs(60),
+            h2_keep_alive: Duration::from_secs(30),
         }
     }
 }

@@ -65,6 +65,8 @@ pub(super) struct RawListener {
     pub(super) max_header_size: Option<String>,
     pub(super) max_headers: Option<usize>,
     pub(super) h2_max_streams: Option<u32>,
+    pub(super) idle_timeout: Option<String>,
+    pub(super) h2_keep_alive: Option<String>,
     pub(super) redirect: Option<String>,
     pub(super) redirect_port: Option<u16>,
     pub(super) hsts: Option<RawHsts>,

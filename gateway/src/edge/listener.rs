@@ -16,13 +16,13 @@ use tokio::net::{TcpListener, TcpStream};
 
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto::Builder;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::app::App;
 use crate::config::{ListenerConfig, ListenerLimits};
 use crate::edge::handover::{Inherited, SocketKey};
 use crate::guest::Scheme;
-use crate::http::conn::{self, ConnectionInfo};
+use crate::http::conn::{self, ConnectionInfo, Slot};
 use crate::http::service;
 
 /// A bound listener, not yet accepting.
@@ -114,12 +114,11 @@ pub async fn accept_loop(app: Arc<App>, bound: Bound) {
                     index: bound.index,
                     tls: bound.tls,
                     proxy_protocol: bound.proxy_protocol,
-                    header_timeout: bound.limits.header_timeout,
+                    limits: bound.limits,
                     local: bound.addr,
                 };
                 app.drain.spawn(async move {
-                    connection(app_for_task, &http, site, stream, peer).await;
-                    drop(slot);
+                    connection(app_for_task, &http, site, stream, peer, slot).await;
                 });
             }
             Err(error) if is_per_connection(&error) => {
@@ -151,7 +150,7 @@ struct Site {
     index: usize,
     tls: bool,
     proxy_protocol: bool,
-    header_timeout: Duration,
+    limits: ListenerLimits,
     local: SocketAddr,
 }
 
@@ -161,12 +160,13 @@ async fn connection(
     site: Site,
     mut stream: TcpStream,
     peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
 ) {
     let Site {
         index,
         tls,
         proxy_protocol,
-        header_timeout,
+        limits,
         local,
     } = site;
     // Small writes (response heads, SSE events) must not wait ~40 ms for Nagle.
@@ -175,7 +175,7 @@ async fn connection(
     }
     let listener = local.to_string();
     let peer = if proxy_protocol {
-        match crate::edge::proxy::read_header(&mut stream, header_timeout).await {
+        match crate::edge::proxy::read_header(&mut stream, limits.header_timeout).await {
             Ok(client) => client.unwrap_or(peer),
             Err(error) => {
                 app.metrics
@@ -189,11 +189,18 @@ async fn connection(
     } else {
         peer
     };
-    let info = |scheme| ConnectionInfo::new(scheme, local, index, peer);
+    // The slot goes with the connection's state: whatever serves the
+    // connection last (an upgraded WebSocket, say) gives it back.
+    let info = |scheme, protocol| {
+        let open = app
+            .metrics
+            .connections
+            .with_label_values(&[listener.as_str(), protocol]);
+        ConnectionInfo::new(scheme, local, index, peer, Slot::new(permit, open))
+    };
     if !tls {
-        let info = info(Scheme::Http);
-        let _open = Open::count(&app, &listener, "http");
-        serve_http(app, http, info, stream).await;
+        let info = info(Scheme::Http, "http");
+        serve_http(app, http, &limits, info, stream).await;
         return;
     }
     let Some(config) = app.live.load().tls.get(index).cloned().flatten() else {
@@ -202,15 +209,14 @@ async fn connection(
     };
     match crate::edge::tls::handshake(config, stream, app.settings.tls_handshake_timeout).await {
         Ok(stream) => {
-            let info = info(Scheme::Https);
             let protocol = match stream.get_ref().1.alpn_protocol() {
                 Some(b"h2") => "h2",
                 // RFC 8737: the handshake was the whole TLS-ALPN-01 answer.
                 Some(crate::edge::tls::ACME_TLS_ALPN) => return,
                 _ => "http/1.1",
             };
-            let _open = Open::count(&app, &listener, protocol);
-            serve_http(app, http, info, stream).await;
+            let info = info(Scheme::Https, protocol);
+            serve_http(app, http, &limits, info, stream).await;
         }
         Err(error) => {
             app.metrics
@@ -224,8 +230,13 @@ async fn connection(
 
 /// Serves HTTP on `io`: hyper's connection under the listener's limits,
 /// each request through [`service::handle`].
-async fn serve_http<IO>(app: Arc<App>, http: &Builder<TokioExecutor>, info: ConnectionInfo, io: IO)
-where
+async fn serve_http<IO>(
+    app: Arc<App>,
+    http: &Builder<TokioExecutor>,
+    limits: &ListenerLimits,
+    info: ConnectionInfo,
+    io: IO,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let info = Arc::new(info);
@@ -234,25 +245,5 @@ where
         let info = Arc::clone(&info);
         move |request| service::handle(Arc::clone(&app), Arc::clone(&info), request)
     };
-    conn::serve(http, &drain, info, io, service).await;
-}
-
-/// One open connection in `wasmgate_connections_open`, for as long as it lives.
-struct Open(prometheus::IntGauge);
-
-impl Open {
-    fn count(app: &App, listener: &str, protocol: &str) -> Self {
-        let gauge = app
-            .metrics
-            .connections
-            .with_label_values(&[listener, protocol]);
-        gauge.inc();
-        Self(gauge)
-    }
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
+    conn::serve(http, limits, &drain, info, io, service).await;
 }

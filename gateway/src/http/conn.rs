@@ -1,7 +1,13 @@
 //! One client connection: HTTP/1.1 or HTTP/2 (h2 by ALPN or h2c by prior
 //! knowledge), served until the client leaves or the gateway drains.
 //!
-//! Invariant: once draining starts, the connection takes no new request
+//! Invariant: a connection holds its listener's slot ([`Slot`]) for as
+//! long as anything serves it, an upgraded WebSocket included, and never
+//! for free: its first bytes must come within the header timeout (protocol
+//! detection, the first request after a TLS handshake), and with no request
+//! in progress it is closed after the idle timeout.
+//!
+//! Once draining starts, the connection takes no new request
 //! (HTTP/1 closes after the current response, HTTP/2 sends GOAWAY) but every
 //! request already in flight completes, and so does the first request of a
 //! connection accepted just before: its client has not had the chance to see
@@ -10,15 +16,22 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::{Request, Response};
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::{self, Builder};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::time::Sleep;
 
 use crate::config::ListenerLimits;
 use crate::control::drain::Drain;
@@ -41,18 +54,84 @@ pub struct ConnectionInfo {
     pub peer: SocketAddr,
     /// Set when the first request arrives (see [`serve`]).
     pub first_request: FirstRequest,
+    /// Requests (and upgraded streams) in progress; the idle timer runs at 0.
+    active: watch::Sender<usize>,
+    /// The listener's slot, given back when the last holder of this goes.
+    _slot: Slot,
 }
 
 impl ConnectionInfo {
-    /// A connection that has not brought a request yet.
-    pub fn new(scheme: Scheme, local: SocketAddr, listener: usize, peer: SocketAddr) -> Self {
+    /// A connection that has not brought a request yet, holding `slot`.
+    pub fn new(
+        scheme: Scheme,
+        local: SocketAddr,
+        listener: usize,
+        peer: SocketAddr,
+        slot: Slot,
+    ) -> Self {
         Self {
             scheme,
             local,
             listener,
             peer,
             first_request: FirstRequest::default(),
+            active: watch::Sender::new(0),
+            _slot: slot,
         }
+    }
+
+    /// Counts a request (or a stream that outlives its request) as in
+    /// progress until the guard drops; the guard keeps the connection's
+    /// slot taken.
+    pub fn begin(self: &Arc<Self>) -> Active {
+        self.active.send_modify(|count| *count += 1);
+        Active(Arc::clone(self))
+    }
+
+    /// Resolves once no request has been in progress for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        let mut active = self.active.subscribe();
+        loop {
+            if active.wait_for(|count| *count == 0).await.is_err() {
+                return;
+            }
+            if tokio::time::timeout(idle, active.changed()).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// A request or stream in progress on a connection (see [`ConnectionInfo::begin`]).
+pub struct Active(Arc<ConnectionInfo>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.active.send_modify(|count| *count -= 1);
+    }
+}
+
+/// A connection's place under its listener's `max_connections`, and its
+/// count in `wasmgate_connections_open`.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    open: prometheus::IntGauge,
+}
+
+impl Slot {
+    /// Takes `permit` and counts the connection in `open` until dropped.
+    pub fn new(permit: OwnedSemaphorePermit, open: prometheus::IntGauge) -> Self {
+        open.inc();
+        Self {
+            _permit: permit,
+            open,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.open.dec();
     }
 }
 
@@ -86,6 +165,7 @@ impl FirstRequest {
 /// the drain ends it (see the module's invariant).
 pub async fn serve<IO, S, F>(
     http: &Builder<TokioExecutor>,
+    limits: &ListenerLimits,
     drain: &Drain,
     info: Arc<ConnectionInfo>,
     io: IO,
@@ -100,13 +180,30 @@ pub async fn serve<IO, S, F>(
         let info = Arc::clone(&info);
         service_fn(move |request| {
             info.first_request.arrive();
-            service(request)
+            let active = info.begin();
+            let response = service(request);
+            async move {
+                let Ok(response) = response.await;
+                // In progress until the body is done or dropped.
+                Ok::<_, Infallible>(response.map(|body| {
+                    body.map_frame(move |frame| {
+                        let _active = &active;
+                        frame
+                    })
+                    .boxed_unsync()
+                }))
+            }
         })
     };
+    let io = FirstBytes::new(io, limits.header_timeout);
     let connection = http.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
+        () = info.idle_for(limits.idle_timeout) => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
         () = drain.signaled() => {
             // hyper closes an HTTP/1 connection with no request in progress
             // at once, even if the request's bytes are already on their way.
@@ -145,6 +242,80 @@ pub fn http_builder(limits: &ListenerLimits) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .enable_connect_protocol()
         .max_concurrent_streams(limits.h2_max_streams)
-        .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX))
+        .keep_alive_interval(limits.h2_keep_alive)
+        .keep_alive_timeout(limits.h2_keep_alive);
     http
+}
+
+/// A connection's IO whose reads fail once `deadline` passes before the
+/// first byte arrived: protocol detection and a TLS connection's first
+/// request get no more time than a request's headers would.
+struct FirstBytes<IO> {
+    io: IO,
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl<IO> FirstBytes<IO> {
+    fn new(io: IO, within: Duration) -> Self {
+        Self {
+            io,
+            deadline: Some(Box::pin(tokio::time::sleep(within))),
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for FirstBytes<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.io).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                if buf.filled().len() > before {
+                    self.deadline = None;
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => match self.deadline.as_mut().map(|sleep| sleep.as_mut().poll(cx)) {
+                Some(Poll::Ready(())) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no request within the header timeout",
+                ))),
+                _ => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for FirstBytes<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }

@@ -92,7 +92,7 @@ pub async fn handle(
 async fn dispatch(
     app: &Arc<App>,
     snapshot: &Snapshot,
-    connection: &ConnectionInfo,
+    connection: &Arc<ConnectionInfo>,
     host: Option<&str>,
     mut request: Request<Incoming>,
 ) -> (Response<ResponseBody>, Arc<str>, Arc<str>) {
@@ -116,7 +116,7 @@ async fn dispatch(
         }
     }
     let response = if handler.is_websocket() {
-        crate::http::upgrade::websocket(app, handler, &route.id, request).await
+        crate::http::upgrade::websocket(app, handler, &route.id, request, connection.begin()).await
     } else if handler.is_sse() {
         crate::http::upgrade::sse(app, handler, &route.id, request).await
     } else {

@@ -6,8 +6,8 @@
 //! Invariant: a stream takes one of its route's connection slots before the
 //! guest is even instantiated (none left: 503), and the guest decides
 //! (`on-open`, `on-subscribe`) before anything is upgraded or streamed; an
-//! accepted stream is served by its own task, which holds the slot and a
-//! drain slot, so shutdown closes WebSockets with 1001 and ends event streams
+//! accepted stream is served by its own task, which holds the route slot,
+//! its connection (the listener slot stays taken) and a drain slot, so shutdown closes WebSockets with 1001 and ends event streams
 //! within the grace period.
 
 use std::sync::Arc;
@@ -27,6 +27,7 @@ use crate::app::App;
 use crate::guest::Handler;
 use crate::guest::stream::{Opening, Refused};
 use crate::http::body::{ResponseBody, full};
+use crate::http::conn::Active;
 use crate::http::error::{GatewayError, rescue};
 
 /// tungstenite's read buffer per WebSocket connection.
@@ -41,6 +42,7 @@ pub async fn websocket(
     handler: &Handler,
     route: &Arc<str>,
     mut request: Request<Incoming>,
+    connection: Active,
 ) -> Response<ResponseBody> {
     let Some(kind) = websocket_request(&request) else {
         return rescue(&GatewayError::UpgradeRequired);
@@ -78,6 +80,9 @@ pub async fn websocket(
             Err(error) => tracing::debug!("WebSocket upgrade failed: {error}"),
         }
         drop(slot);
+        // Over HTTP/1.1 the upgraded socket is the connection: its listener
+        // slot goes back only now.
+        drop(connection);
     });
     match kind {
         Upgrade::Http1(key) => {
