@@ -31,13 +31,17 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     /// Requests being served.
     pub in_flight: IntGauge,
+    /// How response bodies ended, by handler: complete, aborted (the guest
+    /// failed after the head was sent), cancelled (the client went away).
+    pub response_endings: IntCounterVec,
     /// Open client connections by listener and protocol.
     pub connections: IntGaugeVec,
     /// TLS handshakes that failed or timed out, by listener.
     pub tls_handshake_failures: IntCounterVec,
     /// Connections refused for a missing or bad PROXY header, by listener.
     pub proxy_header_failures: IntCounterVec,
-    /// How guest runs ended, by handler: ok, trap, timeout, out_of_memory, refused.
+    /// How guest runs ended, by handler: ok, trap, timeout, out_of_memory,
+    /// refused, cancelled (the client left first).
     pub guest_outcomes: IntCounterVec,
     /// Time to instantiate a guest, by handler.
     pub instantiation: HistogramVec,
@@ -101,6 +105,11 @@ impl Metrics {
                 LATENCY_BUCKETS,
             )?,
             in_flight,
+            response_endings: counter(
+                "wasmgate_response_endings_total",
+                "How response bodies ended: complete, aborted (the guest failed mid-body), cancelled (the client left).",
+                &["handler", "outcome"],
+            )?,
             connections: gauge(
                 "wasmgate_connections_open",
                 "Open client connections, by listener and protocol.",
@@ -118,7 +127,7 @@ impl Metrics {
             )?,
             guest_outcomes: counter(
                 "wasmgate_guest_outcomes_total",
-                "How guest runs ended: ok, trap, timeout, out_of_memory, refused.",
+                "How guest runs ended: ok, trap, timeout, out_of_memory, refused, cancelled.",
                 &["handler", "outcome"],
             )?,
             instantiation: histogram(
@@ -185,6 +194,7 @@ impl Metrics {
             timeout: outcome("timeout"),
             out_of_memory: outcome("out_of_memory"),
             refused: outcome("refused"),
+            cancelled: outcome("cancelled"),
             instantiation: self.instantiation.with_label_values(&[name]),
             pool_ready: self.pool_ready.with_label_values(&[name]),
             streams_open: self.streams_open.with_label_values(&[name, kind]),
@@ -224,6 +234,8 @@ pub struct HandlerMetrics {
     pub out_of_memory: IntCounter,
     /// A limit refused the work before the guest ran (full route, full pool).
     pub refused: IntCounter,
+    /// The client went away and the guest was stopped before it finished.
+    pub cancelled: IntCounter,
     /// Time to instantiate.
     pub instantiation: Histogram,
     /// Ready instances in the pool.

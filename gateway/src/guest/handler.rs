@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio_util::task::AbortOnDropHandle;
 use wasmtime::component::Resource;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -209,6 +210,9 @@ impl Handler {
         if declared.is_some_and(|length| length > self.config.limits.body) {
             return Err(GatewayError::PayloadTooLarge(self.config.limits.body));
         }
+        // hyper never reads the body of a HEAD response: dropping it unread
+        // is no reason to stop the guest.
+        let head_only = request.method() == http::Method::HEAD;
         let permit = self.permit().await?;
         let (tripped, mut body_too_large) = oneshot::channel();
         let request = request.map(|body| CappedBody::new(body, self.config.limits.body, tripped));
@@ -232,33 +236,52 @@ impl Handler {
             route: Arc::clone(route),
             timeout: self.config.limits.timeout,
         };
+        // Told before the store (and with it the body's sender) goes, so a
+        // body that ends because its guest failed is never taken for complete.
+        let (failed, failure) = oneshot::channel();
         // The guest runs on its own task: after it sets the response head it
         // keeps writing the body, which hyper streams out concurrently.
-        let task = tokio::spawn(async move {
+        // Aborted when the request is dropped before its head (the client
+        // left) or its body is dropped unfinished: the guest stops at its
+        // next epoch tick, and its instance and permit go back.
+        let cancelled = Cancelled(Some(self.metrics.cancelled.clone()));
+        let task = AbortOnDropHandle::new(tokio::spawn(async move {
             let call = proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, incoming, outparam);
             let result = tokio::time::timeout_at(deadline.into(), call).await;
             drop(permit);
-            run.outcome(result, store.data().memory_denied())
-        });
+            cancelled.disarm();
+            let outcome = run.outcome(result, store.data().memory_denied());
+            if let Outcome::Failed(_) = outcome {
+                let _ = failed.send(());
+            }
+            outcome
+        }));
         let head = tokio::select! {
             biased;
             head = receiver => head,
             // Over the limit before the guest answered: the client gets 413
             // (the guest saw its read fail and ends on its own, or by its deadline).
             Ok(()) = &mut body_too_large => {
+                task.detach();
                 return Err(GatewayError::PayloadTooLarge(self.config.limits.body));
             }
         };
         // An answer made after the body went over the limit (an error page,
         // a trap on the failed read) is about the oversized body: 413.
         if body_too_large.try_recv().is_ok() {
+            task.detach();
             return Err(GatewayError::PayloadTooLarge(self.config.limits.body));
         }
         match head {
-            Ok(Ok(response)) => Ok(response),
+            Ok(Ok(response)) => {
+                let guest = (!head_only).then_some(task);
+                Ok(response.map(|body| AbortOnFailure::wrap(body, failure, guest)))
+            }
             Ok(Err(code)) => {
+                // The guest answered; it finishes (and is counted) on its own.
+                task.detach();
                 let error = GatewayError::GuestErrorCode(format!("{code:?}"));
                 self.log(route, &error);
                 Err(error)
@@ -402,5 +425,89 @@ fn trap_summary(error: &wasmtime::Error) -> String {
     match error.downcast_ref::<wasmtime::Trap>() {
         Some(trap) => trap.to_string(),
         None => error.root_cause().to_string(),
+    }
+}
+
+/// A guest's response body that ends in an error, not a clean end, when the
+/// guest failed (trap, time limit, out of memory) before finishing it: hyper
+/// then closes an HTTP/1.1 connection without the last chunk and resets an
+/// HTTP/2 stream, so no client takes a truncated body for a whole one.
+///
+/// It also holds the guest's task: dropped before it ended (the client went
+/// away mid-body), it stops the guest.
+struct AbortOnFailure {
+    inner: ResponseBody,
+    failure: oneshot::Receiver<()>,
+    guest: Option<AbortOnDropHandle<Outcome>>,
+}
+
+impl AbortOnFailure {
+    fn wrap(
+        inner: ResponseBody,
+        failure: oneshot::Receiver<()>,
+        guest: Option<AbortOnDropHandle<Outcome>>,
+    ) -> ResponseBody {
+        use http_body_util::BodyExt as _;
+        Self {
+            inner,
+            failure,
+            guest,
+        }
+        .boxed_unsync()
+    }
+}
+
+/// Counts a guest run as cancelled unless disarmed first: only an aborted
+/// task drops it armed.
+struct Cancelled(Option<prometheus::IntCounter>);
+
+impl Cancelled {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Cancelled {
+    fn drop(&mut self) {
+        if let Some(counter) = self.0.take() {
+            counter.inc();
+        }
+    }
+}
+
+impl http_body::Body for AbortOnFailure {
+    type Data = bytes::Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        let polled = match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            // The guest's task reports a failure before its store drops the
+            // body, so by the time the body has ended the report is in.
+            Poll::Ready(None) if self.failure.try_recv().is_ok() => {
+                Poll::Ready(Some(Err(wasmtime_wasi_http::Error::InternalError(Some(
+                    "the guest failed before finishing its response".into(),
+                )))))
+            }
+            other => other,
+        };
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
+            // Over: the guest may finish on its own (and be counted).
+            if let Some(guest) = self.guest.take() {
+                guest.detach();
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -4,7 +4,10 @@
 //! time in flight.
 //!
 //! Invariant: exactly one line per request that reached the service, written
-//! when its response is over, whatever way it ended; lines go to the tracing
+//! when its response is over, whatever way it ended, and saying which:
+//! `complete`, `aborted` (the body ended in an error: the guest failed after
+//! the head went out) or `cancelled` (the client went away first, before or
+//! during the response; status 499 if before). Lines go to the tracing
 //! target `wasmgate::access`, as text or JSON by `[gateway] access_log`.
 
 use std::net::SocketAddr;
@@ -43,24 +46,90 @@ pub struct Access {
     pub generation: u64,
 }
 
-/// Wraps `body` so the request is logged and counted when it ends.
-pub fn log_on_end(
-    body: ResponseBody,
-    access: Access,
-    format: AccessLog,
-    metrics: Arc<Metrics>,
-) -> ResponseBody {
-    Logged {
-        inner: body,
-        bytes: 0,
-        entry: Some((access, format, metrics)),
+/// The status logged for a request whose client left before its response
+/// head (nginx's "client closed request").
+const CLIENT_CLOSED: u16 = 499;
+
+/// How a response ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Complete,
+    Aborted,
+    Cancelled,
+}
+
+impl Ending {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Complete => "complete",
+            Self::Aborted => "aborted",
+            Self::Cancelled => "cancelled",
+        }
     }
-    .boxed_unsync()
+}
+
+/// A request in flight whose response head is not out yet. Dropped before
+/// [`Pending::respond`] (the client went away and hyper dropped the
+/// request), it still leaves the in-flight count and writes its line.
+pub struct Pending {
+    entry: Option<(Access, AccessLog, Arc<Metrics>)>,
+}
+
+impl Pending {
+    /// Counts `access`'s request as in flight.
+    pub fn start(access: Access, format: AccessLog, metrics: Arc<Metrics>) -> Self {
+        metrics.in_flight.inc();
+        Self {
+            entry: Some((access, format, metrics)),
+        }
+    }
+
+    /// The request's host, as it will be logged.
+    pub fn host(&self) -> Option<&str> {
+        self.entry
+            .as_ref()
+            .and_then(|(access, ..)| access.host.as_deref())
+    }
+
+    /// The request's response is ready: `body` is wrapped so the request is
+    /// logged and counted when it ends.
+    pub fn respond(
+        mut self,
+        status: u16,
+        route: Arc<str>,
+        handler: Arc<str>,
+        body: ResponseBody,
+    ) -> ResponseBody {
+        let Some((mut access, format, metrics)) = self.entry.take() else {
+            return body;
+        };
+        access.status = status;
+        access.route = route;
+        access.handler = handler;
+        Logged {
+            inner: body,
+            bytes: 0,
+            ended: None,
+            entry: Some((access, format, metrics)),
+        }
+        .boxed_unsync()
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some((mut access, format, metrics)) = self.entry.take() {
+            access.status = CLIENT_CLOSED;
+            finish(&access, 0, Ending::Cancelled, format, &metrics);
+        }
+    }
 }
 
 struct Logged {
     inner: ResponseBody,
     bytes: u64,
+    /// How the body ended, once it has.
+    ended: Option<Ending>,
     entry: Option<(Access, AccessLog, Arc<Metrics>)>,
 }
 
@@ -73,10 +142,15 @@ impl Body for Logged {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            self.bytes += data.len() as u64;
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(Some(Err(_))) => self.ended = Some(Ending::Aborted),
+            Poll::Ready(None) => self.ended = Some(Ending::Complete),
+            Poll::Pending => {}
         }
         polled
     }
@@ -95,19 +169,39 @@ impl Drop for Logged {
         let Some((access, format, metrics)) = self.entry.take() else {
             return;
         };
-        metrics.in_flight.dec();
-        write(&access, self.bytes, format);
+        // hyper stops polling a body that says it is at its end (a full
+        // body after its data) and never polls one a HEAD, 204 or 304 has
+        // no room for.
+        let bodiless = access.method == http::Method::HEAD || matches!(access.status, 204 | 304);
+        let ending = self
+            .ended
+            .unwrap_or(if bodiless || self.inner.is_end_stream() {
+                Ending::Complete
+            } else {
+                Ending::Cancelled
+            });
+        finish(&access, self.bytes, ending, format, &metrics);
     }
 }
 
-fn write(access: &Access, bytes: u64, format: AccessLog) {
+/// Ends a request's time in flight, counts how it ended and logs it.
+fn finish(access: &Access, bytes: u64, ending: Ending, format: AccessLog, metrics: &Metrics) {
+    metrics.in_flight.dec();
+    metrics
+        .response_endings
+        .with_label_values(&[&*access.handler, ending.as_str()])
+        .inc();
+    write(access, bytes, ending, format);
+}
+
+fn write(access: &Access, bytes: u64, ending: Ending, format: AccessLog) {
     let duration_ms = access.started.elapsed().as_secs_f64() * 1000.0;
     let host = access.host.as_deref().unwrap_or("-");
     match format {
         AccessLog::Off => {}
         AccessLog::Text => tracing::info!(
             target: "wasmgate::access",
-            "{} \"{} {}\" host={} status={} bytes={} ms={:.3} route={} handler={} generation={}",
+            "{} \"{} {}\" host={} status={} bytes={} ms={:.3} route={} handler={} generation={} outcome={}",
             access.client,
             access.method,
             access.path,
@@ -118,6 +212,7 @@ fn write(access: &Access, bytes: u64, format: AccessLog) {
             access.route,
             access.handler,
             access.generation,
+            ending.as_str(),
         ),
         AccessLog::Json => {
             let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
@@ -133,6 +228,7 @@ fn write(access: &Access, bytes: u64, format: AccessLog) {
                 "route": &*access.route,
                 "handler": &*access.handler,
                 "generation": access.generation,
+                "outcome": ending.as_str(),
             });
             tracing::info!(target: "wasmgate::access", "{line}");
         }

@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use crate::app::App;
 use crate::control::live::Snapshot;
 use crate::guest::Scheme;
-use crate::http::access::{Access, log_on_end};
+use crate::http::access::{Access, Pending};
 use crate::http::body::ResponseBody;
 use crate::http::conn::ConnectionInfo;
 use crate::http::error::{Blame, GatewayError, rescue};
@@ -29,26 +29,35 @@ pub async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
-    app.metrics.in_flight.inc();
     let method = request.method().clone();
-    let host = request_host(&request);
-    let path = request.uri().path().to_string();
     let snapshot = app.live.load_full();
+    let pending = Pending::start(
+        Access {
+            started,
+            client: connection.peer,
+            method: method.clone(),
+            host: request_host(&request),
+            path: request.uri().path().to_string(),
+            status: 0,
+            route: Arc::from("-"),
+            handler: Arc::from("-"),
+            generation: snapshot.generation,
+        },
+        app.settings.access_log,
+        Arc::clone(&app.metrics),
+    );
+    let host = pending.host();
     let listener = snapshot.config.listeners.get(connection.listener);
     let challenge = match connection.scheme {
-        Scheme::Http => front_door::acme_http01(&app.acme, &path),
+        Scheme::Http => front_door::acme_http01(&app.acme, request.uri().path()),
         _ => None,
     };
     let redirect = listener.and_then(|listener| listener.redirect);
     let (mut response, route, handler) = match (challenge, redirect) {
         (Some(answer), _) => (answer, Arc::from("-"), Arc::from("-")),
         (None, Some(redirect)) => {
-            let response = front_door::https_redirect(
-                redirect,
-                host.as_deref(),
-                connection.local,
-                request.uri(),
-            );
+            let response =
+                front_door::https_redirect(redirect, host, connection.local, request.uri());
             (response, Arc::from("-"), Arc::from("-"))
         }
         (None, None) => {
@@ -59,11 +68,11 @@ pub async fn handle(
                     Scheme::Https => "https",
                     _ => "http",
                 },
-                host: host.as_deref(),
+                host,
                 trusted: listener.map_or(&[], |listener| &listener.trusted_proxies),
             };
             front_door::forwarding_headers(request.headers_mut(), &hop);
-            dispatch(&app, &snapshot, &connection, host.as_deref(), request).await
+            dispatch(&app, &snapshot, &connection, host, request).await
         }
     };
     if let Some(hsts) = listener.and_then(|listener| listener.hsts.as_ref()) {
@@ -72,19 +81,7 @@ pub async fn handle(
     let status = response.status().as_u16();
     app.metrics
         .request(&route, &handler, &method, status, started.elapsed());
-    let access = Access {
-        started,
-        client: connection.peer,
-        method,
-        host,
-        path,
-        status,
-        route,
-        handler,
-        generation: snapshot.generation,
-    };
-    let format = app.settings.access_log;
-    Ok(response.map(|body| log_on_end(body, access, format, Arc::clone(&app.metrics))))
+    Ok(response.map(|body| pending.respond(status, route, handler, body)))
 }
 
 /// Routes and serves `request` from `snapshot`; returns the response with
