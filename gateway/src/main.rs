@@ -288,7 +288,19 @@ async fn reload(path: &Path) -> ExitCode {
         );
         return ExitCode::from(EXIT_RUNTIME);
     };
-    match wasmgate::control::admin::request_reload(addr).await {
+    let token = match config
+        .admin_token
+        .as_deref()
+        .map(wasmgate::control::token::read)
+    {
+        None => None,
+        Some(Ok(token)) => Some(token),
+        Some(Err(reason)) => {
+            eprintln!("error: admin.token_file: {reason}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    match wasmgate::control::admin::request_reload(addr, token.as_deref()).await {
         Ok((status, body)) if status.is_success() => {
             println!("reloaded: generation {}", body["generation"]);
             ExitCode::SUCCESS

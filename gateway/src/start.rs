@@ -234,6 +234,7 @@ fn files_exist(config: &Config) -> bool {
     handlers
         .chain(certificate_files(config))
         .chain(acme_ca)
+        .chain(config.admin_token.clone())
         .all(|path| std::fs::metadata(path).is_ok_and(|meta| !meta.is_dir()))
 }
 
@@ -328,7 +329,10 @@ impl Gateway {
                     .try_clone_to_owned()
                     .context("duplicating the admin socket")
                     .map_err(StartError::Runtime)?;
-                let state = Arc::new(admin::AdminState::new(Arc::clone(&metrics)));
+                let state = Arc::new(admin::AdminState::new(
+                    Arc::clone(&metrics),
+                    config.admin_token.clone(),
+                ));
                 let task = tokio::spawn(admin::serve(socket, Arc::clone(&state)));
                 Some(Admin {
                     state,

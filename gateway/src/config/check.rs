@@ -59,6 +59,11 @@ impl<'a> Checker<'a> {
                 }
             }
         }
+        let admin_token = raw
+            .admin
+            .as_ref()
+            .and_then(|admin| admin.token_file.clone())
+            .map(|path| self.resolve(path));
         let admin = match raw.admin {
             None => Some(DEFAULT_ADMIN),
             Some(admin) if admin.enabled == Some(false) => None,
@@ -67,6 +72,17 @@ impl<'a> Checker<'a> {
                 Some(addr) => self.admin(&addr, &listeners),
             },
         };
+        if let Some(addr) = admin.filter(|addr| !addr.ip().is_loopback())
+            && admin_token.is_none()
+        {
+            self.problems.push(
+                "admin.addr",
+                format!(
+                    "{addr} is not a loopback address: set admin.token_file (the bearer \
+                     token its reload endpoint will require), or listen on 127.0.0.1"
+                ),
+            );
+        }
         Config {
             source: path.to_path_buf(),
             gateway,
@@ -74,6 +90,7 @@ impl<'a> Checker<'a> {
             handlers,
             routes,
             admin,
+            admin_token,
             acme,
         }
     }

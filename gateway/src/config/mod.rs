@@ -33,6 +33,9 @@ pub struct Config {
     /// The admin listener's address (`[admin] addr`, by default
     /// 127.0.0.1:9090); `None` with `[admin] enabled = false`.
     pub admin: Option<SocketAddr>,
+    /// `[admin] token_file`: the file holding the bearer token that the
+    /// admin API's mutating endpoints require (required off loopback).
+    pub admin_token: Option<PathBuf>,
     /// `[acme]`: how certificates for the listeners' `tls.acme` names are
     /// obtained; `None` when the file has no such section.
     pub acme: Option<AcmeSettings>,

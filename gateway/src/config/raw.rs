@@ -38,6 +38,7 @@ pub(super) struct RawAcme {
 pub(super) struct RawAdmin {
     pub(super) addr: Option<String>,
     pub(super) enabled: Option<bool>,
+    pub(super) token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

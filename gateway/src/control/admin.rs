@@ -14,33 +14,55 @@
 //! - `POST /reload`: rebuilds the configuration like SIGHUP does and reports
 //!   the outcome as JSON (200 with the new generation, 422 with every problem).
 //!
+//! The first four are read-only and open to scrapers and probes (`/status`
+//! only when asked by address or `localhost`, so a page whose name a
+//! rebinding DNS points here cannot read it). `/reload` changes the gateway,
+//! so it also refuses anything shaped like a browser's cross-site request (a
+//! foreign `Origin`, a form content type) and, when `[admin] token_file` is
+//! set (required off loopback), a request without its bearer token.
+//! Connections are capped at [`MAX_CONNECTIONS`] and must send their
+//! headers within [`HEADER_TIMEOUT`], which also bounds keep-alive idling.
+//!
 //! It comes up before the components load (as soon as the configuration
 //! itself is valid), so probes see a 503 "starting" instead of a refused
 //! connection while a large component compiles; [`AdminState::started`]
 //! hands it the running gateway once the public listeners are bound.
 
 use std::convert::Infallible;
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::app::App;
 use crate::config::HandlerName;
 use crate::control::metrics::Metrics;
 use crate::control::reload::{Outcome, Reloader};
+use crate::control::token;
 
 /// What the admin endpoints answer from: the metrics from the first moment,
 /// the running gateway once it is up.
 pub struct AdminState {
     metrics: Arc<Metrics>,
+    /// `[admin] token_file`, read at each mutating request (so a rotated
+    /// token takes effect at once).
+    token_file: Option<PathBuf>,
     running: OnceLock<Running>,
 }
+
+/// Admin connections open at once; more wait in the kernel's backlog.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// Time to send a request's headers, and to stay idle between requests.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct Running {
     app: Arc<App>,
@@ -48,10 +70,12 @@ struct Running {
 }
 
 impl AdminState {
-    /// A gateway that is still starting.
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    /// A gateway that is still starting; mutating requests need the token
+    /// in `token_file`, if there is one.
+    pub fn new(metrics: Arc<Metrics>, token_file: Option<PathBuf>) -> Self {
         Self {
             metrics,
+            token_file,
             running: OnceLock::new(),
         }
     }
@@ -67,7 +91,11 @@ impl AdminState {
 /// before the components load through the drain: `/readyz` answers 503 in
 /// both, so a load balancer sends traffic only in between.
 pub async fn serve(socket: TcpListener, state: Arc<AdminState>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
         let (stream, peer) = match socket.accept().await {
             Ok(accepted) => accepted,
             Err(error) => {
@@ -79,12 +107,16 @@ pub async fn serve(socket: TcpListener, state: Arc<AdminState>) {
         };
         let state = Arc::clone(&state);
         tokio::spawn(async move {
-            let service = service_fn(move |request| respond(Arc::clone(&state), request));
+            let local = stream.local_addr().ok();
+            let service = service_fn(move |request| respond(Arc::clone(&state), local, request));
             let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service);
             if let Err(error) = connection.await {
                 tracing::debug!(%peer, "admin connection: {error}");
             }
+            drop(slot);
         });
     }
 }
@@ -93,8 +125,13 @@ const STARTING: &str = "starting: loading components";
 
 async fn respond(
     state: Arc<AdminState>,
+    local: Option<std::net::SocketAddr>,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    let guarded = matches!(request.uri().path(), "/status" | "/reload");
+    if guarded && let Err((status, reason)) = operator_only(&state, local, &request) {
+        return Ok(json(status, &serde_json::json!({ "error": reason })));
+    }
     let running = state.running.get();
     let starting = || {
         (
@@ -142,13 +179,110 @@ async fn respond(
             serde_json::json!({ "error": "not found" }),
         ),
     };
+    Ok(json(status, &body))
+}
+
+fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/json"),
     );
-    Ok(response)
+    response
+}
+
+/// Content types a browser sends cross-site without asking first (CORS
+/// "simple requests"): a form or a `fetch` with no preflight.
+const FORM_TYPES: [&str; 3] = [
+    "application/x-www-form-urlencoded",
+    "multipart/form-data",
+    "text/plain",
+];
+
+/// Whether `request` comes from an operator's tool rather than a web page:
+/// asked by address (or `localhost`), and for `POST`, with no foreign
+/// `Origin`, no form content type, and the token when one is configured.
+fn operator_only(
+    state: &AdminState,
+    local: Option<std::net::SocketAddr>,
+    request: &Request<Incoming>,
+) -> Result<(), (StatusCode, &'static str)> {
+    let forbidden = |reason| Err((StatusCode::FORBIDDEN, reason));
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<http::uri::Authority>().ok());
+    let by_address = host.as_ref().is_some_and(|authority| {
+        let name = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
+    });
+    if !by_address {
+        return forbidden("ask by address or localhost");
+    }
+    if request.method() != Method::POST {
+        return Ok(());
+    }
+    // A browser names the page's origin; the admin's own page would be
+    // this very host and port, and there is no such page.
+    if let Some(origin) = request.headers().get(header::ORIGIN) {
+        let own = host.map(|authority| format!("http://{authority}"));
+        let own_port = local.map(|local| local.port());
+        let same = own.is_some_and(|own| origin.as_bytes().eq_ignore_ascii_case(own.as_bytes()))
+            && own_port == request_port(request);
+        if !same {
+            return forbidden("cross-origin requests are refused");
+        }
+    }
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    if FORM_TYPES
+        .iter()
+        .any(|form| essence.eq_ignore_ascii_case(form))
+    {
+        return forbidden("form content types are refused");
+    }
+    let Some(path) = &state.token_file else {
+        return Ok(());
+    };
+    let expected = token::read(path).map_err(|reason| {
+        tracing::error!("admin API: {reason}; refusing {}", request.uri().path());
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the admin token cannot be read",
+        )
+    })?;
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if token::matches(&expected, presented.trim()) {
+        Ok(())
+    } else {
+        Err((StatusCode::UNAUTHORIZED, "a valid bearer token is required"))
+    }
+}
+
+/// The port the request's `Host` names, if any.
+fn request_port<B>(request: &Request<B>) -> Option<u16> {
+    request
+        .headers()
+        .get(header::HOST)?
+        .to_str()
+        .ok()?
+        .parse::<http::uri::Authority>()
+        .ok()?
+        .port_u16()
 }
 
 /// Ready (once started, so the public listeners are bound): not draining,
@@ -208,10 +342,12 @@ fn status(app: &App) -> serde_json::Value {
     })
 }
 
-/// Asks the gateway whose admin listener is at `addr` to reload; returns the
-/// status and the JSON body it answered.
+/// Asks the gateway whose admin listener is at `addr` to reload, with the
+/// bearer `token` when there is one; returns the status and the JSON body it
+/// answered.
 pub async fn request_reload(
     addr: std::net::SocketAddr,
+    token: Option<&str>,
 ) -> anyhow::Result<(StatusCode, serde_json::Value)> {
     use anyhow::Context as _;
     use http_body_util::{BodyExt as _, Empty};
@@ -221,9 +357,11 @@ pub async fn request_reload(
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);
-    let request = Request::post("/reload")
-        .header(header::HOST, addr.to_string())
-        .body(Empty::<Bytes>::new())?;
+    let mut request = Request::post("/reload").header(header::HOST, addr.to_string());
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request.body(Empty::<Bytes>::new())?;
     let response = sender.send_request(request).await?;
     let status = response.status();
     let body = response.into_body().collect().await?.to_bytes();

@@ -17,6 +17,7 @@ use crate::config::{
     Config, GatewaySettings, HandlerConfig, HandlerName, Problem, ProblemList, Problems,
 };
 use crate::control::metrics::Metrics;
+use crate::control::token;
 use crate::edge::acme::AcmeState;
 use crate::edge::tls;
 use crate::guest::{
@@ -253,6 +254,9 @@ async fn assemble(
     let tls = load_tls(&config, loader.acme, previous, &mut problems);
     for (key, reason) in crate::edge::acme::file_problems(&config) {
         problems.push(key, reason);
+    }
+    if let Some(Err(reason)) = config.admin_token.as_deref().map(token::read) {
+        problems.push("admin.token_file", reason);
     }
     let served_automatically: Vec<HandlerName> = automatic
         .into_iter()

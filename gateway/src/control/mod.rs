@@ -4,8 +4,8 @@
 //! [`live`] builds a [`live::Snapshot`] (routes, handlers, TLS
 //! configurations) and is where requests read it; [`reload`] rebuilds it on
 //! a file change, SIGHUP or the admin API; [`admin`] is the operators'
-//! listener; [`drain`] is the one shutdown primitive; [`metrics`] holds every
-//! Prometheus collector.
+//! listener, guarded by [`token`]; [`drain`] is the one shutdown primitive;
+//! [`metrics`] holds every Prometheus collector.
 //!
 //! May use: [`crate::guest`], [`crate::http::router`] and
 //! [`crate::edge::tls`] (to build a snapshot), [`crate::app`],
@@ -20,3 +20,4 @@ pub mod drain;
 pub mod live;
 pub mod metrics;
 pub mod reload;
+pub mod token;
