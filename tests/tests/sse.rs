@@ -104,3 +104,28 @@ async fn draining_ends_event_streams_cleanly() {
     gateway.wait_for_log("sse-room: client gone");
     assert_eq!(gateway.wait_exit(Duration::from_secs(10)).code(), Some(0));
 }
+
+// A lone CR ends a line for an SSE parser (a browser's too), so guest data
+// split only on LF could forge fields: here, an `id`.
+#[tokio::test]
+async fn a_carriage_return_in_guest_data_cannot_forge_a_field() {
+    let gateway = gateway();
+    let mut sse = Client::http1(gateway.http()).await;
+    let response = sse.get_streaming("/sse/lobby").await;
+    let mut events = BodyDataStream::new(response.into_body()).eventsource();
+    assert_eq!(next_event(&mut events).await.event, "joined");
+    let stream = TcpStream::connect(gateway.http()).await.expect("connect");
+    let (mut publisher, _) = client_async(format!("ws://{}/ws/publisher", gateway.http()), stream)
+        .await
+        .expect("upgrade");
+    publisher
+        .send(Message::text(
+            "publish:lobby:a\rid: 666\r\nevent: forged\rb",
+        ))
+        .await
+        .expect("send");
+    let event = next_event(&mut events).await;
+    assert_eq!(event.event, "lobby");
+    assert_eq!(event.id, "", "a forged id got through");
+    assert_eq!(event.data, "a\nid: 666\nevent: forged\nb");
+}

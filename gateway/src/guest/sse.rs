@@ -32,8 +32,11 @@ impl sse::Host for Attachment {
     }
 }
 
-/// An SSE event in wire format: one line per field, `data` split on newlines
-/// so it cannot end the event or forge a field.
+/// An SSE event in wire format: one line per field. `data` is split into
+/// one `data:` line per line of the guest's text, at CRLF, CR or LF alike
+/// (an SSE parser ends a line at each), and `id` and `event` have every line
+/// break turned into a space, so no guest text can end the event or forge a
+/// field.
 fn wire_format(event: &sse::Event) -> String {
     let mut wire = String::new();
     let single_line = |value: &str| value.replace(['\r', '\n'], " ");
@@ -46,8 +49,12 @@ fn wire_format(event: &sse::Event) -> String {
     if let Some(name) = &event.event {
         wire.push_str(&format!("event: {}\n", single_line(name)));
     }
-    for line in event.data.split('\n') {
-        wire.push_str(&format!("data: {}\n", line.trim_end_matches('\r')));
+    for line in event
+        .data
+        .split("\r\n")
+        .flat_map(|part| part.split(['\r', '\n']))
+    {
+        wire.push_str(&format!("data: {line}\n"));
     }
     wire.push('\n');
     wire
@@ -102,6 +109,20 @@ mod tests {
         assert_eq!(
             wire_format(&event),
             "retry: 1500\nid: 7 event: forged\nevent: tick\ndata: line one\ndata: line two\n\n"
+        );
+    }
+
+    #[test]
+    fn cr_lf_and_crlf_all_break_data_lines() {
+        let event = sse::Event {
+            id: Some("1\r2".into()),
+            event: Some("a\r\nb".into()),
+            data: "a\rid: 666\r\nevent: forged\rb\n\nc\r".into(),
+            retry_ms: None,
+        };
+        assert_eq!(
+            wire_format(&event).as_bytes(),
+            b"id: 1 2\nevent: a  b\ndata: a\ndata: id: 666\ndata: event: forged\ndata: b\ndata: \ndata: c\ndata: \n\n"
         );
     }
 }
