@@ -14,8 +14,9 @@
 //! - the pub/sub [`Hub`] ([`App::hub`]): subscribers of every generation
 //!   hear each other;
 //! - the stream slots ([`App::stream_slots`]): a route's open WebSocket and
-//!   SSE connections count against its limit across swaps (a changed limit
-//!   starts a new count);
+//!   SSE connections count against its limit, and all of them against the
+//!   instances streams may hold, across swaps (a changed limit starts a new
+//!   count);
 //! - a handler's concurrency permits: carried to its next version by
 //!   [`crate::guest::Handler::start`] while `limits.concurrency` is unchanged;
 //! - the compile cache ([`App::cache`]) and ACME certificates
@@ -74,10 +75,10 @@ impl App {
             metrics,
             outbound,
             cache,
+            stream_slots: StreamSlots::new(settings.stream_instances()),
             settings,
             drain: Drain::new(),
             hub: Arc::default(),
-            stream_slots: StreamSlots::default(),
             acme,
         }
     }

@@ -248,6 +248,14 @@ impl<'a> Checker<'a> {
             self.problems
                 .push("gateway.max_instances", "must be at least 1");
         }
+        // A quarter, so a site's WebSockets never take its last HTTP instance.
+        let http_reserve = raw.http_reserve.unwrap_or(max_instances / 4);
+        if http_reserve > max_instances {
+            self.problems.push(
+                "gateway.http_reserve",
+                format!("{http_reserve} is more than gateway.max_instances ({max_instances})"),
+            );
+        }
         let cache_dir = match raw.cache_dir {
             Some(dir) if dir.as_os_str().is_empty() => None,
             Some(dir) => Some(self.resolve(dir)),
@@ -258,6 +266,7 @@ impl<'a> Checker<'a> {
             grace_period,
             tls_handshake_timeout,
             max_instances,
+            http_reserve: http_reserve.min(max_instances),
             auto_routes: raw.auto_routes.unwrap_or(false),
             watch: raw.watch.unwrap_or(true),
             cache_dir,
@@ -546,7 +555,11 @@ impl<'a> Checker<'a> {
                     HandlerWorld::Http
                 }
             };
-            let stream = match handler.stream {
+            let explicit_streams = handler
+                .stream
+                .as_ref()
+                .is_some_and(|stream| stream.max_connections.is_some());
+            let mut stream = match handler.stream {
                 None => StreamLimits::default(),
                 Some(raw) => {
                     if world == HandlerWorld::Http {
@@ -558,6 +571,27 @@ impl<'a> Checker<'a> {
                     self.stream(&format!("{key}.stream"), raw)
                 }
             };
+            if world != HandlerWorld::Http {
+                // Each stream holds an instance: no cap may promise more than
+                // the instances streams are allowed.
+                let budget = gateway.stream_instances();
+                if budget == 0 {
+                    self.problems.push(
+                        format!("{key}.world"),
+                        "streams need instances, and gateway.http_reserve leaves none of gateway.max_instances",
+                    );
+                } else if explicit_streams && stream.max_connections > budget {
+                    self.problems.push(
+                        format!("{key}.stream.max_connections"),
+                        format!(
+                            "{} is more than the {budget} instances streams may hold \
+                             (gateway.max_instances minus gateway.http_reserve)",
+                            stream.max_connections
+                        ),
+                    );
+                }
+                stream.max_connections = stream.max_connections.min(budget);
+            }
             let config = HandlerConfig {
                 path,
                 prewarm: handler.pool.prewarm.unwrap_or(DEFAULT_PREWARM),

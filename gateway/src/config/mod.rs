@@ -84,6 +84,9 @@ pub struct GatewaySettings {
     /// How many guest instances may exist at once, across all handlers; sizes
     /// the pooling allocator.
     pub max_instances: u32,
+    /// Of `max_instances`, how many stream connections (each holding an
+    /// instance for its life) can never take: plain HTTP requests' share.
+    pub http_reserve: u32,
     /// Serve every `<name>.wasm` without a `[handler.NAME]` at `/<name>` and below.
     pub auto_routes: bool,
     /// Reload when the handlers directory or the config file changes.
@@ -100,6 +103,13 @@ pub struct GatewaySettings {
     pub access_log: AccessLog,
     /// `[gateway.limits]`: what a handler gets when it sets no limit itself.
     pub limits: HandlerLimits,
+}
+
+impl GatewaySettings {
+    /// How many instances stream connections may hold at once, together.
+    pub fn stream_instances(&self) -> usize {
+        self.max_instances.saturating_sub(self.http_reserve) as usize
+    }
 }
 
 /// The limits a handler's requests run under (`limits` of a handler, or

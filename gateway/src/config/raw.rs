@@ -47,6 +47,7 @@ pub(super) struct RawGateway {
     pub(super) grace_period: Option<String>,
     pub(super) tls_handshake_timeout: Option<String>,
     pub(super) max_instances: Option<u32>,
+    pub(super) http_reserve: Option<u32>,
     pub(super) auto_routes: Option<bool>,
     pub(super) watch: Option<bool>,
     pub(super) cache_dir: Option<PathBuf>,

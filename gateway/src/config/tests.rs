@@ -382,3 +382,41 @@ handler = "hello"
         )]
     );
 }
+
+#[test]
+fn streams_may_hold_what_the_http_reserve_leaves() {
+    let text = |gateway: &str, stream: &str| {
+        format!(
+            "[gateway]\n{gateway}\n[[listener]]\naddr = \"127.0.0.1:0\"\n\n\
+             [handler.ws]\nworld = \"websocket\"\n{stream}\n\n\
+             [[route]]\npath = \"/ws/*\"\nhandler = \"ws\"\n"
+        )
+    };
+    let ws = HandlerName::parse("ws").expect("name");
+    // Defaults: a quarter of the instances is kept for HTTP, and the stream
+    // cap (10,000 by default) comes down to what is left.
+    let config = parse(&text("max_instances = 64", "")).expect("valid");
+    assert_eq!(config.gateway.http_reserve, 16);
+    assert_eq!(config.gateway.stream_instances(), 48);
+    assert_eq!(config.handlers[&ws].stream.max_connections, 48);
+    let config = parse(&text("max_instances = 64\nhttp_reserve = 4", "")).expect("valid");
+    assert_eq!(config.handlers[&ws].stream.max_connections, 60);
+    assert_eq!(
+        problems(&text(
+            "max_instances = 64",
+            "stream = { max_connections = 49 }"
+        )),
+        [
+            "/etc/wasmgate/gw.toml: handler.ws.stream.max_connections: 49 is more than the 48 \
+          instances streams may hold (gateway.max_instances minus gateway.http_reserve)"
+        ]
+    );
+    assert_eq!(
+        problems(&text("max_instances = 8\nhttp_reserve = 9", "")),
+        [
+            "/etc/wasmgate/gw.toml: gateway.http_reserve: 9 is more than gateway.max_instances (8)",
+            "/etc/wasmgate/gw.toml: handler.ws.world: streams need instances, and \
+             gateway.http_reserve leaves none of gateway.max_instances",
+        ]
+    );
+}

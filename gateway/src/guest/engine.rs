@@ -173,3 +173,11 @@ impl Drop for EpochTicker {
         }
     }
 }
+
+/// Whether `error` is the pooling allocator saying that every instance (or
+/// memory, or table) slot is taken: a full gateway, not a broken guest.
+pub(super) fn is_pool_full(error: &wasmtime::Error) -> bool {
+    error
+        .chain()
+        .any(|cause| cause.is::<wasmtime::PoolConcurrencyLimitError>())
+}

@@ -23,6 +23,7 @@ use super::bindings::{SseService, SseServicePre, WebsocketService, WebsocketServ
 use super::cache::ContentHash;
 use super::component::Pre;
 use super::component::{LoadError, Loaded};
+use super::engine::is_pool_full;
 use super::host::{DeadlineExceeded, Host, StoreMaker, hostcall_fuel};
 use super::outbound::OutboundClient;
 use super::pool::{Blueprint, Pool, Ready};
@@ -217,7 +218,12 @@ impl Handler {
         let (tripped, mut body_too_large) = oneshot::channel();
         let request = request.map(|body| CappedBody::new(body, self.config.limits.body, tripped));
         let Ready { mut store, proxy } = pool.take().await.map_err(|error| {
-            GatewayError::Internal(format!("instantiating the guest: {error:#}"))
+            if is_pool_full(&error) {
+                self.metrics.refused.inc();
+                GatewayError::Saturated("the instance pool".into())
+            } else {
+                GatewayError::Internal(format!("instantiating the guest: {error:#}"))
+            }
         })?;
         let deadline = Instant::now() + self.config.limits.timeout;
         store.data_mut().deadline = deadline;
@@ -320,7 +326,7 @@ impl Handler {
         let Kind::Sse { pre, stores } = &self.kind else {
             return Err(Refused::Failed("not an SSE handler".into()));
         };
-        Stream::open(pre, self.stream_setup(stores, hub), opening).await
+        Stream::open(pre, self.stream_setup(stores, hub)?, opening).await
     }
 
     /// Instantiates the guest for a new WebSocket connection and asks it
@@ -333,17 +339,36 @@ impl Handler {
         let Kind::Websocket { pre, stores } = &self.kind else {
             return Err(Refused::Failed("not a WebSocket handler".into()));
         };
-        Stream::open(pre, self.stream_setup(stores, hub), opening).await
+        Stream::open(pre, self.stream_setup(stores, hub)?, opening).await
     }
 
-    fn stream_setup<'a>(&'a self, stores: &'a StoreMaker, hub: &'a Arc<Hub>) -> StreamSetup<'a> {
-        StreamSetup {
+    /// What a new stream needs, with one of the handler's concurrency
+    /// permits (none free: refused at once, a stream does not queue).
+    fn stream_setup<'a>(
+        &'a self,
+        stores: &'a StoreMaker,
+        hub: &'a Arc<Hub>,
+    ) -> Result<StreamSetup<'a>, Refused> {
+        let Ok(concurrency) = Arc::clone(&self.permits).try_acquire_owned() else {
+            self.metrics.refused.inc();
+            return Err(Refused::Saturated(format!(
+                "handler {}'s concurrency",
+                self.label
+            )));
+        };
+        Ok(StreamSetup {
             stores,
             hub,
             timeout: self.config.limits.timeout,
             limits: &self.config.stream,
             metrics: &self.metrics,
-        }
+            concurrency,
+        })
+    }
+
+    /// Counts a stream refused before it reached the guest (its route full).
+    pub fn count_refused(&self) {
+        self.metrics.refused.inc();
     }
 
     /// A concurrency permit: at once when one is free, else after at most

@@ -9,10 +9,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use wasmtime::Store;
 
 use super::bindings::types::{Refusal, Request};
+use super::engine::is_pool_full;
 use super::host::{Host, StoreMaker};
 use super::pubsub::{Attachment, Ending, Hub, Link, Outgoing, Published};
 use crate::config::StreamLimits;
@@ -75,6 +76,9 @@ pub(super) use stream_guest;
 pub enum Refused {
     /// The guest turned it down with this HTTP status and reason.
     ByGuest(u16, String),
+    /// No instance could be had (the handler's concurrency, the instance
+    /// pool): the client may retry shortly.
+    Saturated(String),
     /// The guest failed (trap, time limit, instantiation).
     Failed(String),
 }
@@ -110,6 +114,9 @@ pub struct Stream<G> {
     pub limits: StreamLimits,
     /// The handler's stream counters.
     pub metrics: Arc<HandlerMetrics>,
+    /// The handler's concurrency permit: a stream counts against
+    /// `limits.concurrency` for its whole life, like a request.
+    pub concurrency: OwnedSemaphorePermit,
 }
 
 /// What opening a stream needs from its handler.
@@ -120,6 +127,7 @@ pub(super) struct StreamSetup<'a> {
     pub(super) timeout: Duration,
     pub(super) limits: &'a StreamLimits,
     pub(super) metrics: &'a Arc<HandlerMetrics>,
+    pub(super) concurrency: OwnedSemaphorePermit,
 }
 
 /// The guest instance of a stream, called one event at a time.
@@ -144,6 +152,7 @@ impl<G: StreamGuest> Stream<G> {
             timeout,
             limits,
             metrics,
+            concurrency,
         } = setup;
         let mut store = stores.make(G::engine(pre));
         let (link, ends) = Link::new(hub, limits);
@@ -153,7 +162,14 @@ impl<G: StreamGuest> Stream<G> {
         };
         store.data_mut().deadline = Instant::now() + timeout;
         let failed = |error: wasmtime::Error| Refused::Failed(format!("{error:#}"));
-        let guest = G::instantiate(pre, &mut store).await.map_err(failed)?;
+        let guest = G::instantiate(pre, &mut store).await.map_err(|error| {
+            if is_pool_full(&error) {
+                metrics.refused.inc();
+                Refused::Saturated("the instance pool".into())
+            } else {
+                failed(error)
+            }
+        })?;
         let request = Request {
             method: opening.method,
             path_with_query: opening.path_with_query,
@@ -186,6 +202,7 @@ impl<G: StreamGuest> Stream<G> {
             ending: ends.ending,
             limits: limits.clone(),
             metrics: Arc::clone(metrics),
+            concurrency,
         })
     }
 }

@@ -30,6 +30,7 @@ pub async fn run(session: Session, body: mpsc::Sender<Bytes>, drain: Drain, keep
         ending,
         limits,
         metrics,
+        concurrency: _concurrency,
     } = session;
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + keep_alive, keep_alive);
     let mut idle = pin!(tokio::time::sleep(limits.idle_timeout));

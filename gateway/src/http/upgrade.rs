@@ -49,7 +49,7 @@ pub async fn websocket(
     };
     let limits = handler.stream_limits();
     let Some(slot) = app.stream_slots.take(route, limits.max_connections) else {
-        return full_route(route);
+        return full_route(route, handler);
     };
     let session = match handler.open_websocket(&app.hub, opening(&request)).await {
         Ok(session) => session,
@@ -101,9 +101,13 @@ pub async fn websocket(
     }
 }
 
-/// 503 for a route whose streams are all taken.
-fn full_route(route: &str) -> Response<ResponseBody> {
-    let error = GatewayError::Saturated(format!("route {route}'s connection limit"));
+/// 503 for a route whose streams are all taken, or when streams hold every
+/// instance they may.
+fn full_route(route: &str, handler: &Handler) -> Response<ResponseBody> {
+    handler.count_refused();
+    let error = GatewayError::Saturated(format!(
+        "route {route}'s connection limit, or the instances streams may hold"
+    ));
     tracing::debug!(route, "{error}");
     rescue(&error)
 }
@@ -120,7 +124,7 @@ pub async fn sse(
         .stream_slots
         .take(route, handler.stream_limits().max_connections)
     else {
-        return full_route(route);
+        return full_route(route, handler);
     };
     let session = match handler.open_sse(&app.hub, opening(&request)).await {
         Ok(session) => session,
@@ -171,6 +175,11 @@ fn refusal(route: &str, refused: Refused) -> Response<ResponseBody> {
             let mut response = Response::new(full(format!("{reason}\n")));
             *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
             response
+        }
+        Refused::Saturated(what) => {
+            let error = GatewayError::Saturated(what);
+            tracing::debug!(route, "{error}");
+            rescue(&error)
         }
         Refused::Failed(error) => {
             tracing::warn!(route, "stream guest failed to open: {error}");

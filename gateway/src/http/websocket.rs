@@ -75,6 +75,7 @@ pub async fn run<S>(
         ending,
         limits,
         metrics,
+        concurrency: _concurrency,
     } = session;
     let (sink, mut frames) = socket.split();
     let (close_sender, close_receiver) = oneshot::channel();
