@@ -91,7 +91,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         match cli.command {
             Command::Serve { config } => serve(&config, activated).await,
             Command::Check { config } => check(&config).await,
@@ -101,8 +101,16 @@ fn main() -> ExitCode {
             Command::Up(args) => up(&args).await,
             Command::Reload { config } => reload(&config).await,
         }
-    })
+    });
+    // The drain is over (or its grace period is): a compile or a file read
+    // still running on a blocking thread must not hold the exit up, as
+    // dropping the runtime would.
+    runtime.shutdown_timeout(EXIT_WAIT);
+    code
 }
+
+/// How long the exit waits for blocking work still running after the drain.
+const EXIT_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 
 fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;

@@ -164,6 +164,10 @@ async fn respond(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     serde_json::json!({ "problems": problems }),
                 ),
+                Outcome::Draining => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    serde_json::json!({ "error": "draining: the gateway is shutting down" }),
+                ),
             },
         },
         (_, "/reload") => (

@@ -431,21 +431,33 @@ async fn plan(
                 (name, handler_config, plan)
             })
             .collect()
-    })
-    .await;
-    // A panic while compiling is a bug (here or in wasmtime): it fails this
-    // build like a bad file would, and the running versions stay.
-    planned.unwrap_or_else(|join| {
-        tracing::error!("loading components panicked: {join}");
-        names
-            .into_iter()
-            .map(|(name, config)| {
-                let error = LoadError::Compile(format!("the loader panicked: {join}"));
-                (name, config, Plan::Failed(error))
-            })
-            .collect()
-    })
+    });
+    // Cranelift cannot be interrupted, but a build need not wait for a
+    // compile that runs away: it fails like a bad file would (the thread
+    // finishes in the background), and the running versions stay. So does a
+    // panic while compiling, a bug here or in wasmtime.
+    let failure = match tokio::time::timeout(LOAD_LIMIT, planned).await {
+        Ok(Ok(planned)) => return planned,
+        Ok(Err(join)) => {
+            tracing::error!("loading components panicked: {join}");
+            format!("the loader panicked: {join}")
+        }
+        Err(_elapsed) => format!(
+            "loading took longer than {}",
+            humantime::format_duration(LOAD_LIMIT)
+        ),
+    };
+    names
+        .into_iter()
+        .map(|(name, config)| {
+            let error = LoadError::Compile(failure.clone());
+            (name, config, Plan::Failed(error))
+        })
+        .collect()
 }
+
+/// How long reading and compiling one build's components may take.
+const LOAD_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Unconfigured `<name>.wasm` files in `dir`, with default settings.
 fn discover(

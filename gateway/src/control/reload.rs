@@ -41,6 +41,8 @@ pub enum Outcome {
     /// The configuration is invalid, or the next generation could not be
     /// built whole (every problem listed); the running generation stays.
     Rejected(Vec<String>),
+    /// The gateway is draining: nothing is loaded any more.
+    Draining,
 }
 
 impl Reloader {
@@ -66,6 +68,11 @@ impl Reloader {
     /// result. `cause` names what asked for it, for the log.
     pub async fn reload(&self, cause: &str) -> Outcome {
         let _one_at_a_time = self.running.lock().await;
+        if self.app.drain.is_draining() {
+            tracing::warn!(%cause, "reload refused: the gateway is draining");
+            return Outcome::Draining;
+        }
+        tracing::info!(%cause, "reloading");
         let mut config = match Config::load(&self.config_path) {
             Ok(config) => config,
             Err(invalid) => {

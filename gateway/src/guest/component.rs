@@ -22,6 +22,13 @@ pub enum LoadError {
     /// The file is missing or unreadable.
     #[error("cannot read the file: {0}")]
     Read(#[from] std::io::Error),
+    /// The path names a FIFO, a device, a socket or a directory: reading
+    /// one could block forever or never end.
+    #[error("not a regular file ({0})")]
+    NotRegularFile(&'static str),
+    /// Larger than any component is allowed to be.
+    #[error("{0} bytes, more than a component may have ({max} MiB)", max = MAX_COMPONENT_SIZE >> 20)]
+    TooLarge(u64),
     /// The bytes are not WebAssembly at all.
     #[error("not a WebAssembly file (it does not start with the `\\0asm` header)")]
     NotWasm,
@@ -86,10 +93,50 @@ pub struct ComponentFile {
     pub hash: ContentHash,
 }
 
+/// The largest component file read: far above what toolchains produce
+/// (an interpreter-bundling Python component is ~40 MiB), far below what
+/// would hurt the gateway to hold.
+pub const MAX_COMPONENT_SIZE: u64 = 256 << 20;
+
 impl ComponentFile {
-    /// Reads the file at `path`.
+    /// Reads the file at `path`, which must be a regular file (a symlink to
+    /// one is fine) of at most [`MAX_COMPONENT_SIZE`] bytes. It is opened
+    /// without blocking and checked before a byte is read, so a FIFO or a
+    /// device dropped in its place is refused at once.
     pub fn read(path: &Path) -> Result<Self, LoadError> {
-        let bytes = std::fs::read(path)?;
+        use std::io::Read as _;
+        use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(path)?;
+        let meta = file.metadata()?;
+        let kind = meta.file_type();
+        if !kind.is_file() {
+            return Err(LoadError::NotRegularFile(if kind.is_fifo() {
+                "a FIFO"
+            } else if kind.is_char_device() {
+                "a character device"
+            } else if kind.is_block_device() {
+                "a block device"
+            } else if kind.is_socket() {
+                "a socket"
+            } else if kind.is_dir() {
+                "a directory"
+            } else {
+                "not a file"
+            }));
+        }
+        if meta.len() > MAX_COMPONENT_SIZE {
+            return Err(LoadError::TooLarge(meta.len()));
+        }
+        // The length may change while reading (a copy still going): never
+        // read past the cap whatever it says now.
+        let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+        file.take(MAX_COMPONENT_SIZE + 1).read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > MAX_COMPONENT_SIZE {
+            return Err(LoadError::TooLarge(bytes.len() as u64));
+        }
         let hash = ContentHash::of(&bytes);
         Ok(Self { bytes, hash })
     }

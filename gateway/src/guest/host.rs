@@ -175,6 +175,10 @@ impl StoreMaker {
     }
 }
 
+/// How long instantiating a component may run (its start functions, data
+/// initialisation): one that runs away is stopped like a request would be.
+pub(super) const INSTANTIATE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A deadline that never comes (about 30 years away: `Instant` cannot hold much more portably).
 pub(super) fn far_future() -> Instant {
     Instant::now() + std::time::Duration::from_secs(30 * 365 * 24 * 3600)

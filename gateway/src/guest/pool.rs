@@ -12,7 +12,7 @@ use tokio_util::task::AbortOnDropHandle;
 use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 
-use super::host::{Host, StoreMaker};
+use super::host::{Host, INSTANTIATE_LIMIT, StoreMaker, far_future};
 use crate::control::metrics::HandlerMetrics;
 
 /// An instantiated guest waiting for its request.
@@ -124,7 +124,10 @@ impl Blueprint {
     async fn instantiate(&self) -> wasmtime::Result<Ready> {
         let started = std::time::Instant::now();
         let mut store = self.stores.make(self.pre.engine());
+        store.data_mut().deadline = std::time::Instant::now() + INSTANTIATE_LIMIT;
         let proxy = self.pre.instantiate_async(&mut store).await?;
+        // Waiting in the pool costs nothing; each request sets its own.
+        store.data_mut().deadline = far_future();
         self.metrics
             .instantiation
             .observe(started.elapsed().as_secs_f64());

@@ -14,7 +14,7 @@ use wasmtime::Store;
 
 use super::bindings::types::{Refusal, Request};
 use super::engine::is_pool_full;
-use super::host::{Host, StoreMaker};
+use super::host::{Host, INSTANTIATE_LIMIT, StoreMaker};
 use super::pubsub::{Attachment, Ending, Hub, Link, Outgoing, Published};
 use crate::config::StreamLimits;
 use crate::control::metrics::HandlerMetrics;
@@ -238,5 +238,6 @@ pub(super) async fn trial<G: StreamGuest>(
     stores: &StoreMaker,
 ) -> wasmtime::Result<()> {
     let mut store = stores.make(G::engine(pre));
+    store.data_mut().deadline = Instant::now() + INSTANTIATE_LIMIT;
     G::instantiate(pre, &mut store).await.map(drop)
 }
