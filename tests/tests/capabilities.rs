@@ -127,3 +127,45 @@ async fn outbound_requests_reach_allowed_hosts_only_and_reuse_connections() {
     assert_eq!(denied_connections.load(Ordering::SeqCst), 0);
     gateway.wait_for_log("outbound HTTP request denied");
 }
+
+// An allowlist checks names; `localhost` (like a name an attacker points at
+// 127.0.0.1, 169.254.169.254 or the admin port) resolves to an internal
+// address, which is refused at connect time unless the handler says
+// `allow_private` or the rule names the address itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_resolves_inside_is_refused_unless_private_is_allowed() {
+    let (upstream, connections) = upstream().await;
+    let port = upstream.port();
+    let handlers = format!(
+        "[handler.fetch]\noutbound = [\"localhost:{port}\"]\n\n\
+         [handler.inside]\npath = \"{{handlers}}/fetch.wasm\"\noutbound = [\"localhost:{port}\"]\nallow_private = true\n\n\
+         [[route]]\npath = \"/fetch\"\nhandler = \"fetch\"\n\n[[route]]\npath = \"/inside\"\nhandler = \"inside\"\n"
+    );
+    let gateway = TestGateway::start(&config(&handlers));
+    let mut client = Client::http1(gateway.http()).await;
+    let reply = client
+        .get(&format!("/fetch?url=http://localhost:{port}/x"))
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
+    assert!(
+        reply.text().contains("DestinationIpProhibited"),
+        "{}",
+        reply.text()
+    );
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        0,
+        "nothing reached the inside"
+    );
+    gateway.wait_for_log(
+        "outbound HTTP request refused: localhost resolves only to internal addresses",
+    );
+
+    let reply = client
+        .get(&format!("/inside?url=http://localhost:{port}/x"))
+        .await;
+    assert_eq!(
+        (reply.status, reply.text()),
+        (StatusCode::OK, "200\nhello from upstream".into())
+    );
+}

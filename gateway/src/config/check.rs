@@ -597,6 +597,7 @@ impl<'a> Checker<'a> {
                 prewarm: handler.pool.prewarm.unwrap_or(DEFAULT_PREWARM),
                 env,
                 outbound,
+                allow_private: handler.allow_private.unwrap_or(false),
                 limits,
                 world,
                 stream,

@@ -307,6 +307,9 @@ pub struct HandlerConfig {
     pub env: EnvGrant,
     /// Hosts the guest may send HTTP requests to; none by default.
     pub outbound: Vec<OutboundRule>,
+    /// Whether an allowed name may lead to a loopback, private or
+    /// link-local address (refused by default: a name can resolve anywhere).
+    pub allow_private: bool,
     /// What one request may take (time, memory, body, concurrency).
     pub limits: HandlerLimits,
     /// Which world the component implements, hence how it is served.
@@ -412,6 +415,11 @@ impl OutboundRule {
         };
         host_matches && self.port.is_none_or(|allowed| allowed == port)
     }
+
+    /// Whether this rule names `host` itself (not through a wildcard).
+    pub fn names(&self, host: &str) -> bool {
+        !self.wildcard && host.eq_ignore_ascii_case(&self.host)
+    }
 }
 
 /// The world a handler's component implements.
@@ -434,6 +442,7 @@ impl HandlerConfig {
             prewarm: DEFAULT_PREWARM,
             env: EnvGrant::Keys(Vec::new()),
             outbound: Vec::new(),
+            allow_private: false,
             limits: *limits,
             world: HandlerWorld::Http,
             stream: StreamLimits::default(),

@@ -112,6 +112,7 @@ pub(super) struct RawHandler {
     pub(super) env: RawEnv,
     #[serde(default)]
     pub(super) outbound: Vec<String>,
+    pub(super) allow_private: Option<bool>,
     #[serde(default)]
     pub(super) limits: RawLimits,
     pub(super) world: Option<String>,

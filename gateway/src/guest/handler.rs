@@ -130,6 +130,7 @@ impl Handler {
             env: granted_env(&config.env, services.dotenv),
             memory: usize::try_from(config.limits.memory).unwrap_or(usize::MAX),
             outbound: config.outbound.iter().cloned().collect(),
+            allow_private: config.allow_private,
             client: Arc::clone(services.client),
             hostcall_fuel: hostcall_fuel(config.stream.max_message),
         };

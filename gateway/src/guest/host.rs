@@ -52,11 +52,12 @@ impl Host {
             table,
             wasi: wasi.build(),
             http,
-            hooks: Outbound {
-                handler: Arc::clone(handler),
-                rules: Arc::clone(&maker.outbound),
-                client: Arc::clone(&maker.client),
-            },
+            hooks: Outbound::new(
+                Arc::clone(handler),
+                Arc::clone(&maker.outbound),
+                maker.allow_private,
+                Arc::clone(&maker.client),
+            ),
             limits: GuestLimits {
                 limits,
                 memory_denied: false,
@@ -122,6 +123,8 @@ pub(super) struct StoreMaker {
     pub(super) env: Vec<(String, String)>,
     pub(super) memory: usize,
     pub(super) outbound: Arc<[crate::config::OutboundRule]>,
+    /// Whether allowed names may lead to internal addresses.
+    pub(super) allow_private: bool,
     pub(super) client: Arc<OutboundClient>,
     /// Bytes a guest may hand the host in one call (see [`hostcall_fuel`]).
     pub(super) hostcall_fuel: usize,
@@ -352,6 +355,7 @@ mod guard_tests {
             env: Vec::new(),
             memory: 1 << 20,
             outbound: Arc::new([]),
+            allow_private: false,
             client: Arc::new(OutboundClient::new()),
             hostcall_fuel: hostcall_fuel(32 * 1024 * 1024),
         };
