@@ -24,6 +24,17 @@ pub(super) struct Checker<'a> {
     problems: &'a mut ProblemList,
 }
 
+/// The longest duration any key takes: a deadline is a clock reading plus
+/// it, which must not overflow.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The largest size any key takes (a wasm32 guest addresses 4 GiB).
+const MAX_SIZE: u64 = 16 << 30;
+/// The largest count any key takes: every count becomes a semaphore or a
+/// queue, which must stay far from their own limits.
+const MAX_COUNT: usize = 1_000_000;
+/// The most guest instances the pooling allocator is asked to reserve.
+const MAX_INSTANCES: u32 = 100_000;
+
 impl<'a> Checker<'a> {
     pub(super) fn new(base: &'a Path, problems: &'a mut ProblemList) -> Self {
         Self { base, problems }
@@ -33,7 +44,10 @@ impl<'a> Checker<'a> {
         let gateway = self.gateway(raw.gateway);
         let listeners = self.listeners(raw.listener);
         let handlers = self.handlers(&gateway, raw.handler);
-        let prewarmed: usize = handlers.values().map(|handler| handler.prewarm).sum();
+        let prewarmed = handlers
+            .values()
+            .map(|handler| handler.prewarm)
+            .fold(0, usize::saturating_add);
         if prewarmed > gateway.max_instances as usize {
             self.problems.push(
                 "gateway.max_instances",
@@ -106,6 +120,13 @@ impl<'a> Checker<'a> {
     fn duration(&mut self, key: &str, text: Option<String>, default: Duration) -> Duration {
         let Some(text) = text else { return default };
         match humantime::parse_duration(&text) {
+            Ok(duration) if duration > MAX_DURATION => {
+                self.problems.push(
+                    key,
+                    format!("`{text}` is too long: at most 365 days (each is added to a clock)"),
+                );
+                default
+            }
             Ok(duration) if !duration.is_zero() => duration,
             Ok(_) => {
                 self.problems.push(key, "must be longer than zero");
@@ -134,6 +155,11 @@ impl<'a> Checker<'a> {
     ) -> u64 {
         let Some(text) = text else { return default };
         match text.parse::<ByteSize>() {
+            Ok(size) if size.as_u64() > MAX_SIZE => {
+                self.problems
+                    .push(key, format!("`{text}` is too large: at most 16GiB"));
+                default
+            }
             Ok(size) if size.as_u64() >= minimum => size.as_u64(),
             Ok(_) => {
                 self.problems
@@ -156,6 +182,11 @@ impl<'a> Checker<'a> {
             None => default,
             Some(0) => {
                 self.problems.push(key, "must be at least 1");
+                default
+            }
+            Some(count) if count > MAX_COUNT => {
+                self.problems
+                    .push(key, format!("{count} is too many: at most {MAX_COUNT}"));
                 default
             }
             Some(count) => count,
@@ -243,10 +274,18 @@ impl<'a> Checker<'a> {
             raw.tls_handshake_timeout,
             DEFAULT_TLS_HANDSHAKE_TIMEOUT,
         );
-        let max_instances = raw.max_instances.unwrap_or(DEFAULT_MAX_INSTANCES);
+        let mut max_instances = raw.max_instances.unwrap_or(DEFAULT_MAX_INSTANCES);
         if max_instances == 0 {
             self.problems
                 .push("gateway.max_instances", "must be at least 1");
+        }
+        if max_instances > MAX_INSTANCES {
+            // The pooling allocator reserves address space for each up front.
+            self.problems.push(
+                "gateway.max_instances",
+                format!("{max_instances} is too many: at most {MAX_INSTANCES}"),
+            );
+            max_instances = DEFAULT_MAX_INSTANCES;
         }
         // A quarter, so a site's WebSockets never take its last HTTP instance.
         let http_reserve = raw.http_reserve.unwrap_or(max_instances / 4);

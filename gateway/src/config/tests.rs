@@ -420,3 +420,40 @@ fn streams_may_hold_what_the_http_reserve_leaves() {
         ]
     );
 }
+
+#[test]
+fn values_that_would_overflow_at_run_time_are_refused_with_their_range() {
+    let found = problems(
+        r#"
+[gateway]
+max_instances = 10000000
+grace_period = "400days"
+
+[[listener]]
+addr = "127.0.0.1:8080"
+max_connections = 5000000
+
+[handler.hello]
+limits = { timeout = "18446744073709551615s", memory = "17GiB", concurrency = 2000000 }
+pool = { prewarm = 18446744073709551615 }
+
+[[route]]
+path = "/"
+handler = "hello"
+"#,
+    );
+    let expected = [
+        "gateway.grace_period: `400days` is too long: at most 365 days (each is added to a clock)",
+        "gateway.max_instances: 10000000 is too many: at most 100000",
+        "listener[0].max_connections: 5000000 is too many: at most 1000000",
+        "handler.hello.limits.timeout: `18446744073709551615s` is too long: at most 365 days (each is added to a clock)",
+        "handler.hello.limits.memory: `17GiB` is too large: at most 16GiB",
+        "handler.hello.limits.concurrency: 2000000 is too many: at most 1000000",
+    ];
+    for line in expected {
+        assert!(
+            found.iter().any(|problem| problem.ends_with(line)),
+            "missing {line:?} in {found:#?}"
+        );
+    }
+}
