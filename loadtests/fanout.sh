@@ -20,6 +20,7 @@ cat >"$work/wasmgate.toml" <<TOML
 [gateway]
 handlers_dir = "$PWD/handlers/wasm"
 max_instances = $(( SUBSCRIBERS + 100 ))
+http_reserve = 90
 
 [[listener]]
 addr = "127.0.0.1:0"

@@ -81,14 +81,17 @@ pub fn chat_config() -> String {
     hello_and_echo(
         r#"
 [handler.chat]
+topic_scope = "chat"
 
 [handler.chat-ws]
 path = "{handlers}/chat.wasm"
 world = "websocket"
+topic_scope = "chat"
 
 [handler.chat-sse]
 path = "{handlers}/chat.wasm"
 world = "sse"
+topic_scope = "chat"
 
 [[route]]
 path = "/chat"

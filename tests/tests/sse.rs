@@ -16,7 +16,8 @@ use wasmgate_tests::{TestGateway, hello_and_echo};
 fn gateway() -> TestGateway {
     // A short keep-alive, so the gateway notices a departed client quickly.
     let config = hello_and_echo(
-        "[handler.ws-echo]\nworld = \"websocket\"\n\n[handler.sse-room]\nworld = \"sse\"\n\n\
+        "[handler.ws-echo]\nworld = \"websocket\"\ntopic_scope = \"rooms\"\n\n\
+         [handler.sse-room]\nworld = \"sse\"\ntopic_scope = \"rooms\"\n\n\
          [[route]]\npath = \"/ws/*\"\nhandler = \"ws-echo\"\n\n\
          [[route]]\npath = \"/sse/*\"\nhandler = \"sse-room\"\n",
     )

@@ -594,6 +594,19 @@ impl<'a> Checker<'a> {
                     HandlerWorld::Http
                 }
             };
+            let topic_scope = match handler.topic_scope.as_deref() {
+                None => None,
+                Some(scope) => match HandlerName::parse(scope) {
+                    Some(_) => Some(std::sync::Arc::from(scope)),
+                    None => {
+                        self.problems.push(
+                            format!("{key}.topic_scope"),
+                            format!("`{scope}` is not a scope name (letters, digits, `-`, `_`)"),
+                        );
+                        None
+                    }
+                },
+            };
             let explicit_streams = handler
                 .stream
                 .as_ref()
@@ -637,6 +650,7 @@ impl<'a> Checker<'a> {
                 env,
                 outbound,
                 allow_private: handler.allow_private.unwrap_or(false),
+                topic_scope,
                 limits,
                 world,
                 stream,

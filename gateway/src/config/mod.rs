@@ -310,6 +310,9 @@ pub struct HandlerConfig {
     /// Whether an allowed name may lead to a loopback, private or
     /// link-local address (refused by default: a name can resolve anywhere).
     pub allow_private: bool,
+    /// The pub/sub namespace its guests' topics live in; `None`: its own
+    /// name. Handlers share topics only when they name the same scope.
+    pub topic_scope: Option<std::sync::Arc<str>>,
     /// What one request may take (time, memory, body, concurrency).
     pub limits: HandlerLimits,
     /// Which world the component implements, hence how it is served.
@@ -443,6 +446,7 @@ impl HandlerConfig {
             env: EnvGrant::Keys(Vec::new()),
             outbound: Vec::new(),
             allow_private: false,
+            topic_scope: None,
             limits: *limits,
             world: HandlerWorld::Http,
             stream: StreamLimits::default(),

@@ -113,6 +113,7 @@ pub(super) struct RawHandler {
     #[serde(default)]
     pub(super) outbound: Vec<String>,
     pub(super) allow_private: Option<bool>,
+    pub(super) topic_scope: Option<String>,
     #[serde(default)]
     pub(super) limits: RawLimits,
     pub(super) world: Option<String>,

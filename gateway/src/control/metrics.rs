@@ -159,7 +159,7 @@ impl Metrics {
             )?,
             stream_messages: counter(
                 "wasmgate_stream_messages_total",
-                "Stream messages: in (from clients), out (to clients), published.",
+                "Stream messages: in (from clients), out (to clients), refused (over pub/sub bounds).",
                 &["handler", "direction"],
             )?,
             acme_orders: counter(
@@ -200,6 +200,7 @@ impl Metrics {
             streams_open: self.streams_open.with_label_values(&[name, kind]),
             messages_in: self.stream_messages.with_label_values(&[name, "in"]),
             messages_out: self.stream_messages.with_label_values(&[name, "out"]),
+            pubsub_refused: self.stream_messages.with_label_values(&[name, "refused"]),
         }
     }
 
@@ -246,6 +247,9 @@ pub struct HandlerMetrics {
     pub messages_in: IntCounter,
     /// Messages and events to stream clients.
     pub messages_out: IntCounter,
+    /// Publications and subscriptions refused by pub/sub's bounds (message
+    /// size, topic length, topics per connection).
+    pub pubsub_refused: IntCounter,
 }
 
 /// The method as a label: the standard ones by name, anything else `other`.

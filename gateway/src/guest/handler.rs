@@ -131,6 +131,12 @@ impl Handler {
             memory: usize::try_from(config.limits.memory).unwrap_or(usize::MAX),
             outbound: config.outbound.iter().cloned().collect(),
             allow_private: config.allow_private,
+            topic_scope: config
+                .topic_scope
+                .clone()
+                .unwrap_or_else(|| Arc::from(name.as_str())),
+            max_publish: config.stream.max_message,
+            pubsub_refused: metrics.pubsub_refused.clone(),
             client: Arc::clone(services.client),
             hostcall_fuel: hostcall_fuel(config.stream.max_message),
         };

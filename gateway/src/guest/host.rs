@@ -63,7 +63,11 @@ impl Host {
                 memory_denied: false,
             },
             deadline: far_future(),
-            attachment: Attachment::default(),
+            attachment: Attachment::new(
+                Arc::clone(&maker.topic_scope),
+                maker.max_publish,
+                maker.pubsub_refused.clone(),
+            ),
         }
     }
 }
@@ -128,6 +132,12 @@ pub(super) struct StoreMaker {
     pub(super) client: Arc<OutboundClient>,
     /// Bytes a guest may hand the host in one call (see [`hostcall_fuel`]).
     pub(super) hostcall_fuel: usize,
+    /// Where the handler's pub/sub topics live (its `topic_scope`).
+    pub(super) topic_scope: Arc<str>,
+    /// The largest message its guests may publish.
+    pub(super) max_publish: usize,
+    /// Counts publications and subscriptions refused by pub/sub's bounds.
+    pub(super) pubsub_refused: prometheus::IntCounter,
 }
 
 /// Resources (streams, fields, requests, pollables…) one guest may hold in
@@ -358,6 +368,9 @@ mod guard_tests {
             allow_private: false,
             client: Arc::new(OutboundClient::new()),
             hostcall_fuel: hostcall_fuel(32 * 1024 * 1024),
+            topic_scope: Arc::from("guarded"),
+            max_publish: 1024,
+            pubsub_refused: prometheus::IntCounter::new("refused", "test").expect("counter"),
         };
         let mut store = maker.make(&engine);
         assert_eq!(store.hostcall_fuel(), 64 * 1024 * 1024);

@@ -21,6 +21,10 @@ use crate::config::{SlowConsumer, StreamLimits};
 
 /// How many published messages may wait for a busy guest, per connection.
 const INBOX: usize = 256;
+/// The longest topic name, in bytes.
+pub(super) const MAX_TOPIC: usize = 256;
+/// Topics one connection may be subscribed to at once.
+pub(super) const MAX_SUBSCRIPTIONS: usize = 64;
 
 /// Topic subscriptions of every open connection, across handlers and
 /// generations.
@@ -34,12 +38,18 @@ struct Subscriber {
     inbox: mpsc::Sender<Published>,
     /// Set when the connection's policy is to be closed rather than skip.
     ending: Option<Arc<Ending>>,
+    /// The largest message its guest takes (its stream limit); a larger
+    /// publication skips it, counted in `refused`.
+    max_message: usize,
+    refused: prometheus::IntCounter,
 }
 
-/// A publication on its way to one subscriber's guest.
+/// A publication on its way to the subscribers' guests: one copy, shared by
+/// every subscriber.
+#[derive(Clone)]
 pub struct Published {
-    pub(super) topic: String,
-    pub(super) message: Message,
+    pub(super) topic: Arc<str>,
+    pub(super) message: Arc<Message>,
 }
 
 impl Hub {
@@ -48,14 +58,17 @@ impl Hub {
         self.topics.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn publish(&self, topic: &str, message: &Message) {
+    /// Delivers `published` to the subscribers of `key` (a scoped topic).
+    fn publish(&self, key: &str, published: &Published) {
+        let size = message_size(&published.message);
         let topics = self.lock();
-        for subscriber in topics.get(topic).into_iter().flat_map(HashMap::values) {
-            let published = Published {
-                topic: topic.to_string(),
-                message: message.clone(),
-            };
-            if let Err(mpsc::error::TrySendError::Full(_)) = subscriber.inbox.try_send(published)
+        for subscriber in topics.get(key).into_iter().flat_map(HashMap::values) {
+            if size > subscriber.max_message {
+                subscriber.refused.inc();
+                continue;
+            }
+            if let Err(mpsc::error::TrySendError::Full(_)) =
+                subscriber.inbox.try_send(published.clone())
                 && let Some(ending) = &subscriber.ending
             {
                 ending.end(1008, "slow consumer");
@@ -63,10 +76,12 @@ impl Hub {
         }
     }
 
-    fn subscribe(&self, topic: String, link: &Link) {
+    fn subscribe(&self, topic: String, link: &Link, refused: &prometheus::IntCounter) {
         let subscriber = Subscriber {
             inbox: link.inbox.clone(),
             ending: (link.slow_consumer == SlowConsumer::Close).then(|| Arc::clone(&link.ending)),
+            max_message: link.max_message,
+            refused: refused.clone(),
         };
         self.lock()
             .entry(topic)
@@ -198,14 +213,60 @@ pub(super) fn message_size(message: &Message) -> usize {
 }
 
 /// What a guest's store holds of pub/sub: the hub it publishes to (HTTP
-/// handlers may publish too) and, for a stream guest, its connection. The
-/// streaming interfaces are implemented on this, not on the whole store.
-#[derive(Default)]
+/// handlers may publish too), for a stream guest its connection, and the
+/// bounds on what it may publish and subscribe to. The streaming interfaces
+/// are implemented on this, not on the whole store.
+///
+/// Topics are scoped: a guest's topic `lobby` is `SCOPE:lobby` in the hub,
+/// where SCOPE is its handler's `topic_scope` (its own name unless the
+/// config makes handlers share one), so no handler reaches another's topics
+/// unless both are configured to.
 pub struct Attachment {
     /// Where `pubsub` publishes.
     pub(super) hub: Option<Arc<Hub>>,
     /// The connection a stream guest serves; `None` for HTTP handlers.
     pub(super) link: Option<Link>,
+    scope: Arc<str>,
+    /// The largest message it may publish (its handler's stream limit).
+    max_message: usize,
+    subscriptions: std::collections::HashSet<String>,
+    /// Publications and subscriptions refused by these bounds.
+    refused: prometheus::IntCounter,
+}
+
+impl Attachment {
+    /// Pub/sub for a guest of the handler whose topics live in `scope`.
+    pub(super) fn new(
+        scope: Arc<str>,
+        max_message: usize,
+        refused: prometheus::IntCounter,
+    ) -> Self {
+        Self {
+            hub: None,
+            link: None,
+            scope,
+            max_message,
+            subscriptions: std::collections::HashSet::new(),
+            refused,
+        }
+    }
+
+    fn key(&self, topic: &str) -> String {
+        format!("{}:{topic}", self.scope)
+    }
+
+    /// Whether `topic` may be used at all; counts and logs it when not.
+    fn topic_ok(&self, topic: &str) -> bool {
+        let ok = topic.len() <= MAX_TOPIC;
+        if !ok {
+            self.refused.inc();
+            tracing::debug!(
+                scope = &*self.scope,
+                "pub/sub topic over {MAX_TOPIC} bytes refused"
+            );
+        }
+        ok
+    }
 }
 
 /// Gives the linker the [`Attachment`] of a store (wasmtime's `HasData`).
@@ -219,20 +280,52 @@ impl types::Host for Attachment {}
 
 impl pubsub::Host for Attachment {
     fn publish(&mut self, topic: String, message: Message) {
-        if let Some(hub) = &self.hub {
-            hub.publish(&topic, &message);
+        let Some(hub) = &self.hub else {
+            return;
+        };
+        if !self.topic_ok(&topic) {
+            return;
         }
+        if message_size(&message) > self.max_message {
+            self.refused.inc();
+            tracing::debug!(
+                scope = &*self.scope,
+                "published message over {} bytes refused",
+                self.max_message
+            );
+            return;
+        }
+        let key = self.key(&topic);
+        let published = Published {
+            topic: Arc::from(topic),
+            message: Arc::new(message),
+        };
+        hub.publish(&key, &published);
     }
 
     fn subscribe(&mut self, topic: String) {
-        if let (Some(hub), Some(link)) = (&self.hub, &self.link) {
-            hub.subscribe(topic, link);
+        let (Some(hub), Some(link)) = (&self.hub, &self.link) else {
+            return;
+        };
+        if !self.topic_ok(&topic) {
+            return;
         }
+        if !self.subscriptions.contains(&topic) && self.subscriptions.len() >= MAX_SUBSCRIPTIONS {
+            self.refused.inc();
+            tracing::debug!(
+                scope = &*self.scope,
+                "more than {MAX_SUBSCRIPTIONS} topics refused"
+            );
+            return;
+        }
+        hub.subscribe(self.key(&topic), link, &self.refused);
+        self.subscriptions.insert(topic);
     }
 
     fn unsubscribe(&mut self, topic: String) {
         if let (Some(hub), Some(link)) = (&self.hub, &self.link) {
-            hub.unsubscribe(&topic, link.id);
+            hub.unsubscribe(&self.key(&topic), link.id);
+            self.subscriptions.remove(&topic);
         }
     }
 }
@@ -287,15 +380,80 @@ mod tests {
         };
         let (closing, closing_ends) = Link::new(&hub, &limits(SlowConsumer::Close));
         let (dropping, dropping_ends) = Link::new(&hub, &limits(SlowConsumer::Drop));
-        hub.subscribe("room".into(), &closing);
-        hub.subscribe("room".into(), &dropping);
+        let refused = prometheus::IntCounter::new("refused", "test").expect("counter");
+        hub.subscribe("room".into(), &closing, &refused);
+        hub.subscribe("room".into(), &dropping, &refused);
+        let published = Published {
+            topic: Arc::from("room"),
+            message: Arc::new(Message::Text("hi".into())),
+        };
         for _ in 0..=INBOX {
-            hub.publish("room", &Message::Text("hi".into()));
+            hub.publish("room", &published);
         }
         assert!(closing_ends.ending.token.is_cancelled());
         assert!(!dropping_ends.ending.token.is_cancelled());
         hub.leave(closing_ends.id);
         hub.leave(dropping_ends.id);
         assert!(hub.lock().is_empty());
+    }
+
+    /// A stream guest's attachment in `scope`, with its connection's ends.
+    fn attached(hub: &Arc<Hub>, scope: &str, max_message: usize) -> (Attachment, LinkEnds) {
+        let limits = StreamLimits {
+            max_message,
+            ..StreamLimits::default()
+        };
+        let (link, ends) = Link::new(hub, &limits);
+        let counter = prometheus::IntCounter::new("refused", "test").expect("counter");
+        let mut attachment = Attachment::new(Arc::from(scope), max_message, counter);
+        attachment.hub = Some(Arc::clone(hub));
+        attachment.link = Some(link);
+        (attachment, ends)
+    }
+
+    #[test]
+    fn one_publication_is_shared_by_its_subscribers_in_its_scope_only() {
+        use pubsub::Host as _;
+        let hub = Arc::new(Hub::default());
+        let (mut first, mut first_ends) = attached(&hub, "chat", 16);
+        let (mut second, mut second_ends) = attached(&hub, "chat", 16);
+        let (mut other, mut other_ends) = attached(&hub, "games", 16);
+        for attachment in [&mut first, &mut second, &mut other] {
+            attachment.subscribe("lobby".into());
+        }
+        first.publish("lobby".into(), Message::Text("hello".into()));
+        let one = first_ends.inbox.try_recv().expect("delivered");
+        let two = second_ends.inbox.try_recv().expect("delivered");
+        assert!(Arc::ptr_eq(&one.message, &two.message), "one copy, shared");
+        assert_eq!(&*one.topic, "lobby");
+        assert!(
+            other_ends.inbox.try_recv().is_err(),
+            "another scope's lobby"
+        );
+    }
+
+    #[test]
+    fn oversized_messages_long_topics_and_too_many_topics_are_refused() {
+        use pubsub::Host as _;
+        let hub = Arc::new(Hub::default());
+        let (mut publisher, _) = attached(&hub, "s", 4);
+        let (mut subscriber, mut ends) = attached(&hub, "s", 4);
+        subscriber.subscribe("t".into());
+        publisher.publish("t".into(), Message::Text("12345".into()));
+        publisher.publish("t".repeat(MAX_TOPIC + 1), Message::Text("1".into()));
+        assert!(ends.inbox.try_recv().is_err());
+        assert_eq!(publisher.refused.get(), 2);
+        for topic in 0..MAX_SUBSCRIPTIONS + 5 {
+            subscriber.subscribe(format!("topic-{topic}"));
+        }
+        // "t" and 63 more fit; the other 6 are refused.
+        assert_eq!(subscriber.subscriptions.len(), MAX_SUBSCRIPTIONS);
+        assert_eq!(subscriber.refused.get(), 6);
+        subscriber.subscribe("t".into());
+        assert_eq!(
+            subscriber.refused.get(),
+            6,
+            "an existing topic is no new one"
+        );
     }
 }

@@ -15,7 +15,7 @@ use wasmtime::Store;
 use super::bindings::types::{Refusal, Request};
 use super::engine::is_pool_full;
 use super::host::{Host, INSTANTIATE_LIMIT, StoreMaker};
-use super::pubsub::{Attachment, Ending, Hub, Link, Outgoing, Published};
+use super::pubsub::{Ending, Hub, Link, Outgoing, Published};
 use crate::config::StreamLimits;
 use crate::control::metrics::HandlerMetrics;
 
@@ -156,10 +156,9 @@ impl<G: StreamGuest> Stream<G> {
         } = setup;
         let mut store = stores.make(G::engine(pre));
         let (link, ends) = Link::new(hub, limits);
-        store.data_mut().attachment = Attachment {
-            hub: Some(Arc::clone(hub)),
-            link: Some(link),
-        };
+        let attachment = &mut store.data_mut().attachment;
+        attachment.hub = Some(Arc::clone(hub));
+        attachment.link = Some(link);
         store.data_mut().deadline = Instant::now() + timeout;
         let failed = |error: wasmtime::Error| Refused::Failed(format!("{error:#}"));
         let guest = G::instantiate(pre, &mut store).await.map_err(|error| {
