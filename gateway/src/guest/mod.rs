@@ -3,7 +3,7 @@
 //! [`engine`] owns the process-wide engine and epoch clock, [`component`]
 //! turns files into type-checked pre-instances ([`cache`] keeps their machine
 //! code on disk), [`host`] is what a guest's store may reach ([`outbound`]
-//! its outgoing requests), [`pool`] keeps instances ready and [`handler`]
+//! its outgoing requests, [`log`] its stdout and stderr), [`pool`] keeps instances ready and [`handler`]
 //! runs one request through one instance. [`stream`], [`websocket`] and
 //! [`sse`] hold the guest calls of long-lived streams, connected through
 //! [`pubsub`]; [`bindings`] is our streaming WIT package, generated once.
@@ -20,6 +20,7 @@ pub mod component;
 pub mod engine;
 mod handler;
 mod host;
+mod log;
 mod outbound;
 mod pool;
 pub mod pubsub;
