@@ -53,8 +53,10 @@ pub struct Metrics {
     pub compile_duration: HistogramVec,
     /// Open WebSocket connections and SSE streams, by handler and kind.
     pub streams_open: IntGaugeVec,
-    /// Stream messages by handler and direction (in, out, published).
+    /// Stream messages by handler and direction (in, out, refused).
     pub stream_messages: IntCounterVec,
+    /// Guest stdout/stderr lines not logged (over the handler's log rate).
+    pub guest_log_dropped: IntCounterVec,
     /// ACME orders by domain and outcome (issued, failed).
     pub acme_orders: IntCounterVec,
     /// When each ACME-managed certificate expires (Unix seconds), by domain.
@@ -162,6 +164,11 @@ impl Metrics {
                 "Stream messages: in (from clients), out (to clients), refused (over pub/sub bounds).",
                 &["handler", "direction"],
             )?,
+            guest_log_dropped: counter(
+                "wasmgate_guest_log_lines_dropped_total",
+                "Guest stdout/stderr lines not logged because their handler was over its log rate.",
+                &["handler"],
+            )?,
             acme_orders: counter(
                 "wasmgate_acme_orders_total",
                 "ACME certificate orders, by domain and outcome (issued, failed).",
@@ -201,6 +208,7 @@ impl Metrics {
             messages_in: self.stream_messages.with_label_values(&[name, "in"]),
             messages_out: self.stream_messages.with_label_values(&[name, "out"]),
             pubsub_refused: self.stream_messages.with_label_values(&[name, "refused"]),
+            log_dropped: self.guest_log_dropped.with_label_values(&[name]),
         }
     }
 
@@ -250,6 +258,8 @@ pub struct HandlerMetrics {
     /// Publications and subscriptions refused by pub/sub's bounds (message
     /// size, topic length, topics per connection).
     pub pubsub_refused: IntCounter,
+    /// Guest output lines dropped over the log rate.
+    pub log_dropped: IntCounter,
 }
 
 /// The method as a label: the standard ones by name, anything else `other`.

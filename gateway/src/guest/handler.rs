@@ -25,6 +25,7 @@ use super::component::Pre;
 use super::component::{LoadError, Loaded};
 use super::engine::is_pool_full;
 use super::host::{DeadlineExceeded, Host, StoreMaker, hostcall_fuel};
+use super::log::LogBudget;
 use super::outbound::OutboundClient;
 use super::pool::{Blueprint, Pool, Ready};
 use super::pubsub::Hub;
@@ -137,6 +138,10 @@ impl Handler {
                 .unwrap_or_else(|| Arc::from(name.as_str())),
             max_publish: config.stream.max_message,
             pubsub_refused: metrics.pubsub_refused.clone(),
+            log_budget: Arc::new(LogBudget::new(
+                Arc::clone(&label),
+                metrics.log_dropped.clone(),
+            )),
             client: Arc::clone(services.client),
             hostcall_fuel: hostcall_fuel(config.stream.max_message),
         };

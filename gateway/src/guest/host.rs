@@ -14,7 +14,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use super::log::{GuestLog, GuestStream};
+use super::log::{GuestLog, GuestStream, LogBudget};
 use super::outbound::{Outbound, OutboundClient};
 use super::pubsub::Attachment;
 
@@ -39,8 +39,8 @@ impl Host {
         let mut wasi = WasiCtx::builder();
         wasi.max_random_size(MAX_RANDOM)
             .envs(env)
-            .stdout(GuestLog::new(handler, GuestStream::Stdout))
-            .stderr(GuestLog::new(handler, GuestStream::Stderr));
+            .stdout(GuestLog::new(&maker.log_budget, GuestStream::Stdout))
+            .stderr(GuestLog::new(&maker.log_budget, GuestStream::Stderr));
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
         let mut http = WasiHttpCtx::new();
@@ -135,6 +135,8 @@ pub(super) struct StoreMaker {
     pub(super) max_publish: usize,
     /// Counts publications and subscriptions refused by pub/sub's bounds.
     pub(super) pubsub_refused: prometheus::IntCounter,
+    /// The handler's allowance of log lines, shared by its stores.
+    pub(super) log_budget: Arc<LogBudget>,
 }
 
 /// Resources (streams, fields, requests, pollables…) one guest may hold in
@@ -231,6 +233,10 @@ mod guard_tests {
             topic_scope: Arc::from("guarded"),
             max_publish: 1024,
             pubsub_refused: prometheus::IntCounter::new("refused", "test").expect("counter"),
+            log_budget: Arc::new(LogBudget::new(
+                Arc::from("guarded"),
+                prometheus::IntCounter::new("dropped", "test").expect("counter"),
+            )),
         };
         let mut store = maker.make(&engine);
         assert_eq!(store.hostcall_fuel(), 64 * 1024 * 1024);
