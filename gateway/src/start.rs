@@ -263,6 +263,12 @@ pub async fn file_problems(config: &Config) -> Vec<Problem> {
     }
 }
 
+/// Names a file start-up reads to its end after the admin listener is up
+/// and before any component loads: the end-to-end tests point it at a FIFO
+/// to hold "starting" for exactly as long as they need (a slow disk or a
+/// large component, made deterministic). Unset, it costs nothing.
+const LOAD_GATE: &str = "WASMGATE_TEST_LOAD_GATE";
+
 /// A gateway whose components are loaded and whose ports are bound, ready to serve.
 pub struct Gateway {
     app: Arc<App>,
@@ -342,6 +348,10 @@ impl Gateway {
             }
             None => None,
         };
+        if let Some(gate) = std::env::var_os(LOAD_GATE) {
+            // Off the runtime: the read waits for the test's writer.
+            let _ = tokio::task::spawn_blocking(move || std::fs::read(gate)).await;
+        }
         Prepared::load_counted(config, metrics)
             .await?
             .bind(config, admin, inherited)

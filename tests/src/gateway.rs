@@ -101,7 +101,16 @@ impl TestGateway {
     /// Like [`Self::start_in`], but returns as soon as the admin listener is
     /// bound (before the components load); [`Self::wait_listening`] waits for the rest.
     pub fn start_admin_first(dir: tempfile::TempDir, config: &str) -> Self {
-        let mut gateway = Self::spawn(dir, config, &[], &[]);
+        Self::start_admin_first_with_env(dir, config, &[])
+    }
+
+    /// Like [`Self::start_admin_first`], with `env` added to the gateway's environment.
+    pub fn start_admin_first_with_env(
+        dir: tempfile::TempDir,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut gateway = Self::spawn(dir, config, &[], env);
         gateway.wait_until(|listeners| listeners.iter().any(|(scheme, _)| scheme == "admin"));
         gateway
     }

@@ -186,23 +186,34 @@ async fn health_readiness_and_status_describe_the_live_generation() {
 }
 
 /// The admin listener is up before the components load and says so; the
-/// component here comes through a FIFO, so "still loading" lasts exactly
-/// until the test writes it (a slow disk or a large component, made
-/// deterministic).
+/// gateway is held before loading by a FIFO it reads (its test gate,
+/// WASMGATE_TEST_LOAD_GATE), so "still loading" lasts exactly until the test
+/// writes it (a slow disk or a large component, made deterministic; a FIFO
+/// in a component's place would be refused).
 #[tokio::test]
 async fn readyz_is_503_until_the_components_are_loaded() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let fifo = dir.path().join("arriving.wasm");
+    let fifo = dir.path().join("gate");
     let made = Command::new("mkfifo")
         .arg(&fifo)
         .status()
         .expect("mkfifo runs");
     assert!(made.success());
+    std::fs::copy(
+        wasmgate_tests::handlers_dir().join("hello.wasm"),
+        dir.path().join("arriving.wasm"),
+    )
+    .expect("the hello fixture");
     let config = hello_and_echo(
         "[handler.arriving]\npath = \"{dir}/arriving.wasm\"\n\
          [[route]]\npath = \"/arriving\"\nhandler = \"arriving\"\n",
     );
-    let mut gateway = TestGateway::start_admin_first(dir, &config);
+    let gate = fifo.display().to_string();
+    let mut gateway = TestGateway::start_admin_first_with_env(
+        dir,
+        &config,
+        &[("WASMGATE_TEST_LOAD_GATE", gate.as_str())],
+    );
 
     let (ready, body) = admin_get(&gateway, "/readyz").await;
     assert_eq!(ready, StatusCode::SERVICE_UNAVAILABLE, "{body}");
@@ -214,13 +225,11 @@ async fn readyz_is_503_until_the_components_are_loaded() {
     assert_eq!(scraped, StatusCode::OK);
     assert!(scrape.contains("wasmgate_build_info"), "{scrape}");
 
-    let component = std::fs::read(wasmgate_tests::handlers_dir().join("hello.wasm"))
-        .expect("the hello fixture");
     // Opening a FIFO for writing waits for the gateway's read: off the runtime.
-    tokio::task::spawn_blocking(move || std::fs::write(fifo, component))
+    tokio::task::spawn_blocking(move || std::fs::write(fifo, b"go"))
         .await
         .expect("writer thread")
-        .expect("write the component");
+        .expect("open the gate");
     gateway.wait_listening();
     let (ready, body) = admin_get(&gateway, "/readyz").await;
     assert_eq!(ready, StatusCode::OK, "{body}");
