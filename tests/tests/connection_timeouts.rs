@@ -133,3 +133,25 @@ async fn an_upgraded_websocket_keeps_counting_against_max_connections() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+#[tokio::test]
+async fn a_stalled_upload_is_answered_408_and_frees_its_guest() {
+    let config = limited("body_timeout = \"1s\"", "");
+    let gateway = TestGateway::start(&config);
+    let mut raw = TcpStream::connect(gateway.http()).await.expect("connect");
+    // Ten of the hundred promised bytes, then nothing.
+    raw.write_all(
+        b"POST /echo/x?length HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n0123456789",
+    )
+    .await
+    .expect("write");
+    let mut answer = vec![0u8; 1024];
+    let read = tokio::time::timeout(SERVED_WITHIN, raw.read(&mut answer))
+        .await
+        .expect("answered while the upload stalls")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let line = gateway.wait_for_log("\"POST /echo/x\"");
+    assert!(line.contains("status=408"), "{line}");
+}

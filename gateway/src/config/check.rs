@@ -493,6 +493,11 @@ impl<'a> Checker<'a> {
                 raw.idle_timeout.clone(),
                 defaults.idle_timeout,
             ),
+            body_timeout: self.duration(
+                &key("body_timeout"),
+                raw.body_timeout.clone(),
+                defaults.body_timeout,
+            ),
             h2_keep_alive: self.duration(
                 &key("h2_keep_alive"),
                 raw.h2_keep_alive.clone(),

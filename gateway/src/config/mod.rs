@@ -219,6 +219,9 @@ pub struct ListenerLimits {
     /// with no open stream; HTTP/1.1 between requests is also bounded by
     /// `header_timeout`).
     pub idle_timeout: Duration,
+    /// How long a request body may go without a byte while the guest waits
+    /// for one (a slow upload: 408, the guest stopped).
+    pub body_timeout: Duration,
     /// How often an HTTP/2 connection is PINGed; one that does not answer
     /// within the same time is closed, whatever its streams are doing.
     pub h2_keep_alive: Duration,
@@ -233,6 +236,7 @@ impl Default for ListenerLimits {
             max_headers: 100,
             h2_max_streams: 256,
             idle_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(30),
             h2_keep_alive: Duration::from_secs(30),
         }
     }

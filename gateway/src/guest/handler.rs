@@ -34,7 +34,7 @@ use super::stream::{Opening, Refused, Stream, StreamSetup, trial};
 use super::websocket::Session;
 use crate::config::{EnvGrant, HandlerConfig, HandlerName, StreamLimits};
 use crate::control::metrics::{HandlerMetrics, Metrics};
-use crate::http::body::{CappedBody, ResponseBody};
+use crate::http::body::{CappedBody, ResponseBody, Tripped};
 use crate::http::error::GatewayError;
 
 /// What starting a handler needs from the gateway besides its component.
@@ -212,6 +212,7 @@ impl Handler {
         scheme: Scheme,
         route: &Arc<str>,
         hub: &Arc<Hub>,
+        body_timeout: Duration,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let Kind::Http(pool) = &self.kind else {
             return Err(GatewayError::UpgradeRequired);
@@ -227,8 +228,9 @@ impl Handler {
         // is no reason to stop the guest.
         let head_only = request.method() == http::Method::HEAD;
         let permit = self.permit().await?;
-        let (tripped, mut body_too_large) = oneshot::channel();
-        let request = request.map(|body| CappedBody::new(body, self.config.limits.body, tripped));
+        let (tripped, mut body_cut) = oneshot::channel();
+        let request = request
+            .map(|body| CappedBody::new(body, self.config.limits.body, body_timeout, tripped));
         let Ready { mut store, proxy } = pool.take().await.map_err(|error| {
             if is_pool_full(&error) {
                 self.metrics.refused.inc();
@@ -279,18 +281,14 @@ impl Handler {
         let head = tokio::select! {
             biased;
             head = receiver => head,
-            // Over the limit before the guest answered: the client gets 413
-            // (the guest saw its read fail and ends on its own, or by its deadline).
-            Ok(()) = &mut body_too_large => {
-                task.detach();
-                return Err(GatewayError::PayloadTooLarge(self.config.limits.body));
-            }
+            // The body broke a limit before the guest answered: the client
+            // gets 413 or 408 at once.
+            Ok(why) = &mut body_cut => return Err(self.body_cut(why, task, body_timeout)),
         };
-        // An answer made after the body went over the limit (an error page,
-        // a trap on the failed read) is about the oversized body: 413.
-        if body_too_large.try_recv().is_ok() {
-            task.detach();
-            return Err(GatewayError::PayloadTooLarge(self.config.limits.body));
+        // An answer made after the body broke a limit (an error page, a trap
+        // on the failed read) is about the body: 413 or 408.
+        if let Ok(why) = body_cut.try_recv() {
+            return Err(self.body_cut(why, task, body_timeout));
         }
         match head {
             Ok(Ok(response)) => {
@@ -314,6 +312,27 @@ impl Handler {
                 }
                 Err(join) => Err(GatewayError::Internal(format!("guest task failed: {join}"))),
             },
+        }
+    }
+
+    /// The answer to a request whose body broke a limit. An oversized body's
+    /// guest ends on its own (it saw its read fail); a stalled upload's guest
+    /// is stopped, so a slow client holds no instance and no permit.
+    fn body_cut(
+        &self,
+        why: Tripped,
+        task: AbortOnDropHandle<Outcome>,
+        body_timeout: Duration,
+    ) -> GatewayError {
+        match why {
+            Tripped::TooLarge => {
+                task.detach();
+                GatewayError::PayloadTooLarge(self.config.limits.body)
+            }
+            Tripped::Stalled => {
+                drop(task);
+                GatewayError::BodyTimeout(body_timeout)
+            }
         }
     }
 

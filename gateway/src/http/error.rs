@@ -51,6 +51,10 @@ pub enum GatewayError {
     /// The request body is larger than the handler's limit.
     #[error("request body over the limit of {0} bytes")]
     PayloadTooLarge(u64),
+    /// The request body stalled between chunks for longer than the
+    /// listener's `body_timeout`.
+    #[error("request body stalled for {}", humantime::format_duration(*.0))]
+    BodyTimeout(std::time::Duration),
     /// A limit on concurrent work is reached; the client may retry shortly.
     #[error("{0} is at its limit")]
     Saturated(String),
@@ -70,7 +74,8 @@ impl GatewayError {
             | Self::BadRequest(_)
             | Self::UpgradeRequired
             | Self::Saturated(_)
-            | Self::PayloadTooLarge(_) => Blame::Client,
+            | Self::PayloadTooLarge(_)
+            | Self::BodyTimeout(_) => Blame::Client,
             Self::GuestTrap(_)
             | Self::GuestOutOfMemory(_)
             | Self::GuestTimeout(_)
@@ -86,6 +91,7 @@ impl GatewayError {
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             Self::GuestTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::HandlerUnavailable(_) | Self::Saturated(_) => StatusCode::SERVICE_UNAVAILABLE,

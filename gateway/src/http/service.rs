@@ -13,6 +13,7 @@ use http::{HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
 
 use crate::app::App;
+use crate::config::ListenerLimits;
 use crate::control::live::Snapshot;
 use crate::guest::Scheme;
 use crate::http::access::{Access, Pending};
@@ -117,8 +118,21 @@ async fn dispatch(
     } else if handler.is_sse() {
         crate::http::upgrade::sse(app, handler, &route.id, request).await
     } else {
+        let body_timeout = snapshot
+            .config
+            .listeners
+            .get(connection.listener)
+            .map_or(ListenerLimits::default().body_timeout, |listener| {
+                listener.limits.body_timeout
+            });
         match handler
-            .serve(request, connection.scheme.clone(), &route.id, &app.hub)
+            .serve(
+                request,
+                connection.scheme.clone(),
+                &route.id,
+                &app.hub,
+                body_timeout,
+            )
             .await
         {
             Ok(response) => response,
