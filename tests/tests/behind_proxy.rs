@@ -133,7 +133,7 @@ async fn echo_who(mut client: Client) -> (String, String) {
 async fn guests_see_the_client_behind_haproxy_v2_and_v1() {
     let gateway = TestGateway::start(&hello_and_echo("").replacen(
         "addr = \"127.0.0.1:0\"\n",
-        "addr = \"127.0.0.1:0\"\nproxy_protocol = true\n",
+        "addr = \"127.0.0.1:0\"\nproxy_protocol = true\nproxy_from = [\"127.0.0.1/32\"]\n",
         1,
     ));
     let haproxy = Haproxy::start(gateway.http());
@@ -149,7 +149,7 @@ async fn proxy_headers_work_in_front_of_a_tls_listener() {
     let dir = tempfile::tempdir().expect("temp dir");
     let certs = TestCerts::generate(dir.path());
     let config = hello_and_echo(&format!(
-        "\n[[listener]]\naddr = \"127.0.0.1:0\"\nproxy_protocol = true\ntls = {{ cert = \"{}\", key = \"{}\" }}\n",
+        "\n[[listener]]\naddr = \"127.0.0.1:0\"\nproxy_protocol = true\nproxy_from = [\"127.0.0.1/32\"]\ntls = {{ cert = \"{}\", key = \"{}\" }}\n",
         certs.cert.display(),
         certs.key.display()
     ));
@@ -167,7 +167,7 @@ async fn proxy_headers_work_in_front_of_a_tls_listener() {
 async fn a_connection_without_a_proxy_header_is_refused() {
     let gateway = TestGateway::start(&hello_and_echo("").replacen(
         "addr = \"127.0.0.1:0\"\n",
-        "addr = \"127.0.0.1:0\"\nproxy_protocol = true\n",
+        "addr = \"127.0.0.1:0\"\nproxy_protocol = true\nproxy_from = [\"127.0.0.1/32\"]\n",
         1,
     ));
     let mut tcp = tokio::net::TcpStream::connect(gateway.http())
@@ -187,5 +187,29 @@ async fn a_connection_without_a_proxy_header_is_refused() {
         ),
         "{}",
         scrape.text()
+    );
+}
+
+/// Only the balancers in `proxy_from` may say who the client is: anyone
+/// else sending a PROXY header (a spoofed client address) is refused.
+#[tokio::test]
+async fn a_proxy_header_from_outside_proxy_from_is_refused() {
+    let gateway = TestGateway::start(&hello_and_echo("").replacen(
+        "addr = \"127.0.0.1:0\"\n",
+        "addr = \"127.0.0.1:0\"\nproxy_protocol = true\nproxy_from = [\"127.0.0.1/32\"]\n",
+        1,
+    ));
+    let mut tcp = connect_from_client_ip(gateway.http()).await;
+    tcp.write_all(
+        b"PROXY TCP4 203.0.113.9 127.0.0.1 4242 80\r\nGET /echo/who HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let mut answer = Vec::new();
+    let _ = tcp.read_to_end(&mut answer).await;
+    assert!(
+        answer.is_empty(),
+        "answered a PROXY header from outside proxy_from: {}",
+        String::from_utf8_lossy(&answer)
     );
 }

@@ -127,3 +127,34 @@ async fn a_reload_during_the_drain_is_refused() {
         .expect("the in-flight response completes");
     assert_eq!(body.to_bytes().len(), 20 * "chunk 0\n".len() + 10);
 }
+
+/// A compiled component is native code the gateway maps and runs: a cache
+/// directory other users may write to is refused (the gateway compiles
+/// instead, and says why).
+#[tokio::test]
+async fn a_cache_directory_others_may_write_to_is_not_used() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cache = dir.path().join("cache");
+    std::fs::create_dir(&cache).expect("mkdir");
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let config = wasmgate_tests::hello_and_echo("")
+        .replace("[gateway]\n", "[gateway]\ncache_dir = \"{dir}/cache\"\n");
+    let gateway = TestGateway::start_in(dir, &config);
+    let line = gateway.wait_for_log("compile cache disabled");
+    assert!(
+        line.contains("other users may write to it (mode 777)"),
+        "{line}"
+    );
+    site_is_served_by(&gateway, "/hello").await;
+    assert_eq!(
+        std::fs::read_dir(&cache).expect("listing").count(),
+        0,
+        "nothing was written to it"
+    );
+}
+
+async fn site_is_served_by(gateway: &TestGateway, path: &str) {
+    let reply = Client::http1(gateway.http()).await.get(path).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+}

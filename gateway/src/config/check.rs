@@ -366,6 +366,23 @@ impl<'a> Checker<'a> {
             let redirect = self.redirect(index, &listener);
             let hsts = self.hsts(index, &listener);
             let trusted_proxies = self.trusted_proxies(index, &listener.trusted_proxies);
+            let proxy_protocol = listener.proxy_protocol.unwrap_or(false);
+            let proxy_from = self.networks(
+                &format!("listener[{index}].proxy_from"),
+                &listener.proxy_from,
+            );
+            if proxy_protocol && listener.proxy_from.is_empty() {
+                self.problems.push(
+                    format!("listener[{index}].proxy_from"),
+                    "required with proxy_protocol = true: the balancers allowed to say who the \
+                     client is, e.g. [\"10.0.0.0/8\"]",
+                );
+            } else if !proxy_protocol && !listener.proxy_from.is_empty() {
+                self.problems.push(
+                    format!("listener[{index}].proxy_from"),
+                    "applies only with proxy_protocol = true",
+                );
+            }
             let tls = listener.tls.map(|tls| self.tls(index, tls));
             listeners.push(ListenerConfig {
                 addr,
@@ -373,7 +390,8 @@ impl<'a> Checker<'a> {
                 limits,
                 redirect,
                 hsts,
-                proxy_protocol: listener.proxy_protocol.unwrap_or(false),
+                proxy_protocol,
+                proxy_from,
                 trusted_proxies,
             });
         }
@@ -441,13 +459,18 @@ impl<'a> Checker<'a> {
     }
 
     fn trusted_proxies(&mut self, index: usize, raw: &[String]) -> Vec<IpNet> {
+        self.networks(&format!("listener[{index}].trusted_proxies"), raw)
+    }
+
+    /// Address blocks at `key`, one problem per entry that is not one.
+    fn networks(&mut self, key: &str, raw: &[String]) -> Vec<IpNet> {
         raw.iter()
             .enumerate()
             .filter_map(|(number, text)| {
                 let net = IpNet::parse(text);
                 if net.is_none() {
                     self.problems.push(
-                        format!("listener[{index}].trusted_proxies[{number}]"),
+                        format!("{key}[{number}]"),
                         format!("`{text}` is not an address or block; write e.g. \"10.0.0.0/8\" or \"127.0.0.1\""),
                     );
                 }

@@ -166,6 +166,9 @@ pub struct ListenerConfig {
     /// Every connection starts with a PROXY protocol (v1 or v2) header, which
     /// gives the client's address; a connection without one is refused.
     pub proxy_protocol: bool,
+    /// With `proxy_protocol`: the only peers (the balancers) whose PROXY
+    /// header is believed; a connection from anywhere else is refused.
+    pub proxy_from: Vec<IpNet>,
     /// Peers whose `Forwarded` / `X-Forwarded-*` headers are believed; from
     /// anyone else, those headers are replaced.
     pub trusted_proxies: Vec<IpNet>,

@@ -76,6 +76,8 @@ pub(super) struct RawListener {
     pub(super) proxy_protocol: Option<bool>,
     #[serde(default)]
     pub(super) trusted_proxies: Vec<String>,
+    #[serde(default)]
+    pub(super) proxy_from: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

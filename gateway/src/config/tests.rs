@@ -457,3 +457,29 @@ handler = "hello"
         );
     }
 }
+
+#[test]
+fn proxy_protocol_needs_the_balancers_it_trusts() {
+    let listener = |extra: &str| {
+        format!(
+            "[[listener]]\naddr = \"127.0.0.1:8080\"\n{extra}\n\n[handler.hello]\n\n\
+             [[route]]\npath = \"/\"\nhandler = \"hello\"\n"
+        )
+    };
+    assert_eq!(
+        problems(&listener("proxy_protocol = true")),
+        [
+            "/etc/wasmgate/gw.toml: listener[0].proxy_from: required with proxy_protocol = true: \
+          the balancers allowed to say who the client is, e.g. [\"10.0.0.0/8\"]"
+        ]
+    );
+    assert_eq!(
+        problems(&listener("proxy_from = [\"10.0.0.0/8\"]")),
+        ["/etc/wasmgate/gw.toml: listener[0].proxy_from: applies only with proxy_protocol = true"]
+    );
+    let config = parse(&listener(
+        "proxy_protocol = true\nproxy_from = [\"10.0.0.0/8\"]",
+    ))
+    .expect("valid");
+    assert!(config.listeners[0].proxy_from[0].contains("10.1.2.3".parse().expect("ip")));
+}

@@ -7,7 +7,9 @@
 //! process offers duplicates of its sockets until it starts draining; the
 //! new one accepts on the very same kernel sockets (one accept queue), so a
 //! connection that arrives while both run, or while the old one drains, is
-//! accepted by the new one and none is refused or reset.
+//! accepted by the new one and none is refused or reset. Sockets pass only
+//! between processes of the gateway's own user: the socket file is 0600 and
+//! each side checks the other's uid (`SO_PEERCRED`).
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
@@ -84,6 +86,8 @@ impl Inherited {
             }
             Err(error) => return Err(error),
         };
+        // Sockets from another user's process would be theirs to watch.
+        same_user(&stream)?;
         stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
         let mut data = vec![0; MAX_MESSAGE];
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_SOCKETS))];
@@ -159,6 +163,8 @@ pub fn offer(
         Err(error) => return Err(error),
     }
     let listener = tokio::net::UnixListener::bind(path)?;
+    // Only this user's processes may connect, and ask for the sockets.
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     let ours = inode(path)?;
     let path = path.to_path_buf();
     Ok(tokio::spawn(async move {
@@ -174,7 +180,13 @@ pub fn offer(
             let stream = tokio::select! {
                 () = drain.signaled() => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
+                    Ok((stream, _)) => match same_user(&stream) {
+                        Ok(()) => stream,
+                        Err(error) => {
+                            tracing::warn!("handover refused: {error}");
+                            continue;
+                        }
+                    },
                     Err(error) => {
                         tracing::warn!("handover accept failed: {error}");
                         continue;
@@ -230,4 +242,45 @@ fn send(stream: tokio::net::UnixStream, message: &[u8], fds: &[OwnedFd]) -> io::
 fn inode(path: &Path) -> io::Result<(u64, u64)> {
     use std::os::unix::fs::MetadataExt as _;
     std::fs::metadata(path).map(|meta| (meta.dev(), meta.ino()))
+}
+/// Whether the process at the other end of `stream` runs as this user
+/// (SO_PEERCRED): listening sockets go to no one else, and are taken from no
+/// one else.
+fn same_user(stream: &impl std::os::fd::AsFd) -> io::Result<()> {
+    let peer = rustix::net::sockopt::socket_peercred(stream)?;
+    let user = rustix::process::geteuid();
+    if peer.uid == user {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "the process at the other end runs as user {}, not {}",
+                peer.uid.as_raw(),
+                user.as_raw()
+            ),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod trust_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_handover_socket_is_private_and_checks_its_peer() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("handover.sock");
+        let offered = offer(&path, Vec::new(), Drain::new(), Arc::default()).expect("offer");
+        let mode = std::fs::metadata(&path)
+            .expect("socket file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let (ours, theirs) = UnixStream::pair().expect("pair");
+        assert!(same_user(&ours).is_ok());
+        drop(theirs);
+        offered.abort();
+    }
 }

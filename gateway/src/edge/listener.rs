@@ -19,7 +19,7 @@ use hyper_util::server::conn::auto::Builder;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::app::App;
-use crate::config::{ListenerConfig, ListenerLimits};
+use crate::config::{IpNet, ListenerConfig, ListenerLimits};
 use crate::edge::handover::{Inherited, SocketKey};
 use crate::guest::Scheme;
 use crate::http::conn::{self, ConnectionInfo, Slot};
@@ -35,6 +35,8 @@ pub struct Bound {
     pub tls: bool,
     /// Whether connections start with a PROXY protocol header.
     proxy_protocol: bool,
+    /// The peers whose PROXY header is believed.
+    proxy_from: Arc<[IpNet]>,
     limits: ListenerLimits,
     /// The address as configured (port 0 stays 0), the handover key.
     configured: SocketAddr,
@@ -75,6 +77,7 @@ pub async fn bind(
             addr: socket.local_addr()?,
             tls: listener.tls.is_some(),
             proxy_protocol: listener.proxy_protocol,
+            proxy_from: listener.proxy_from.iter().cloned().collect(),
             limits: listener.limits,
             configured: listener.addr,
             socket,
@@ -114,6 +117,7 @@ pub async fn accept_loop(app: Arc<App>, bound: Bound) {
                     index: bound.index,
                     tls: bound.tls,
                     proxy_protocol: bound.proxy_protocol,
+                    proxy_from: Arc::clone(&bound.proxy_from),
                     limits: bound.limits,
                     local: bound.addr,
                 };
@@ -150,6 +154,7 @@ struct Site {
     index: usize,
     tls: bool,
     proxy_protocol: bool,
+    proxy_from: Arc<[IpNet]>,
     limits: ListenerLimits,
     local: SocketAddr,
 }
@@ -166,6 +171,7 @@ async fn connection(
         index,
         tls,
         proxy_protocol,
+        proxy_from,
         limits,
         local,
     } = site;
@@ -175,6 +181,15 @@ async fn connection(
     }
     let listener = local.to_string();
     let peer = if proxy_protocol {
+        // Only a configured balancer may say who the client is.
+        if !proxy_from.iter().any(|net| net.contains(peer.ip())) {
+            app.metrics
+                .proxy_header_failures
+                .with_label_values(&[&listener])
+                .inc();
+            tracing::debug!(%peer, "refused: not in proxy_from");
+            return;
+        }
         match crate::edge::proxy::read_header(&mut stream, limits.header_timeout).await {
             Ok(client) => client.unwrap_or(peer),
             Err(error) => {

@@ -2,9 +2,12 @@
 //! skips compilation.
 //!
 //! Invariant: an entry is named by the SHA-256 of the component's bytes and
-//! the engine's compatibility fingerprint, is written under a temporary name
-//! and renamed into place, and is never rewritten: wasmtime maps the file
-//! into memory for as long as the component lives.
+//! the engine's compatibility fingerprint, is written under a fresh
+//! temporary name (never through a link someone left there) and renamed into
+//! place, and is never rewritten: wasmtime maps the file into memory for as
+//! long as the component lives. An entry is native code the gateway runs, so
+//! the directory must be the gateway user's own and writable by nobody else
+//! (created 0700); any other is refused and the gateway compiles instead.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -52,7 +55,25 @@ pub struct CompileCache {
 impl CompileCache {
     /// Opens (creating if needed) the cache in `dir` for `engine`.
     pub fn open(dir: &Path, engine: &Engine) -> io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
+        use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        let meta = std::fs::metadata(dir)?;
+        let user = rustix::process::geteuid().as_raw();
+        if meta.uid() != user {
+            return Err(io::Error::other(format!(
+                "it belongs to user {} (not {user}): compiled code planted there would run",
+                meta.uid()
+            )));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(io::Error::other(format!(
+                "other users may write to it (mode {:o}): compiled code planted there would run; chmod 700 it",
+                meta.mode() & 0o777
+            )));
+        }
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         Ok(Self {
@@ -107,7 +128,7 @@ impl CompileCache {
         let written = component
             .serialize()
             .map_err(|error| io::Error::other(format!("{error:#}")))
-            .and_then(|bytes| std::fs::write(&staging, bytes))
+            .and_then(|bytes| write_new(&staging, &bytes))
             .and_then(|()| std::fs::rename(&staging, &entry));
         if let Err(error) = written {
             let _ = std::fs::remove_file(&staging);
@@ -157,9 +178,59 @@ fn remove(path: &Path) {
     }
 }
 
+/// Writes `bytes` to a file that must not exist yet (no following a link
+/// or writing into someone else's file), readable by this user only.
+fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_private_directory_of_this_user_is_used() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let fresh = dir.path().join("a/b");
+        CompileCache::open(&fresh, &Engine::default()).expect("a new directory");
+        let mode = std::fs::metadata(&fresh)
+            .expect("exists")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).expect("mkdir");
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let Err(refused) = CompileCache::open(&shared, &Engine::default()) else {
+            panic!("a world-writable cache directory was accepted");
+        };
+        assert!(
+            refused
+                .to_string()
+                .contains("other users may write to it (mode 777)"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn staging_never_writes_through_a_link() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let target = dir.path().join("elsewhere");
+        std::fs::write(&target, b"keep").expect("write");
+        let staging = dir.path().join(".entry.partial");
+        std::os::unix::fs::symlink(&target, &staging).expect("symlink");
+        assert!(write_new(&staging, b"planted").is_err());
+        assert_eq!(std::fs::read(&target).expect("read"), b"keep");
+    }
 
     #[test]
     fn pruning_drops_other_engines_and_old_unused_entries() {
