@@ -483,3 +483,61 @@ fn proxy_protocol_needs_the_balancers_it_trusts() {
     .expect("valid");
     assert!(config.listeners[0].proxy_from[0].contains("10.1.2.3".parse().expect("ip")));
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Arbitrary text is answered with a config or with problems, never a panic.
+        #[test]
+        fn any_text_is_a_config_or_problems(text in "\\PC{0,200}") {
+            let _ = parse(&text);
+        }
+
+        /// A valid file with one value replaced by anything TOML can say
+        /// (another type, a huge number, a strange string) is still answered.
+        #[test]
+        fn any_value_in_any_place_is_checked_not_panicked_on(
+            place in 0..MINIMAL_LINES.len(),
+            value in prop_oneof![
+                any::<i64>().prop_map(|n| n.to_string()),
+                any::<f64>().prop_map(|n| format!("{n:?}")),
+                "\"[ -~]{0,30}\"",
+                Just("true".to_string()),
+                Just("[]".to_string()),
+                Just("{}".to_string()),
+                Just("\"99999999999999999999999s\"".to_string()),
+                Just("\"18446744073709551615B\"".to_string()),
+            ],
+        ) {
+            let (key, _) = MINIMAL_LINES[place];
+            let text = MINIMAL_LINES
+                .iter()
+                .enumerate()
+                .map(|(index, (k, v))| format!("{k} = {}", if index == place { value.as_str() } else { v }))
+                .collect::<Vec<_>>();
+            let text = format!(
+                "[gateway]\n{}\n[[listener]]\naddr = \"127.0.0.1:8080\"\n\n[handler.hello]\n\n[[route]]\npath = \"/\"\nhandler = \"hello\"\n",
+                text.join("\n")
+            );
+            let _ = (key, parse(&text));
+        }
+    }
+
+    /// `[gateway]` keys and valid values, to be replaced one at a time.
+    const MINIMAL_LINES: [(&str, &str); 8] = [
+        ("grace_period", "\"1s\""),
+        ("max_instances", "10"),
+        ("http_reserve", "2"),
+        ("tls_handshake_timeout", "\"5s\""),
+        ("stream_keep_alive", "\"15s\""),
+        ("access_log", "\"text\""),
+        ("watch", "false"),
+        (
+            "limits",
+            "{ timeout = \"1s\", memory = \"1MiB\", body = \"1KiB\", concurrency = 2 }",
+        ),
+    ];
+}

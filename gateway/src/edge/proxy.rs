@@ -142,4 +142,104 @@ mod tests {
             assert!(parse(bytes).await.0.is_err(), "{bytes:?}");
         }
     }
+
+    mod properties {
+        use std::net::{IpAddr, SocketAddr};
+
+        use proptest::prelude::*;
+
+        use super::parse;
+
+        fn run<T>(future: impl std::future::Future<Output = T>) -> T {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .expect("runtime")
+                .block_on(future)
+        }
+
+        fn v1(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
+            let family = if source.is_ipv4() { "TCP4" } else { "TCP6" };
+            format!(
+                "PROXY {family} {} {} {} {}\r\n",
+                source.ip(),
+                destination.ip(),
+                source.port(),
+                destination.port()
+            )
+            .into_bytes()
+        }
+
+        fn v2(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
+            let addresses = match (source, destination) {
+                (SocketAddr::V4(s), SocketAddr::V4(d)) => ppp::v2::Addresses::IPv4(
+                    ppp::v2::IPv4::new(*s.ip(), *d.ip(), s.port(), d.port()),
+                ),
+                (SocketAddr::V6(s), SocketAddr::V6(d)) => ppp::v2::Addresses::IPv6(
+                    ppp::v2::IPv6::new(*s.ip(), *d.ip(), s.port(), d.port()),
+                ),
+                _ => unreachable!("same family by construction"),
+            };
+            ppp::v2::Builder::with_addresses(
+                ppp::v2::Version::Two | ppp::v2::Command::Proxy,
+                ppp::v2::Protocol::Stream,
+                addresses,
+            )
+            .build()
+            .expect("a v2 header")
+        }
+
+        fn same_family() -> impl Strategy<Value = (SocketAddr, SocketAddr)> {
+            prop_oneof![
+                (
+                    any::<[u8; 4]>(),
+                    any::<u16>(),
+                    any::<[u8; 4]>(),
+                    any::<u16>()
+                )
+                    .prop_map(|(s, sp, d, dp)| (
+                        SocketAddr::new(IpAddr::from(s), sp),
+                        SocketAddr::new(IpAddr::from(d), dp)
+                    )),
+                (
+                    any::<[u8; 16]>(),
+                    any::<u16>(),
+                    any::<[u8; 16]>(),
+                    any::<u16>()
+                )
+                    .prop_map(|(s, sp, d, dp)| (
+                        SocketAddr::new(IpAddr::from(s), sp),
+                        SocketAddr::new(IpAddr::from(d), dp)
+                    )),
+            ]
+        }
+
+        proptest! {
+            /// A valid header gives its source, and not one byte after it is read.
+            #[test]
+            fn a_valid_header_gives_its_source_and_nothing_more(
+                (source, destination) in same_family(),
+                version_two in any::<bool>(),
+                rest in proptest::collection::vec(any::<u8>(), 0..64),
+            ) {
+                let mut bytes = if version_two { v2(source, destination) } else { v1(source, destination) };
+                bytes.extend_from_slice(&rest);
+                let (address, left) = run(parse(&bytes));
+                prop_assert_eq!(address.expect("valid"), Some(source));
+                prop_assert_eq!(left, rest);
+            }
+
+            /// Any bytes at all: an answer, never a panic, never more read than a header.
+            #[test]
+            fn any_bytes_are_answered_without_panicking(
+                bytes in proptest::collection::vec(any::<u8>(), 0..300),
+                prefix in prop_oneof![Just(&b""[..]), Just(&b"PROXY "[..]), Just(&b"\r\n\r\n\0\r\nQUIT\n"[..])],
+            ) {
+                let mut input = prefix.to_vec();
+                input.extend_from_slice(&bytes);
+                let (_, left) = run(parse(&input));
+                prop_assert!(input.ends_with(&left));
+            }
+        }
+    }
 }

@@ -125,4 +125,36 @@ mod tests {
             b"id: 1 2\nevent: a  b\ndata: a\ndata: id: 666\ndata: event: forged\ndata: b\ndata: \ndata: c\ndata: \n\n"
         );
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            /// Any guest text makes exactly one event: lines of known fields
+            /// only, no CR, and the data comes back with its line breaks as LF.
+            #[test]
+            fn any_guest_text_is_one_well_formed_event(
+                data in "[a-z \r\n:]{0,40}",
+                id in proptest::option::of("[a-z0-9\r\n:]{0,10}"),
+                name in proptest::option::of("[a-z\r\n:]{0,10}"),
+            ) {
+                let wire = wire_format(&sse::Event { id, event: name, data: data.clone(), retry_ms: None });
+                prop_assert!(!wire.contains('\r'));
+                prop_assert!(wire.ends_with("\n\n"));
+                let body = &wire[..wire.len() - 1];
+                let mut data_lines = Vec::new();
+                for line in body.lines() {
+                    let (field, value) = line.split_once(": ").expect("field: value");
+                    prop_assert!(["id", "event", "data"].contains(&field), "{}", line);
+                    if field == "data" {
+                        data_lines.push(value);
+                    }
+                }
+                let normalized = data.replace("\r\n", "\n").replace('\r', "\n");
+                prop_assert_eq!(data_lines.join("\n"), normalized);
+            }
+        }
+    }
 }

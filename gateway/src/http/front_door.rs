@@ -243,4 +243,39 @@ mod tests {
         assert!(IpNet::parse("10.0.0.0/33").is_none());
         assert!(IpNet::parse("example.com").is_none());
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            /// Whatever an untrusted client sends as forwarding headers, the
+            /// guest sees exactly the connection's view, as valid headers.
+            #[test]
+            fn untrusted_forwarding_headers_are_replaced_whatever_they_say(
+                values in proptest::collection::vec("[ -~]{0,60}", 0..6),
+                client in any::<[u8; 4]>(),
+                host in proptest::option::of("[a-z0-9.-]{1,30}"),
+            ) {
+                let mut headers = HeaderMap::new();
+                for (index, value) in values.iter().enumerate() {
+                    let name = [header::FORWARDED, X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST][index % 4].clone();
+                    if let Ok(value) = HeaderValue::from_str(value) {
+                        headers.append(name, value);
+                    }
+                }
+                let client = std::net::SocketAddr::from((client, 4000));
+                let hop = Hop { client, proto: "https", host: host.as_deref(), trusted: &[] };
+                forwarding_headers(&mut headers, &hop);
+                prop_assert_eq!(headers.get_all(X_FORWARDED_FOR).iter().count(), 1);
+                let shown = client.ip().to_string();
+                prop_assert_eq!(&headers[X_FORWARDED_FOR], shown.as_str());
+                prop_assert_eq!(&headers[X_FORWARDED_PROTO], "https");
+                let forwarded = headers[header::FORWARDED].to_str().expect("text");
+                let expected = format!("for={};proto=https", client.ip());
+                prop_assert!(forwarded.starts_with(&expected), "{}", forwarded);
+            }
+        }
+    }
 }

@@ -278,4 +278,63 @@ mod tests {
         .expect("ok");
         assert_eq!(router.route(None, "/b/c").map(|r| &*r.id), Some("route[5]"));
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn segments(max: usize) -> impl Strategy<Value = Vec<String>> {
+            proptest::collection::vec("[ab]{1,2}", 1..=max)
+        }
+
+        proptest! {
+            /// Among prefix routes, the longest one that covers the path wins
+            /// (a prefix covers itself and what lies below it), and a path no
+            /// route covers finds nothing.
+            #[test]
+            fn the_longest_covering_prefix_wins(
+                prefixes in proptest::collection::btree_set(segments(3), 1..8),
+                path in segments(4),
+                trailing_slash in any::<bool>(),
+            ) {
+                let prefixes: Vec<String> = prefixes
+                    .into_iter()
+                    .map(|parts| format!("/{}", parts.join("/")))
+                    .collect();
+                let routes: Vec<RouteConfig> = prefixes
+                    .iter()
+                    .enumerate()
+                    .map(|(index, path)| route(index, None, prefix(path), &format!("h{index}")))
+                    .collect();
+                let router = Router::build(&routes, &[]).expect("distinct prefixes build");
+                let mut path = format!("/{}", path.join("/"));
+                if trailing_slash {
+                    path.push('/');
+                }
+                let expected = prefixes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| path == **p || path.starts_with(&format!("{p}/")))
+                    .max_by_key(|(_, p)| p.len())
+                    .map(|(index, _)| format!("h{index}"));
+                prop_assert_eq!(handler_for(&router, None, &path).map(str::to_string), expected);
+            }
+
+            /// No host and no path makes routing panic.
+            #[test]
+            fn any_host_and_path_is_routed_without_panicking(
+                host in proptest::option::of("\\PC{0,40}"),
+                path in "\\PC{0,80}",
+            ) {
+                let routes = [
+                    route(0, None, prefix("/api"), "api"),
+                    route(1, Some("*.example.com"), exact("/"), "site"),
+                    route(2, None, exact("/a{b}"), "literal"),
+                ];
+                let router = Router::build(&routes, &[]).expect("builds");
+                let _ = router.route(host.as_deref(), &path);
+            }
+        }
+    }
 }
