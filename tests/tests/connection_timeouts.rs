@@ -155,3 +155,34 @@ async fn a_stalled_upload_is_answered_408_and_frees_its_guest() {
     let line = gateway.wait_for_log("\"POST /echo/x\"");
     assert!(line.contains("status=408"), "{line}");
 }
+
+/// A client that sends a large body to be echoed but never reads the echo:
+/// the gateway's writes stall, and after the write timeout the connection
+/// (and the only slot) is given up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reads_nothing_gives_its_slot_back() {
+    let config = limited("max_connections = 1\nwrite_timeout = \"1s\"", "");
+    let gateway = TestGateway::start(&config);
+    let mut reader = TcpStream::connect(gateway.http()).await.expect("connect");
+    let length = 64 * 1024 * 1024;
+    let writer = tokio::spawn(async move {
+        let head =
+            format!("POST /echo/x?body HTTP/1.1\r\nhost: x\r\ncontent-length: {length}\r\n\r\n");
+        reader.write_all(head.as_bytes()).await?;
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..length / chunk.len() {
+            reader.write_all(&chunk).await?;
+        }
+        // Never reads: hold the connection until the gateway drops it.
+        let mut byte = [0u8; 1];
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        reader.read(&mut byte).await.map(drop)
+    });
+    let reply = tokio::time::timeout(SERVED_WITHIN, async {
+        Client::http1(gateway.http()).await.get("/hello").await
+    })
+    .await
+    .expect("served once the stalled reader is dropped");
+    assert_eq!(reply.status, StatusCode::OK);
+    writer.abort();
+}

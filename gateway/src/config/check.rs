@@ -521,6 +521,11 @@ impl<'a> Checker<'a> {
                 raw.body_timeout.clone(),
                 defaults.body_timeout,
             ),
+            write_timeout: self.duration(
+                &key("write_timeout"),
+                raw.write_timeout.clone(),
+                defaults.write_timeout,
+            ),
             h2_keep_alive: self.duration(
                 &key("h2_keep_alive"),
                 raw.h2_keep_alive.clone(),

@@ -225,6 +225,9 @@ pub struct ListenerLimits {
     /// How long a request body may go without a byte while the guest waits
     /// for one (a slow upload: 408, the guest stopped).
     pub body_timeout: Duration,
+    /// How long a response may wait for the client to read anything before
+    /// the connection is dropped (a reader that stops reading).
+    pub write_timeout: Duration,
     /// How often an HTTP/2 connection is PINGed; one that does not answer
     /// within the same time is closed, whatever its streams are doing.
     pub h2_keep_alive: Duration,
@@ -240,6 +243,7 @@ impl Default for ListenerLimits {
             h2_max_streams: 256,
             idle_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
             h2_keep_alive: Duration::from_secs(30),
         }
     }

@@ -69,6 +69,7 @@ pub(super) struct RawListener {
     pub(super) h2_max_streams: Option<u32>,
     pub(super) idle_timeout: Option<String>,
     pub(super) body_timeout: Option<String>,
+    pub(super) write_timeout: Option<String>,
     pub(super) h2_keep_alive: Option<String>,
     pub(super) redirect: Option<String>,
     pub(super) redirect_port: Option<u16>,

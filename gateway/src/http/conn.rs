@@ -4,8 +4,9 @@
 //! Invariant: a connection holds its listener's slot ([`Slot`]) for as
 //! long as anything serves it, an upgraded WebSocket included, and never
 //! for free: its first bytes must come within the header timeout (protocol
-//! detection, the first request after a TLS handshake), and with no request
-//! in progress it is closed after the idle timeout.
+//! detection, the first request after a TLS handshake), a client that reads
+//! nothing for the write timeout is dropped, and with no request in progress
+//! it is closed after the idle timeout.
 //!
 //! Once draining starts, the connection takes no new request
 //! (HTTP/1 closes after the current response, HTTP/2 sends GOAWAY) but every
@@ -195,7 +196,7 @@ pub async fn serve<IO, S, F>(
             }
         })
     };
-    let io = FirstBytes::new(io, limits.header_timeout);
+    let io = Deadlines::new(io, limits.header_timeout, limits.write_timeout);
     let connection = http.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(connection);
     let result = tokio::select! {
@@ -248,24 +249,55 @@ pub fn http_builder(limits: &ListenerLimits) -> auto::Builder<TokioExecutor> {
     http
 }
 
-/// A connection's IO whose reads fail once `deadline` passes before the
-/// first byte arrived: protocol detection and a TLS connection's first
-/// request get no more time than a request's headers would.
-struct FirstBytes<IO> {
+/// A connection's IO with two deadlines: reads fail once `first_byte`
+/// passes before the first byte arrived (protocol detection and a TLS
+/// connection's first request get no more time than a request's headers
+/// would), and writes fail once the client has taken nothing for
+/// `write_stall` (a reader that stops reading gives its slot back).
+struct Deadlines<IO> {
     io: IO,
-    deadline: Option<Pin<Box<Sleep>>>,
+    first_byte: Option<Pin<Box<Sleep>>>,
+    write_stall: Duration,
+    /// Running while a write waits for the client to read.
+    stalled: Option<Pin<Box<Sleep>>>,
 }
 
-impl<IO> FirstBytes<IO> {
-    fn new(io: IO, within: Duration) -> Self {
+impl<IO> Deadlines<IO> {
+    fn new(io: IO, first_byte: Duration, write_stall: Duration) -> Self {
         Self {
             io,
-            deadline: Some(Box::pin(tokio::time::sleep(within))),
+            first_byte: Some(Box::pin(tokio::time::sleep(first_byte))),
+            write_stall,
+            stalled: None,
+        }
+    }
+
+    /// `polled` for a write: clears the stall clock when the write got
+    /// anywhere, starts it when the write waits, fails when it ran out.
+    fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.stalled = None;
+            return polled;
+        }
+        let write_stall = self.write_stall;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(write_stall)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client read nothing within the write timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
         }
     }
 }
 
-impl<IO: AsyncRead + Unpin> AsyncRead for FirstBytes<IO> {
+impl<IO: AsyncRead + Unpin> AsyncRead for Deadlines<IO> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -275,11 +307,15 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FirstBytes<IO> {
         match Pin::new(&mut self.io).poll_read(cx, buf) {
             Poll::Ready(result) => {
                 if buf.filled().len() > before {
-                    self.deadline = None;
+                    self.first_byte = None;
                 }
                 Poll::Ready(result)
             }
-            Poll::Pending => match self.deadline.as_mut().map(|sleep| sleep.as_mut().poll(cx)) {
+            Poll::Pending => match self
+                .first_byte
+                .as_mut()
+                .map(|sleep| sleep.as_mut().poll(cx))
+            {
                 Some(Poll::Ready(())) => Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "no request within the header timeout",
@@ -290,13 +326,14 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FirstBytes<IO> {
     }
 }
 
-impl<IO: AsyncWrite + Unpin> AsyncWrite for FirstBytes<IO> {
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Deadlines<IO> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.watch(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -304,7 +341,8 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for FirstBytes<IO> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.watch(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -312,7 +350,8 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for FirstBytes<IO> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        let polled = Pin::new(&mut self.io).poll_flush(cx);
+        self.watch(cx, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
