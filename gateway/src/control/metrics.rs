@@ -31,9 +31,10 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     /// Requests being served.
     pub in_flight: IntGauge,
-    /// How response bodies ended, by handler: complete, aborted (the guest
-    /// failed after the head was sent), cancelled (the client went away).
-    pub response_endings: IntCounterVec,
+    /// Responses that did not end complete, by handler and outcome: aborted
+    /// (the guest failed after the head was sent), cancelled (the client
+    /// went away first).
+    pub responses_cut_short: IntCounterVec,
     /// Open client connections by listener and protocol.
     pub connections: IntGaugeVec,
     /// TLS handshakes that failed or timed out, by listener.
@@ -107,9 +108,9 @@ impl Metrics {
                 LATENCY_BUCKETS,
             )?,
             in_flight,
-            response_endings: counter(
-                "wasmgate_response_endings_total",
-                "How response bodies ended: complete, aborted (the guest failed mid-body), cancelled (the client left).",
+            responses_cut_short: counter(
+                "wasmgate_responses_cut_short_total",
+                "Responses that did not end complete: aborted (the guest failed after the head), cancelled (the client left first).",
                 &["handler", "outcome"],
             )?,
             connections: gauge(

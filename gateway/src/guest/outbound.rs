@@ -162,7 +162,9 @@ pub(super) struct Outbound {
     rules: Arc<[OutboundRule]>,
     allow_private: bool,
     client: Arc<OutboundClient>,
-    in_flight: Arc<Semaphore>,
+    /// Made at the first request out: most guests never send one, and a
+    /// store is made per request.
+    in_flight: Option<Arc<Semaphore>>,
 }
 
 /// Where an allowed request may connect.
@@ -186,7 +188,7 @@ impl Outbound {
             rules,
             allow_private,
             client,
-            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            in_flight: None,
         }
     }
 
@@ -246,7 +248,10 @@ impl WasiHttpHooks for Outbound {
                 return Box::new(async { Err(error) });
             }
         };
-        let Ok(permit) = Arc::clone(&self.in_flight).try_acquire_owned() else {
+        let in_flight = self
+            .in_flight
+            .get_or_insert_with(|| Arc::new(Semaphore::new(MAX_IN_FLIGHT)));
+        let Ok(permit) = Arc::clone(in_flight).try_acquire_owned() else {
             tracing::warn!(
                 handler = &*self.handler,
                 "outbound HTTP request denied: {MAX_IN_FLIGHT} already out from this instance"

@@ -23,6 +23,7 @@ use http_body_util::BodyExt as _;
 use crate::config::AccessLog;
 use crate::control::metrics::Metrics;
 use crate::http::body::ResponseBody;
+use crate::http::conn::Active;
 
 /// What the access line says about one request, gathered on its way.
 pub struct Access {
@@ -73,14 +74,17 @@ impl Ending {
 /// request), it still leaves the in-flight count and writes its line.
 pub struct Pending {
     entry: Option<(Access, AccessLog, Arc<Metrics>)>,
+    active: Option<Active>,
 }
 
 impl Pending {
-    /// Counts `access`'s request as in flight.
-    pub fn start(access: Access, format: AccessLog, metrics: Arc<Metrics>) -> Self {
+    /// Counts `access`'s request as in flight, and as `active` on its
+    /// connection, until its response ends.
+    pub fn start(access: Access, format: AccessLog, metrics: Arc<Metrics>, active: Active) -> Self {
         metrics.in_flight.inc();
         Self {
             entry: Some((access, format, metrics)),
+            active: Some(active),
         }
     }
 
@@ -111,6 +115,7 @@ impl Pending {
             bytes: 0,
             ended: None,
             entry: Some((access, format, metrics)),
+            _active: self.active.take(),
         }
         .boxed_unsync()
     }
@@ -131,6 +136,8 @@ struct Logged {
     /// How the body ended, once it has.
     ended: Option<Ending>,
     entry: Option<(Access, AccessLog, Arc<Metrics>)>,
+    /// The request counts as in progress on its connection until this drops.
+    _active: Option<Active>,
 }
 
 impl Body for Logged {
@@ -187,10 +194,14 @@ impl Drop for Logged {
 /// Ends a request's time in flight, counts how it ended and logs it.
 fn finish(access: &Access, bytes: u64, ending: Ending, format: AccessLog, metrics: &Metrics) {
     metrics.in_flight.dec();
-    metrics
-        .response_endings
-        .with_label_values(&[&*access.handler, ending.as_str()])
-        .inc();
+    // Complete ones are counted by status in requests_total already; a
+    // label lookup per request costs what a counter of them would tell.
+    if ending != Ending::Complete {
+        metrics
+            .responses_cut_short
+            .with_label_values(&[&*access.handler, ending.as_str()])
+            .inc();
+    }
     write(access, bytes, ending, format);
 }
 

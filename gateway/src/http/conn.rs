@@ -21,17 +21,17 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
-use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::{self, Builder};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Sleep;
 
 use crate::config::ListenerLimits;
@@ -55,8 +55,11 @@ pub struct ConnectionInfo {
     pub peer: SocketAddr,
     /// Set when the first request arrives (see [`serve`]).
     pub first_request: FirstRequest,
-    /// Requests (and upgraded streams) in progress; the idle timer runs at 0.
-    active: watch::Sender<usize>,
+    /// Requests (and upgraded streams) in progress.
+    active: AtomicUsize,
+    /// Requests begun so far: unchanged over a look at the connection, with
+    /// none in progress, means it was idle all that time.
+    begun: AtomicUsize,
     /// The listener's slot, given back when the last holder of this goes.
     _slot: Slot,
 }
@@ -76,7 +79,8 @@ impl ConnectionInfo {
             listener,
             peer,
             first_request: FirstRequest::default(),
-            active: watch::Sender::new(0),
+            active: AtomicUsize::new(0),
+            begun: AtomicUsize::new(0),
             _slot: slot,
         }
     }
@@ -85,20 +89,23 @@ impl ConnectionInfo {
     /// progress until the guard drops; the guard keeps the connection's
     /// slot taken.
     pub fn begin(self: &Arc<Self>) -> Active {
-        self.active.send_modify(|count| *count += 1);
+        self.active.fetch_add(1, Ordering::Relaxed);
+        self.begun.fetch_add(1, Ordering::Relaxed);
         Active(Arc::clone(self))
     }
 
-    /// Resolves once no request has been in progress for `idle`.
+    /// Resolves once the connection has had no request in progress and none
+    /// begun for a whole `idle` (so between `idle` and twice that after its
+    /// last one). It looks once per `idle`: nothing is done per request.
     async fn idle_for(&self, idle: Duration) {
-        let mut active = self.active.subscribe();
+        let mut seen = self.begun.load(Ordering::Relaxed);
         loop {
-            if active.wait_for(|count| *count == 0).await.is_err() {
+            tokio::time::sleep(idle).await;
+            let begun = self.begun.load(Ordering::Relaxed);
+            if begun == seen && self.active.load(Ordering::Relaxed) == 0 {
                 return;
             }
-            if tokio::time::timeout(idle, active.changed()).await.is_err() {
-                return;
-            }
+            seen = begun;
         }
     }
 }
@@ -108,7 +115,7 @@ pub struct Active(Arc<ConnectionInfo>);
 
 impl Drop for Active {
     fn drop(&mut self) {
-        self.0.active.send_modify(|count| *count -= 1);
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -181,19 +188,7 @@ pub async fn serve<IO, S, F>(
         let info = Arc::clone(&info);
         service_fn(move |request| {
             info.first_request.arrive();
-            let active = info.begin();
-            let response = service(request);
-            async move {
-                let Ok(response) = response.await;
-                // In progress until the body is done or dropped.
-                Ok::<_, Infallible>(response.map(|body| {
-                    body.map_frame(move |frame| {
-                        let _active = &active;
-                        frame
-                    })
-                    .boxed_unsync()
-                }))
-            }
+            service(request)
         })
     };
     let io = Deadlines::new(io, limits.header_timeout, limits.write_timeout);

@@ -46,6 +46,8 @@ pub async fn handle(
         },
         app.settings.access_log,
         Arc::clone(&app.metrics),
+        // In progress (for the connection's idle timer) until the response ends.
+        connection.begin(),
     );
     let host = pending.host();
     let listener = snapshot.config.listeners.get(connection.listener);
