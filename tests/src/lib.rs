@@ -25,6 +25,20 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The value of `series` (a metric's name and labels, as Prometheus text
+/// shows them) on the gateway's admin listener; 0 when it is not there.
+pub async fn metric(gateway: &TestGateway, series: &str) -> f64 {
+    let scrape = client::Client::http1(gateway.admin())
+        .await
+        .get("/metrics")
+        .await
+        .text();
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// What the `hello` example answers.
 pub const HELLO_BODY: &str = "Hello from wasmgate!\n";
 

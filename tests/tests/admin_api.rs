@@ -121,10 +121,7 @@ async fn a_silent_admin_connection_is_closed() {
 
 #[tokio::test]
 async fn wasmgate_reload_sends_the_token_from_the_config() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|socket| socket.local_addr())
-        .expect("free port")
-        .port();
+    let port = wasmgate_tests::free_port();
     let dir = tempfile::tempdir().expect("temp dir");
     write_token(dir.path(), TOKEN);
     let config = hello_and_echo("").replace("[gateway]\n", "[gateway]\nwatch = false\n")

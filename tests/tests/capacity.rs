@@ -5,7 +5,7 @@
 use http::StatusCode;
 use wasmgate_tests::client::Client;
 use wasmgate_tests::ws::connect;
-use wasmgate_tests::{TestGateway, hello_and_echo};
+use wasmgate_tests::{TestGateway, hello_and_echo, metric};
 
 fn gateway(max_instances: u32) -> TestGateway {
     let config = hello_and_echo(
@@ -48,20 +48,12 @@ async fn websockets_cannot_starve_plain_http_handlers() {
         "with {} WebSockets open: {failures:?}",
         open.len()
     );
-    let scrape = Client::http1(gateway.admin())
-        .await
-        .get("/metrics")
-        .await
-        .text();
-    let counted = scrape
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix(
-                "wasmgate_guest_outcomes_total{handler=\"ws-echo\",outcome=\"refused\"}",
-            )
-        })
-        .and_then(|value| value.trim().parse::<f64>().ok());
-    assert_eq!(counted, Some(f64::from(refused)), "{scrape}");
+    let counted = metric(
+        &gateway,
+        "wasmgate_guest_outcomes_total{handler=\"ws-echo\",outcome=\"refused\"}",
+    )
+    .await;
+    assert_eq!(counted, f64::from(refused));
 }
 
 #[test]

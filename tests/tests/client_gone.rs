@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use wasmgate_tests::client::Client;
-use wasmgate_tests::{TestGateway, hello_and_echo};
+use wasmgate_tests::{TestGateway, hello_and_echo, metric};
 
 /// A guest that would spin for 30 s if nobody stopped it.
 fn gateway() -> TestGateway {
@@ -18,24 +18,11 @@ fn gateway() -> TestGateway {
     ))
 }
 
-/// The value of `series` (name and labels, as scraped) on the admin listener.
-async fn sample(gateway: &TestGateway, series: &str) -> f64 {
-    let scrape = Client::http1(gateway.admin())
-        .await
-        .get("/metrics")
-        .await
-        .text();
-    scrape
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Waits up to 5 s for `series` to read `value`.
 async fn until(gateway: &TestGateway, series: &str, value: f64) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let now = sample(gateway, series).await;
+        let now = metric(gateway, series).await;
         if now == value {
             return;
         }

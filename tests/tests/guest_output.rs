@@ -5,7 +5,7 @@
 
 use http::StatusCode;
 use wasmgate_tests::client::Client;
-use wasmgate_tests::{TestGateway, hello_and_echo};
+use wasmgate_tests::{TestGateway, hello_and_echo, metric};
 
 fn gateway() -> TestGateway {
     TestGateway::start(&hello_and_echo(
@@ -44,17 +44,10 @@ async fn a_flooding_guest_is_capped_and_the_rest_counted() {
         .filter(|line| line.contains("flood "))
         .count();
     assert!(logged < 1000, "{logged} of 5000 flood lines were logged");
-    let scrape = Client::http1(gateway.admin())
-        .await
-        .get("/metrics")
-        .await
-        .text();
-    let dropped: f64 = scrape
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix("wasmgate_guest_log_lines_dropped_total{handler=\"chatty\"}")
-        })
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or(0.0);
-    assert_eq!(dropped as usize + logged, 5000, "{scrape}");
+    let dropped = metric(
+        &gateway,
+        "wasmgate_guest_log_lines_dropped_total{handler=\"chatty\"}",
+    )
+    .await;
+    assert_eq!(dropped as usize + logged, 5000);
 }

@@ -9,7 +9,7 @@ use http_body_util::BodyDataStream;
 use tokio_tungstenite::tungstenite::Message;
 use wasmgate_tests::client::Client;
 use wasmgate_tests::ws::connect;
-use wasmgate_tests::{TestGateway, hello_and_echo};
+use wasmgate_tests::{TestGateway, hello_and_echo, metric};
 
 const SUBSCRIBERS: usize = 200;
 
@@ -28,17 +28,9 @@ fn gateway() -> TestGateway {
 }
 
 async fn refused(gateway: &TestGateway, handler: &str) -> f64 {
-    let scrape = Client::http1(gateway.admin())
-        .await
-        .get("/metrics")
-        .await
-        .text();
     let series =
         format!("wasmgate_stream_messages_total{{direction=\"refused\",handler=\"{handler}\"}}");
-    scrape
-        .lines()
-        .find_map(|line| line.strip_prefix(&series)?.trim().parse().ok())
-        .unwrap_or(0.0)
+    metric(gateway, &series).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
