@@ -53,13 +53,14 @@ pub struct ConnectionInfo {
     pub listener: usize,
     /// The client's address.
     pub peer: SocketAddr,
-    /// Set when the first request arrives (see [`serve`]).
-    pub first_request: FirstRequest,
     /// Requests (and upgraded streams) in progress.
     active: AtomicUsize,
     /// Requests begun so far: unchanged over a look at the connection, with
-    /// none in progress, means it was idle all that time.
+    /// none in progress, means it was idle all that time; 0 means the
+    /// connection has not brought its first request yet (see [`serve`]).
     begun: AtomicUsize,
+    /// Woken when the first request begins.
+    first_request: tokio::sync::Notify,
     /// The listener's slot, given back when the last holder of this goes.
     _slot: Slot,
 }
@@ -78,9 +79,9 @@ impl ConnectionInfo {
             local,
             listener,
             peer,
-            first_request: FirstRequest::default(),
             active: AtomicUsize::new(0),
             begun: AtomicUsize::new(0),
+            first_request: tokio::sync::Notify::new(),
             _slot: slot,
         }
     }
@@ -90,8 +91,19 @@ impl ConnectionInfo {
     /// slot taken.
     pub fn begin(self: &Arc<Self>) -> Active {
         self.active.fetch_add(1, Ordering::Relaxed);
-        self.begun.fetch_add(1, Ordering::Relaxed);
+        if self.begun.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.first_request.notify_waiters();
+        }
         Active(Arc::clone(self))
+    }
+
+    /// Resolves once a request has begun on the connection.
+    async fn first_request(&self) {
+        let notified = self.first_request.notified();
+        if self.begun.load(Ordering::Acquire) > 0 {
+            return;
+        }
+        notified.await;
     }
 
     /// Resolves once the connection has had no request in progress and none
@@ -143,32 +155,6 @@ impl Drop for Slot {
     }
 }
 
-/// Whether a connection has brought its first request yet.
-#[derive(Default)]
-pub struct FirstRequest {
-    arrived: std::sync::atomic::AtomicBool,
-    signal: tokio::sync::Notify,
-}
-
-impl FirstRequest {
-    fn arrive(&self) {
-        use std::sync::atomic::Ordering;
-        if !self.arrived.load(Ordering::Relaxed) {
-            self.arrived.store(true, Ordering::Release);
-            self.signal.notify_waiters();
-        }
-    }
-
-    /// Resolves once a request has arrived on the connection.
-    pub async fn wait(&self) {
-        let notified = self.signal.notified();
-        if self.arrived.load(std::sync::atomic::Ordering::Acquire) {
-            return;
-        }
-        notified.await;
-    }
-}
-
 /// Serves requests on `io` with `service` until the connection closes or
 /// the drain ends it (see the module's invariant).
 pub async fn serve<IO, S, F>(
@@ -184,13 +170,7 @@ pub async fn serve<IO, S, F>(
     F: Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static,
 {
     let peer = info.peer;
-    let service = {
-        let info = Arc::clone(&info);
-        service_fn(move |request| {
-            info.first_request.arrive();
-            service(request)
-        })
-    };
+    let service = service_fn(service);
     let io = Deadlines::new(io, limits.header_timeout, limits.write_timeout);
     let connection = http.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(connection);
@@ -205,7 +185,7 @@ pub async fn serve<IO, S, F>(
             // at once, even if the request's bytes are already on their way.
             let first = tokio::select! {
                 result = connection.as_mut() => Some(result),
-                () = info.first_request.wait() => None,
+                () = info.first_request() => None,
                 () = tokio::time::sleep(FIRST_REQUEST_WAIT) => None,
             };
             match first {

@@ -30,6 +30,9 @@ pub async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
+    // In progress on its connection (the drain's first-request wait, the
+    // idle timer) from its first moment until its response ends.
+    let active = connection.begin();
     let method = request.method().clone();
     let snapshot = app.live.load_full();
     let pending = Pending::start(
@@ -46,8 +49,7 @@ pub async fn handle(
         },
         app.settings.access_log,
         Arc::clone(&app.metrics),
-        // In progress (for the connection's idle timer) until the response ends.
-        connection.begin(),
+        active,
     );
     let host = pending.host();
     let listener = snapshot.config.listeners.get(connection.listener);
