@@ -100,7 +100,7 @@ impl Hub {
     }
 
     /// Ends every subscription of `connection`.
-    pub fn leave(&self, connection: u64) {
+    pub(super) fn leave(&self, connection: u64) {
         self.lock().retain(|_, subscribers| {
             subscribers.remove(&connection);
             !subscribers.is_empty()

@@ -104,19 +104,32 @@ pub struct Stream<G> {
     pub outbox: mpsc::Receiver<Outgoing>,
     /// Publications on the topics the guest subscribed to.
     pub inbox: mpsc::Receiver<Published>,
-    /// The hub the stream must [`Hub::leave`] when it ends.
-    pub hub: Arc<Hub>,
-    /// The stream's id in the hub.
-    pub id: u64,
     /// Set when the stream is to end from outside its task.
     pub ending: Arc<Ending>,
     /// The handler's stream limits.
     pub limits: StreamLimits,
     /// The handler's stream counters.
     pub metrics: Arc<HandlerMetrics>,
-    /// The handler's concurrency permit: a stream counts against
-    /// `limits.concurrency` for its whole life, like a request.
-    pub concurrency: OwnedSemaphorePermit,
+    /// The stream's place while it is open: drop it when the stream ends.
+    pub open: Open,
+}
+
+/// What an open stream holds, all given back when it is dropped: its
+/// subscriptions in the hub, its count in `streams_open`, and its handler's
+/// concurrency permit (a stream counts against `limits.concurrency` for its
+/// whole life, like a request).
+pub struct Open {
+    hub: Arc<Hub>,
+    id: u64,
+    metrics: Arc<HandlerMetrics>,
+    _concurrency: OwnedSemaphorePermit,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.hub.leave(self.id);
+        self.metrics.streams_open.dec();
+    }
 }
 
 /// What opening a stream needs from its handler.
@@ -187,6 +200,12 @@ impl<G: StreamGuest> Stream<G> {
             return Err(refused);
         }
         metrics.streams_open.inc();
+        let open = Open {
+            hub: Arc::clone(hub),
+            id: ends.id,
+            metrics: Arc::clone(metrics),
+            _concurrency: concurrency,
+        };
         Ok(Self {
             calls: Calls {
                 store,
@@ -196,12 +215,10 @@ impl<G: StreamGuest> Stream<G> {
             },
             outbox: ends.outbox,
             inbox: ends.inbox,
-            hub: Arc::clone(hub),
-            id: ends.id,
             ending: ends.ending,
             limits: limits.clone(),
             metrics: Arc::clone(metrics),
-            concurrency,
+            open,
         })
     }
 }

@@ -25,12 +25,10 @@ pub async fn run(session: Session, body: mpsc::Sender<Bytes>, drain: Drain, keep
         mut calls,
         mut outbox,
         mut inbox,
-        hub,
-        id,
         ending,
         limits,
         metrics,
-        concurrency: _concurrency,
+        open,
     } = session;
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + keep_alive, keep_alive);
     let mut idle = pin!(tokio::time::sleep(limits.idle_timeout));
@@ -74,8 +72,7 @@ pub async fn run(session: Session, body: mpsc::Sender<Bytes>, drain: Drain, keep
             break;
         }
     }
-    hub.leave(id);
-    metrics.streams_open.dec();
+    drop(open);
     if !failed {
         let _ = calls.close().await;
     }

@@ -70,12 +70,10 @@ pub async fn run<S>(
         mut calls,
         mut outbox,
         mut inbox,
-        hub,
-        id,
         ending,
         limits,
         metrics,
-        concurrency: _concurrency,
+        open,
     } = session;
     let (sink, mut frames) = socket.split();
     let (close_sender, close_receiver) = oneshot::channel();
@@ -155,8 +153,7 @@ pub async fn run<S>(
           }
         }
     };
-    hub.leave(id);
-    metrics.streams_open.dec();
+    drop(open);
     if closing.code != 1011 {
         let _ = calls
             .deliver(Event::Closed(closing.code, closing.reason))
