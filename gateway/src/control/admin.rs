@@ -218,26 +218,25 @@ fn operator_only(
         .get(header::HOST)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<http::uri::Authority>().ok());
-    let by_address = host.as_ref().is_some_and(|authority| {
+    let by_address = |authority: &http::uri::Authority| {
         let name = authority
             .host()
             .trim_start_matches('[')
             .trim_end_matches(']');
         name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
-    });
-    if !by_address {
+    };
+    let Some(host) = host.filter(by_address) else {
         return forbidden("ask by address or localhost");
-    }
+    };
     if request.method() != Method::POST {
         return Ok(());
     }
     // A browser names the page's origin; the admin's own page would be
     // this very host and port, and there is no such page.
     if let Some(origin) = request.headers().get(header::ORIGIN) {
-        let own = host.map(|authority| format!("http://{authority}"));
-        let own_port = local.map(|local| local.port());
-        let same = own.is_some_and(|own| origin.as_bytes().eq_ignore_ascii_case(own.as_bytes()))
-            && own_port == request_port(request);
+        let own = format!("http://{host}");
+        let same = origin.as_bytes().eq_ignore_ascii_case(own.as_bytes())
+            && host.port_u16() == local.map(|local| local.port());
         if !same {
             return forbidden("cross-origin requests are refused");
         }
@@ -275,18 +274,6 @@ fn operator_only(
     } else {
         Err((StatusCode::UNAUTHORIZED, "a valid bearer token is required"))
     }
-}
-
-/// The port the request's `Host` names, if any.
-fn request_port<B>(request: &Request<B>) -> Option<u16> {
-    request
-        .headers()
-        .get(header::HOST)?
-        .to_str()
-        .ok()?
-        .parse::<http::uri::Authority>()
-        .ok()?
-        .port_u16()
 }
 
 /// Ready (once started, so the public listeners are bound): not draining,
