@@ -580,15 +580,6 @@ impl ProblemList {
     pub(crate) fn into_problems(self) -> Vec<Problem> {
         self.problems
     }
-
-    /// `Ok(value)` when nothing was reported.
-    pub(crate) fn finish<T>(self, value: T) -> Result<T, Problems> {
-        if self.problems.is_empty() {
-            Ok(value)
-        } else {
-            Err(Problems(self.problems))
-        }
-    }
 }
 
 const DEFAULT_HANDLERS_DIR: &str = "handlers";

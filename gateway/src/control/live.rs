@@ -142,19 +142,9 @@ pub struct Counts {
 
 /// Builds the first generation: every problem is fatal (and all are reported).
 pub async fn build(loader: &Loader<'_>, config: Config) -> Result<Snapshot, Problems> {
-    let source = config.source.clone();
-    let mut problems = ProblemList::new(&source);
-    let built = assemble(loader, config, None).await;
-    let (snapshot, found) = match built {
-        Ok(built) => (Some(built.snapshot), built.problems),
-        Err(found) => (None, found),
-    };
-    for problem in found {
-        problems.push(problem.key, problem.reason);
-    }
-    match snapshot {
-        Some(snapshot) => problems.finish(snapshot),
-        None => Err(Problems(problems.into_problems())),
+    match assemble(loader, config, None).await {
+        Ok(built) if built.problems.is_empty() => Ok(built.snapshot),
+        Ok(Rebuilt { problems, .. }) | Err(problems) => Err(Problems(problems)),
     }
 }
 
