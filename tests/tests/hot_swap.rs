@@ -331,10 +331,7 @@ async fn a_restart_maps_compiled_components_from_the_cache() {
 async fn wasmgate_reload_asks_the_running_gateway_through_its_admin_listener() {
     // The CLI finds the gateway through the config file, so the admin port is
     // chosen here: reserve a free one, release it, configure it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|socket| socket.local_addr())
-        .expect("free port")
-        .port();
+    let port = wasmgate_tests::free_port();
     let config = format!(
         "{}\n[admin]\naddr = \"127.0.0.1:{port}\"\n",
         CONFIG.replace("[gateway]\n", "[gateway]\nwatch = false\n")

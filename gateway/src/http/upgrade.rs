@@ -7,8 +7,9 @@
 //! guest is even instantiated (none left: 503), and the guest decides
 //! (`on-open`, `on-subscribe`) before anything is upgraded or streamed; an
 //! accepted stream is served by its own task, which holds the route slot,
-//! its connection (the listener slot stays taken) and a drain slot, so shutdown closes WebSockets with 1001 and ends event streams
-//! within the grace period.
+//! its connection (the listener slot stays taken) and a drain slot, so
+//! shutdown closes WebSockets with 1001 and ends event streams within the
+//! grace period.
 
 use std::sync::Arc;
 
