@@ -19,6 +19,9 @@
 //!   count);
 //! - a handler's concurrency permits: carried to its next version by
 //!   [`crate::guest::Handler::start`] while `limits.concurrency` is unchanged;
+//! - the deployment state ([`App::deployments`]): a handler's candidate,
+//!   its history and its warm previous version belong to the handler, not
+//!   to a generation;
 //! - the compile cache ([`App::cache`]) and ACME certificates
 //!   ([`App::acme`]): a re-dropped or rolled-back component is mapped, not
 //!   recompiled, and certificates are never re-ordered because of a reload.
@@ -29,6 +32,7 @@ use crate::config::GatewaySettings;
 use crate::control::drain::Drain;
 use crate::control::live::{Live, Snapshot};
 use crate::control::metrics::Metrics;
+use crate::deploy::Deployments;
 use crate::edge::acme::AcmeState;
 use crate::guest::pubsub::Hub;
 use crate::guest::{CompileCache, GuestEngine, OutboundClient};
@@ -56,6 +60,8 @@ pub struct App {
     pub stream_slots: StreamSlots,
     /// Certificates obtained through ACME and the challenges in flight.
     pub acme: Arc<AcmeState>,
+    /// Versions, candidates and the audit trail, across generations.
+    pub deployments: Arc<Deployments>,
 }
 
 impl App {
@@ -68,6 +74,7 @@ impl App {
         settings: GatewaySettings,
         snapshot: Snapshot,
         acme: Arc<AcmeState>,
+        deployments: Arc<Deployments>,
     ) -> Self {
         Self {
             live: Live::from_pointee(snapshot),
@@ -80,6 +87,7 @@ impl App {
             drain: Drain::new(),
             hub: Arc::default(),
             acme,
+            deployments,
         }
     }
 }

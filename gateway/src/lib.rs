@@ -61,6 +61,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod deploy;
 pub mod edge;
 pub mod guest;
 pub mod http;

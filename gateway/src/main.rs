@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use wasmgate::cli::{devcert, handler_build};
+use http::Method;
+use wasmgate::cli::{devcert, handler_build, ops};
 use wasmgate::config::Config;
 use wasmgate::control::drain::ShutdownSignals;
 use wasmgate::edge::activation::Activated;
@@ -50,6 +51,115 @@ enum Command {
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Deploy a new version of a handler to the running gateway: at once,
+    /// as a canary judged by the gateway, blue-green, or as a fixed split.
+    /// Without a strategy flag, the handler's configured rollout applies.
+    Deploy(DeployArgs),
+    /// Make a handler's rolling-out version stable now.
+    Promote {
+        /// The handler.
+        handler: String,
+        /// The configuration file of the running gateway.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Stop a handler's rollout, or go back to its previous (or a given) version.
+    Rollback {
+        /// The handler.
+        handler: String,
+        /// A version (at least 6 hex digits of its hash) from `wasmgate versions`.
+        #[arg(long)]
+        to: Option<String>,
+        /// The configuration file of the running gateway.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Show what each handler serves, its versions' shares and rollouts.
+    Status {
+        /// The configuration file of the running gateway.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// List the versions a handler has served.
+    Versions {
+        /// The handler.
+        handler: String,
+        /// The configuration file of the running gateway.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Make an Ed25519 key pair for signing components: PREFIX.key, PREFIX.pub.
+    Keygen {
+        /// Where the two files go, without extension.
+        #[arg(long, default_value = "wasmgate-signing")]
+        out: PathBuf,
+    },
+    /// Sign a component (the signature is embedded as its last custom section).
+    Sign {
+        /// The component.
+        file: PathBuf,
+        /// The secret key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Where the signed component goes (the file itself by default).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Check a component's signature against public keys.
+    Verify {
+        /// The component.
+        file: PathBuf,
+        /// A trusted public key file (repeat for more).
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct DeployArgs {
+    /// The handler.
+    handler: String,
+    /// The component file.
+    file: PathBuf,
+    /// Canary steps, e.g. `10%,25%,50%` (promoted after the last).
+    #[arg(long, value_name = "STEPS")]
+    canary: Option<String>,
+    /// How long each canary step lasts before it is judged.
+    #[arg(long, value_name = "DURATION")]
+    every: Option<String>,
+    /// Failed checks before the canary is rolled back.
+    #[arg(long)]
+    max_failures: Option<String>,
+    /// Canary requests a step needs before it is judged.
+    #[arg(long)]
+    min_requests: Option<String>,
+    /// Largest share of failed (5xx) canary requests, e.g. `1%`.
+    #[arg(long)]
+    max_error_rate: Option<String>,
+    /// Largest canary p99 latency, e.g. `500ms`.
+    #[arg(long)]
+    max_p99: Option<String>,
+    /// Blue-green: warm the new version, then switch all traffic at once.
+    #[arg(long)]
+    blue_green: bool,
+    /// Blue-green: a path the new version must answer 2xx first.
+    #[arg(long, value_name = "PATH")]
+    smoke: Option<String>,
+    /// Blue-green: how long the old version stays warm.
+    #[arg(long, value_name = "DURATION")]
+    keep_warm: Option<String>,
+    /// Serve the new version beside stable with this fixed share (A/B).
+    #[arg(long, value_name = "PERCENT")]
+    split: Option<String>,
+    /// Switch all traffic at once.
+    #[arg(long)]
+    immediate: bool,
+    /// The name pin headers and cookies use for it (`canary` by default).
+    #[arg(long)]
+    name: Option<String>,
+    /// The configuration file of the running gateway.
+    #[arg(long, short, default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -100,6 +210,28 @@ fn main() -> ExitCode {
                 .map_or_else(|code| code, |_| ExitCode::SUCCESS),
             Command::Up(args) => up(&args).await,
             Command::Reload { config } => reload(&config).await,
+            Command::Deploy(args) => deploy(&args).await,
+            Command::Promote { handler, config } => {
+                operate(&config, Method::POST, &format!("/promote/{handler}")).await
+            }
+            Command::Rollback {
+                handler,
+                to,
+                config,
+            } => {
+                let path = match to {
+                    Some(to) => format!("/rollback/{handler}?to={to}"),
+                    None => format!("/rollback/{handler}"),
+                };
+                operate(&config, Method::POST, &path).await
+            }
+            Command::Status { config } => operate(&config, Method::GET, "/status").await,
+            Command::Versions { handler, config } => {
+                operate(&config, Method::GET, &format!("/versions/{handler}")).await
+            }
+            Command::Keygen { out } => finish(ops::keygen(&out)),
+            Command::Sign { file, key, out } => finish(ops::sign(&file, &key, out.as_deref())),
+            Command::Verify { file, keys } => finish(ops::verify(&file, &keys)),
         }
     });
     // The drain is over (or its grace period is): a compile or a file read
@@ -277,6 +409,80 @@ async fn up(args: &BuildArgs) -> ExitCode {
         }
     }
     run(&config, Activated::default()).await
+}
+
+/// Prints what a file command did, or why it failed (exit status 1).
+fn finish(result: Result<String, String>) -> ExitCode {
+    match result {
+        Ok(done) => {
+            println!("{done}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+/// Sends one admin API request to the gateway `path` configures and prints
+/// its JSON answer.
+async fn operate(path: &Path, method: Method, endpoint: &str) -> ExitCode {
+    let config = match load_config(path, "the configuration is invalid").await {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let answer = ops::call(&config, method, endpoint, bytes::Bytes::new()).await;
+    finish(answer.map(|body| serde_json::to_string_pretty(&body).unwrap_or_default()))
+}
+
+async fn deploy(args: &DeployArgs) -> ExitCode {
+    let config = match load_config(&args.config, "the configuration is invalid").await {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let strategies = [
+        args.canary.is_some(),
+        args.blue_green,
+        args.split.is_some(),
+        args.immediate,
+    ];
+    if strategies.iter().filter(|chosen| **chosen).count() > 1 {
+        eprintln!("error: choose one of --canary, --blue-green, --split, --immediate");
+        return ExitCode::from(EXIT_RUNTIME);
+    }
+    let strategy = if args.canary.is_some() || args.every.is_some() {
+        Some("canary")
+    } else if args.blue_green || args.smoke.is_some() || args.keep_warm.is_some() {
+        Some("blue-green")
+    } else if args.split.is_some() {
+        Some("split")
+    } else if args.immediate {
+        Some("immediate")
+    } else {
+        None
+    };
+    let parameters: Vec<(&str, &str)> = [
+        ("steps", &args.canary),
+        ("interval", &args.every),
+        ("max_failures", &args.max_failures),
+        ("min_requests", &args.min_requests),
+        ("max_error_rate", &args.max_error_rate),
+        ("max_p99", &args.max_p99),
+        ("smoke", &args.smoke),
+        ("keep_warm", &args.keep_warm),
+        ("weight", &args.split),
+        ("name", &args.name),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| Some((key, value.as_deref()?)))
+    .collect();
+    let options = ops::DeployOptions {
+        strategy,
+        parameters,
+    };
+    let answer = ops::deploy(&config, &args.handler, &args.file, &options).await;
+    finish(answer.map(|body| serde_json::to_string_pretty(&body).unwrap_or_default()))
 }
 
 async fn reload(path: &Path) -> ExitCode {

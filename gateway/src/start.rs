@@ -10,15 +10,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context as _;
 
 use crate::app::App;
-use crate::config::{Config, Problem, Problems};
+use crate::config::{Config, Problem, ProblemList, Problems};
 use crate::control::live::Snapshot;
 use crate::control::metrics::Metrics;
 use crate::control::reload::Reloader;
+use crate::control::rollout::Controller;
 use crate::control::{admin, live, reload};
 use crate::edge::activation::Activated;
 use crate::edge::handover::{Inherited, SocketKey};
 use crate::edge::listener::Bound;
 use crate::edge::{acme, handover, listener};
+use crate::deploy::{Audit, Deployments, VersionStore};
 use crate::guest::{CompileCache, GuestEngine, OutboundClient};
 
 /// Why the gateway could not start.
@@ -41,16 +43,27 @@ pub struct Prepared {
     cache: Option<Arc<CompileCache>>,
     snapshot: Snapshot,
     acme: Arc<acme::AcmeState>,
+    deployments: Arc<Deployments>,
 }
 
 impl Prepared {
     /// Loads what `config` names; every problem is reported at once.
+    /// Nothing is written: versions and the audit trail stay in memory.
     pub async fn load(config: &Config) -> Result<Self, StartError> {
-        Self::load_counted(config, new_metrics()?).await
+        let deployments = Arc::new(Deployments::new(
+            VersionStore::open(None, config.deploy.keep_versions).map_err(|reason| StartError::Runtime(anyhow::anyhow!(reason)))?,
+            Audit::none(),
+        ));
+        Self::load_counted(config, new_metrics()?, deployments).await
     }
 
-    /// Like [`Self::load`], counting compilations and loads in `metrics`.
-    async fn load_counted(config: &Config, metrics: Arc<Metrics>) -> Result<Self, StartError> {
+    /// Like [`Self::load`], counting compilations and loads in `metrics`,
+    /// with versions and the audit trail where `[deploy]` says.
+    async fn load_counted(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        deployments: Arc<Deployments>,
+    ) -> Result<Self, StartError> {
         let engine =
             GuestEngine::new(config.gateway.max_instances.max(1)).map_err(StartError::Runtime)?;
         let engine = Arc::new(engine);
@@ -72,10 +85,12 @@ impl Prepared {
             &metrics,
             &outbound,
             &acme,
+            &deployments,
         );
         let snapshot = live::build(&loader, config.clone())
             .await
             .map_err(StartError::Config)?;
+        live::record_versions(&metrics, None, &snapshot);
         Ok(Self {
             engine,
             metrics,
@@ -83,6 +98,7 @@ impl Prepared {
             cache,
             snapshot,
             acme,
+            deployments,
         })
     }
 
@@ -110,6 +126,7 @@ impl Prepared {
             config.gateway.clone(),
             self.snapshot,
             self.acme,
+            self.deployments,
         ));
         let live_config = {
             let app = Arc::clone(&app);
@@ -122,8 +139,11 @@ impl Prepared {
             config: live_config,
         }));
         let reloader = Arc::new(Reloader::new(Arc::clone(&app), config.source.clone()));
+        let controller = Controller::start(Arc::clone(&app), Arc::clone(&reloader));
         if let Some(admin) = &admin {
-            admin.state.started(Arc::clone(&app), Arc::clone(&reloader));
+            admin
+                .state
+                .started(Arc::clone(&app), Arc::clone(&reloader), controller);
         }
         let handed_over = Arc::new(AtomicBool::new(false));
         if let Some(path) = &config.gateway.handover_socket {
@@ -263,6 +283,22 @@ pub async fn file_problems(config: &Config) -> Vec<Problem> {
     }
 }
 
+/// The version store and audit log `[deploy]` names, opened (and created).
+fn deployments(config: &Config, metrics: &Metrics) -> Result<Arc<Deployments>, StartError> {
+    let mut problems = ProblemList::new(&config.source);
+    let store = VersionStore::open(config.deploy.state_dir.as_deref(), config.deploy.keep_versions)
+        .inspect_err(|reason| problems.push("deploy.state_dir", reason.clone()));
+    let audit = Audit::open(
+        config.deploy.audit_log.as_deref(),
+        metrics.audit_write_failures.clone(),
+    )
+    .inspect_err(|reason| problems.push("deploy.audit_log", reason.clone()));
+    match (store, audit) {
+        (Ok(store), Ok(audit)) => Ok(Arc::new(Deployments::new(store, audit))),
+        _ => Err(StartError::Config(Problems(problems.into_problems()))),
+    }
+}
+
 /// Names a file start-up reads to its end after the admin listener is up
 /// and before any component loads: the end-to-end tests point it at a FIFO
 /// to hold "starting" for exactly as long as they need (a slow disk or a
@@ -352,7 +388,8 @@ impl Gateway {
             // Off the runtime: the read waits for the test's writer.
             let _ = tokio::task::spawn_blocking(move || std::fs::read(gate)).await;
         }
-        Prepared::load_counted(config, metrics)
+        let deployments = deployments(config, &metrics)?;
+        Prepared::load_counted(config, metrics, deployments)
             .await?
             .bind(config, admin, inherited)
             .await

@@ -1,9 +1,11 @@
 //! Helpers of the `wasmgate` command that are not on the request path:
 //! building the guest workspace ([`handler_build`], also compiled by the
-//! tests' build script) and a development certificate ([`devcert`]).
+//! tests' build script), a development certificate ([`devcert`]), and the
+//! operator's deployment and signing commands ([`ops`]).
 //!
-//! May use: nothing else of the crate (the command line calls these and
-//! [`crate::start`]).
+//! May use: `devcert` and `handler_build` nothing else of the crate; `ops`
+//! the config, the admin client and signing. Only `main` imports these.
 
 pub mod devcert;
 pub mod handler_build;
+pub mod ops;

@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use bytesize::ByteSize;
 
+mod deploy;
 mod tls;
 
 use super::raw;
 use super::{
     AccessLog, Config, DEFAULT_ADMIN, DEFAULT_GRACE_PERIOD, DEFAULT_HANDLERS_DIR,
     DEFAULT_MAX_INSTANCES, DEFAULT_PREWARM, DEFAULT_STREAM_KEEP_ALIVE,
-    DEFAULT_TLS_HANDSHAKE_TIMEOUT, EnvGrant, GatewaySettings, HandlerConfig, HandlerLimits,
+    DEFAULT_TLS_HANDSHAKE_TIMEOUT, EnvGrant, GatewaySettings, HandlerConfig, HandlerDeploy, HandlerLimits,
     HandlerName, HandlerWorld, HttpsRedirect, IpNet, ListenerConfig, ListenerLimits, OutboundRule,
     ProblemList, RouteConfig, RoutePath, SlowConsumer, StreamLimits,
 };
@@ -43,7 +44,8 @@ impl<'a> Checker<'a> {
     pub(super) fn check(mut self, path: &Path, raw: raw::RawConfig) -> Config {
         let gateway = self.gateway(raw.gateway);
         let listeners = self.listeners(raw.listener);
-        let handlers = self.handlers(&gateway, raw.handler);
+        let deploy = self.deploy(raw.deploy);
+        let (handlers, handler_deploy) = self.handlers(&gateway, raw.handler);
         let prewarmed = handlers
             .values()
             .map(|handler| handler.prewarm)
@@ -106,6 +108,8 @@ impl<'a> Checker<'a> {
             admin,
             admin_token,
             acme,
+            deploy,
+            handler_deploy,
         }
     }
 
@@ -559,10 +563,14 @@ impl<'a> Checker<'a> {
         &mut self,
         gateway: &GatewaySettings,
         raw: BTreeMap<String, raw::RawHandler>,
-    ) -> BTreeMap<HandlerName, HandlerConfig> {
+    ) -> (
+        BTreeMap<HandlerName, HandlerConfig>,
+        BTreeMap<HandlerName, HandlerDeploy>,
+    ) {
         let handlers_dir = &gateway.handlers_dir;
         let mut handlers = BTreeMap::new();
-        for (name, handler) in raw {
+        let mut deploys = BTreeMap::new();
+        for (name, mut handler) in raw {
             let key = format!("handler.{name}");
             let Some(handler_name) = HandlerName::parse(&name) else {
                 self.problems.push(
@@ -575,6 +583,13 @@ impl<'a> Checker<'a> {
                 Some(path) => self.resolve(path),
                 None => handlers_dir.join(format!("{name}.wasm")),
             };
+            let deploy = self.handler_deploy(
+                &key,
+                handler.split.take(),
+                handler.rollout.take(),
+                handler.trusted_keys.take(),
+            );
+            deploys.insert(handler_name.clone(), deploy);
             let limits = self.limits(&format!("{key}.limits"), handler.limits, &gateway.limits);
             let env = match handler.env {
                 raw::RawEnv::Word(word) if word == "all" => EnvGrant::All,
@@ -690,7 +705,7 @@ impl<'a> Checker<'a> {
             };
             handlers.insert(handler_name, config);
         }
-        handlers
+        (handlers, deploys)
     }
 
     fn routes(

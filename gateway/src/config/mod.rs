@@ -9,6 +9,7 @@
 //! gateway behaves the same whatever its working directory.
 
 mod check;
+pub mod deploy;
 mod raw;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+pub use deploy::{DeploySettings, HandlerDeploy};
 
 /// A validated gateway configuration.
 #[derive(Debug, Clone)]
@@ -39,6 +42,10 @@ pub struct Config {
     /// `[acme]`: how certificates for the listeners' `tls.acme` names are
     /// obtained; `None` when the file has no such section.
     pub acme: Option<AcmeSettings>,
+    /// `[deploy]`: versions, audit trail, trusted keys.
+    pub deploy: DeploySettings,
+    /// Each configured handler's split and rollout policy.
+    pub handler_deploy: BTreeMap<HandlerName, HandlerDeploy>,
 }
 
 /// The `[acme]` section: one ACME account and where its certificates live.

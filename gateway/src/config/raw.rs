@@ -22,6 +22,53 @@ pub(super) struct RawConfig {
     pub(super) route: Vec<RawRoute>,
     pub(super) admin: Option<RawAdmin>,
     pub(super) acme: Option<RawAcme>,
+    pub(super) deploy: Option<RawDeploy>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawDeploy {
+    pub(super) state_dir: Option<PathBuf>,
+    pub(super) keep_versions: Option<usize>,
+    pub(super) audit_log: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) trusted_keys: Vec<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawSplit {
+    pub(super) sticky: Option<String>,
+    pub(super) pin_header: Option<String>,
+    pub(super) pin_cookie: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawRollout {
+    pub(super) strategy: Option<String>,
+    pub(super) steps: Option<Vec<RawShare>>,
+    pub(super) interval: Option<String>,
+    pub(super) max_failures: Option<u32>,
+    pub(super) min_requests: Option<u64>,
+    pub(super) max_error_rate: Option<RawShare>,
+    pub(super) max_p99: Option<String>,
+    pub(super) smoke: Option<String>,
+    pub(super) keep_warm: Option<String>,
+}
+
+/// A percentage written as a number (`10`) or a string (`"2.5%"`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawShare {
+    Number(f64),
+    Text(String),
+}
+
+impl RawShare {
+    pub(super) fn text(&self) -> String {
+        match self {
+            Self::Number(number) => number.to_string(),
+            Self::Text(text) => text.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,6 +169,9 @@ pub(super) struct RawHandler {
     pub(super) limits: RawLimits,
     pub(super) world: Option<String>,
     pub(super) stream: Option<RawStream>,
+    pub(super) split: Option<RawSplit>,
+    pub(super) rollout: Option<RawRollout>,
+    pub(super) trusted_keys: Option<Vec<PathBuf>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

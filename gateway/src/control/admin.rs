@@ -45,7 +45,9 @@ use tokio::sync::Semaphore;
 use crate::app::App;
 use crate::config::HandlerName;
 use crate::control::metrics::Metrics;
+use crate::control::operations;
 use crate::control::reload::{Outcome, Reloader};
+use crate::control::rollout::Controller;
 use crate::control::token;
 
 /// What the admin endpoints answer from: the metrics from the first moment,
@@ -67,6 +69,7 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 struct Running {
     app: Arc<App>,
     reloader: Arc<Reloader>,
+    controller: Arc<Controller>,
 }
 
 impl AdminState {
@@ -81,9 +84,13 @@ impl AdminState {
     }
 
     /// The gateway is loaded and its public listeners are bound.
-    pub fn started(&self, app: Arc<App>, reloader: Arc<Reloader>) {
+    pub fn started(&self, app: Arc<App>, reloader: Arc<Reloader>, controller: Arc<Controller>) {
         // Only the start-up path calls this, once.
-        let _ = self.running.set(Running { app, reloader });
+        let _ = self.running.set(Running {
+            app,
+            reloader,
+            controller,
+        });
     }
 }
 
@@ -108,7 +115,8 @@ pub async fn serve(socket: TcpListener, state: Arc<AdminState>) {
         let state = Arc::clone(&state);
         tokio::spawn(async move {
             let local = stream.local_addr().ok();
-            let service = service_fn(move |request| respond(Arc::clone(&state), local, request));
+            let service =
+                service_fn(move |request| respond(Arc::clone(&state), local, peer, request));
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
@@ -126,9 +134,11 @@ const STARTING: &str = "starting: loading components";
 async fn respond(
     state: Arc<AdminState>,
     local: Option<std::net::SocketAddr>,
+    peer: std::net::SocketAddr,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let guarded = matches!(request.uri().path(), "/status" | "/reload");
+    let operation = operations::is_operation(request.uri().path());
+    let guarded = operation || matches!(request.uri().path(), "/status" | "/reload");
     if guarded && let Err((status, reason)) = operator_only(&state, local, &request) {
         return Ok(json(status, &serde_json::json!({ "error": reason })));
     }
@@ -139,6 +149,13 @@ async fn respond(
             serde_json::json!({ "status": "not ready", "reasons": [STARTING] }),
         )
     };
+    if operation {
+        let (status, body) = match running {
+            None => starting(),
+            Some(up) => operations::answer(&up.app, &up.controller, peer, request).await,
+        };
+        return Ok(json(status, &body));
+    }
     let (status, body) = match (request.method(), request.uri().path()) {
         (&Method::GET, "/metrics") => {
             let mut response = Response::new(Full::new(Bytes::from(state.metrics.render())));
@@ -155,7 +172,7 @@ async fn respond(
         }
         (&Method::POST, "/reload") => match running {
             None => starting(),
-            Some(up) => match up.reloader.reload("admin API").await {
+            Some(up) => match up.reloader.reload(&format!("admin API from {peer}")).await {
                 Outcome::Published(generation) => (
                     StatusCode::OK,
                     serde_json::json!({ "generation": generation }),
@@ -315,6 +332,34 @@ fn status(app: &App) -> serde_json::Value {
         .into_iter()
         .map(|name| {
             let handler = snapshot.handler(name);
+            let versions: Vec<serde_json::Value> = snapshot
+                .handlers
+                .get(name)
+                .map(|deployed| {
+                    deployed
+                        .versions
+                        .iter()
+                        .map(|version| {
+                            serde_json::json!({
+                                "name": &*version.name,
+                                "sha256": version.handler.hash().as_str(),
+                                "weight_percent": f64::from(version.weight) / 100.0,
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let rollout = app.deployments.candidate(name).map(|candidate| {
+                serde_json::json!({
+                    "strategy": candidate.strategy.label(),
+                    "version": candidate.sha256,
+                    "name": &*candidate.name,
+                    "step": candidate.step + 1,
+                    "weight_percent": f64::from(candidate.weight) / 100.0,
+                    "failed_checks": candidate.failures,
+                    "started_by": candidate.actor,
+                })
+            });
             serde_json::json!({
                 "name": name.as_str(),
                 "loaded": handler.is_some(),
@@ -323,6 +368,8 @@ fn status(app: &App) -> serde_json::Value {
                     humantime::format_rfc3339_millis(handler.loaded_at()).to_string()
                 }),
                 "last_error": snapshot.load_errors.get(name),
+                "versions": versions,
+                "rollout": rollout,
             })
         })
         .collect();
@@ -340,19 +387,36 @@ pub async fn request_reload(
     addr: std::net::SocketAddr,
     token: Option<&str>,
 ) -> anyhow::Result<(StatusCode, serde_json::Value)> {
+    request(addr, token, Method::POST, "/reload", Bytes::new()).await
+}
+
+/// Sends `method path` with `body` to the admin listener at `addr`, with
+/// the bearer `token` when there is one; returns the status and the JSON
+/// body it answered.
+pub async fn request(
+    addr: std::net::SocketAddr,
+    token: Option<&str>,
+    method: Method,
+    path: &str,
+    body: Bytes,
+) -> anyhow::Result<(StatusCode, serde_json::Value)> {
     use anyhow::Context as _;
-    use http_body_util::{BodyExt as _, Empty};
+    use http_body_util::BodyExt as _;
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .with_context(|| format!("connecting to the admin listener on {addr}"))?;
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);
-    let mut request = Request::post("/reload").header(header::HOST, addr.to_string());
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::HOST, addr.to_string())
+        .header(header::CONTENT_TYPE, "application/wasm");
     if let Some(token) = token {
         request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
     }
-    let request = request.body(Empty::<Bytes>::new())?;
+    let request = request.body(Full::new(body))?;
     let response = sender.send_request(request).await?;
     let status = response.status();
     let body = response.into_body().collect().await?.to_bytes();

@@ -13,16 +13,21 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 
+use crate::config::deploy::{FULL, SplitPolicy};
 use crate::config::{
-    Config, GatewaySettings, HandlerConfig, HandlerName, Problem, ProblemList, Problems,
+    Config, GatewaySettings, HandlerConfig, HandlerDeploy, HandlerName, Problem, ProblemList,
+    Problems,
 };
-use crate::control::metrics::Metrics;
+use crate::control::metrics::{Metrics, VersionSeries};
 use crate::control::token;
+use crate::control::versions::{self, HandlerPlan, Plan, Planned, Role};
+use crate::deploy::signing::PublicKey;
+use crate::deploy::{Deployments, Entry, split};
 use crate::edge::acme::AcmeState;
 use crate::edge::tls;
 use crate::guest::{
-    self, CompileCache, ComponentFile, GuestEngine, Handler, LoadError, Loaded, Origin,
-    OutboundClient, Services,
+    CompileCache, ComponentFile, GuestEngine, Handler, LoadError, Loaded, Origin, OutboundClient,
+    Services,
 };
 use crate::http::router::Router;
 
@@ -34,8 +39,8 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     /// Host and path → route.
     pub router: Router,
-    /// Loaded handlers by name.
-    pub handlers: HashMap<HandlerName, Arc<Handler>>,
+    /// Loaded handlers by name, each with the versions serving it.
+    pub handlers: HashMap<HandlerName, Arc<Deployed>>,
     /// TLS configuration per listener (by config index); `None` for plain listeners.
     pub tls: Vec<Option<Arc<ServerConfig>>>,
     /// Why a handler's last load failed, until one succeeds.
@@ -46,9 +51,57 @@ pub struct Snapshot {
 pub type Live = ArcSwap<Snapshot>;
 
 impl Snapshot {
-    /// The handler called `name`, if loaded.
+    /// The stable version of the handler called `name`, if loaded.
     pub fn handler(&self, name: &HandlerName) -> Option<&Arc<Handler>> {
-        self.handlers.get(name)
+        self.handlers.get(name).map(|deployed| deployed.stable())
+    }
+}
+
+/// The versions serving one handler, and how requests are split among them.
+pub struct Deployed {
+    /// Stable first; then the candidate and the previous version, if any.
+    pub versions: Vec<Version>,
+    /// Stickiness and pin rules.
+    pub split: SplitPolicy,
+}
+
+/// One version serving a handler.
+pub struct Version {
+    /// `stable`, `previous`, or the candidate's name.
+    pub name: Arc<str>,
+    /// The loaded component.
+    pub handler: Arc<Handler>,
+    /// Its share of the traffic, in basis points.
+    pub weight: u32,
+    /// Its request series (judged during a canary).
+    pub series: VersionSeries,
+}
+
+impl Deployed {
+    /// The stable version.
+    pub fn stable(&self) -> &Arc<Handler> {
+        &self.versions[0].handler
+    }
+
+    /// The version `name`, if it serves now.
+    pub fn named(&self, name: &str) -> Option<&Version> {
+        self.versions.iter().find(|version| &*version.name == name)
+    }
+
+    /// The version that serves a request with `headers` from `client`, and
+    /// a cookie to set when the split is cookie-sticky and the client had none.
+    pub fn place(
+        &self,
+        headers: &http::HeaderMap,
+        client: std::net::IpAddr,
+    ) -> (&Version, Option<http::HeaderValue>) {
+        if self.versions.len() == 1 {
+            return (&self.versions[0], None);
+        }
+        let names: Vec<&str> = self.versions.iter().map(|v| &*v.name).collect();
+        let weights: Vec<u32> = self.versions.iter().map(|v| v.weight).collect();
+        let placement = split::place(&self.split, &names, &weights, headers, client);
+        (&self.versions[placement.index], placement.set_cookie)
     }
 }
 
@@ -67,6 +120,10 @@ pub struct Loader<'a> {
     client: &'a Arc<OutboundClient>,
     /// Certificates obtained through ACME, consulted by the TLS configurations.
     acme: &'a Arc<AcmeState>,
+    /// Versions, candidates and the audit trail.
+    deployments: &'a Arc<Deployments>,
+    /// Who asked for this build, for the audit trail.
+    actor: String,
 }
 
 impl<'a> Loader<'a> {
@@ -80,6 +137,7 @@ impl<'a> Loader<'a> {
         metrics: &'a Metrics,
         client: &'a Arc<OutboundClient>,
         acme: &'a Arc<AcmeState>,
+        deployments: &'a Arc<Deployments>,
     ) -> Self {
         Self {
             engine,
@@ -88,7 +146,17 @@ impl<'a> Loader<'a> {
             dotenv: dotenv(config_file),
             client,
             acme,
+            deployments,
+            actor: "start-up".into(),
         }
+    }
+
+    /// Names who asked for the build (the file watcher, SIGHUP, the admin
+    /// API and its client, the rollout controller) in the audit trail.
+    #[must_use]
+    pub fn acting_for(mut self, actor: &str) -> Self {
+        actor.clone_into(&mut self.actor);
+        self
     }
 }
 
@@ -125,6 +193,9 @@ pub struct Rebuilt {
     pub problems: Vec<Problem>,
     /// How the handlers were obtained.
     pub counts: Counts,
+    /// New files whose handlers roll new versions out gradually: the
+    /// rollout controller takes them from here.
+    pub arrivals: Vec<(HandlerName, String)>,
 }
 
 /// How a build obtained its handlers.
@@ -160,16 +231,6 @@ pub async fn rebuild(
     assemble(loader, config, Some(previous)).await
 }
 
-/// What to do with one handler.
-enum Plan {
-    /// Same file, same settings: reuse the running handler.
-    Carry(Arc<Handler>),
-    /// A new or changed component, ready to start.
-    Start(Loaded),
-    /// The file failed; keep the previous version (if any) and report.
-    Failed(LoadError),
-}
-
 async fn assemble(
     loader: &Loader<'_>,
     config: Config,
@@ -182,62 +243,43 @@ async fn assemble(
     } else {
         Vec::new()
     };
-    let wanted: Vec<(HandlerName, HandlerConfig)> = config
+    let wanted: Vec<Wanted> = config
         .handlers
         .iter()
         .map(|(name, handler)| (name.clone(), handler.clone()))
         .chain(automatic.iter().cloned())
+        .map(|(name, handler)| Wanted {
+            policy: config.handler_deploy.get(&name).cloned().unwrap_or_default(),
+            name,
+            config: handler,
+        })
         .collect();
     let unconfigured: HashSet<HandlerName> =
         automatic.iter().map(|(name, _)| name.clone()).collect();
-    let running: HashMap<HandlerName, Arc<Handler>> = previous
+    let running: HashMap<HandlerName, Arc<Deployed>> = previous
         .map(|snapshot| snapshot.handlers.clone())
         .unwrap_or_default();
+    let keys = trusted_keys(&config, &mut problems);
     let mut handlers = HashMap::new();
     let mut load_errors = HashMap::new();
-    for (name, handler_config, plan) in plan(loader, wanted, &running).await {
-        let started = match plan {
-            Plan::Carry(running) => {
-                counts.carried += 1;
-                if let Some(error) = previous.and_then(|snapshot| snapshot.load_errors.get(&name)) {
-                    load_errors.insert(name.clone(), error.clone());
-                }
-                Ok(running)
-            }
-            Plan::Start(loaded) => {
-                let previous = running.get(&name).map(Arc::as_ref);
-                start(
-                    loader,
-                    &name,
-                    &handler_config,
-                    loaded,
-                    previous,
-                    &mut counts,
-                )
-                .await
-            }
-            Plan::Failed(error) => Err(error),
+    let mut arrivals = Vec::new();
+    for (wanted, planned) in plan(loader, wanted, &running, keys).await {
+        let name = wanted.name.clone();
+        let running_stable = running.get(&name).map(|deployed| Arc::clone(deployed.stable()));
+        if let Some(sha) = planned.arrival.clone() {
+            arrivals.push((name.clone(), sha));
+        }
+        let mut settle = Settle {
+            loader,
+            wanted: &wanted,
+            previous,
+            counts: &mut counts,
+            problems: &mut problems,
+            load_errors: &mut load_errors,
+            unconfigured: unconfigured.contains(&name),
         };
-        let handler = match started {
-            Ok(handler) => Some(handler),
-            Err(error) => {
-                loader
-                    .metrics
-                    .swaps
-                    .with_label_values(&[name.as_str(), "failed"])
-                    .inc();
-                load_errors.insert(name.clone(), error.to_string());
-                let failure = Failure {
-                    name: &name,
-                    path: &handler_config.path,
-                    error,
-                    unconfigured: unconfigured.contains(&name),
-                };
-                failure.settle(running.get(&name), &mut problems, &mut counts)
-            }
-        };
-        if let Some(handler) = handler {
-            handlers.insert(name, handler);
+        if let Some(deployed) = settle.versions(planned, running_stable).await {
+            handlers.insert(name, Arc::new(deployed));
         }
     }
 
@@ -265,7 +307,8 @@ async fn assemble(
     if let Some(cache) = loader.cache.filter(|_| counts.compiled > 0) {
         let in_use: HashSet<_> = handlers
             .values()
-            .map(|handler| handler.hash().clone())
+            .flat_map(|deployed| deployed.versions.iter())
+            .map(|version| version.handler.hash().clone())
             .collect();
         cache.prune(&in_use);
     }
@@ -281,7 +324,281 @@ async fn assemble(
         },
         problems: problems.into_problems(),
         counts,
+        arrivals,
     })
+}
+
+/// One handler to build: its name, settings and deployment policy.
+struct Wanted {
+    name: HandlerName,
+    config: HandlerConfig,
+    policy: HandlerDeploy,
+}
+
+/// The keys each handler trusts: its own `trusted_keys`, else the
+/// gateway's; `None` where no signature is needed.
+#[derive(Clone)]
+struct Trust {
+    gateway: Option<Arc<[PublicKey]>>,
+    handlers: HashMap<HandlerName, Option<Arc<[PublicKey]>>>,
+}
+
+impl Trust {
+    fn of(&self, name: &HandlerName) -> Option<Arc<[PublicKey]>> {
+        self.handlers
+            .get(name)
+            .unwrap_or(&self.gateway)
+            .clone()
+    }
+}
+
+/// Reads the trusted key files. An unreadable one is a problem and trusts
+/// nothing (a handler that asked for signatures never runs unsigned code).
+fn trusted_keys(config: &Config, problems: &mut ProblemList) -> Trust {
+    let mut read = |key: String, paths: &[PathBuf]| -> Option<Arc<[PublicKey]>> {
+        if paths.is_empty() {
+            return None;
+        }
+        let keys: Vec<PublicKey> = paths
+            .iter()
+            .enumerate()
+            .filter_map(|(index, path)| {
+                PublicKey::read(path)
+                    .inspect_err(|reason| problems.push(format!("{key}[{index}]"), reason.clone()))
+                    .ok()
+            })
+            .collect();
+        Some(Arc::from(keys))
+    };
+    let gateway = read(
+        "deploy.trusted_keys".into(),
+        &config.deploy.trusted_keys,
+    );
+    let mut handlers = HashMap::new();
+    for (name, policy) in &config.handler_deploy {
+        if let Some(paths) = &policy.trusted_keys {
+            handlers.insert(name.clone(), read(format!("handler.{name}.trusted_keys"), paths));
+        }
+    }
+    Trust { gateway, handlers }
+}
+
+/// What one handler's planned versions became.
+struct Settle<'a, 'b> {
+    loader: &'a Loader<'b>,
+    wanted: &'a Wanted,
+    previous: Option<&'a Snapshot>,
+    counts: &'a mut Counts,
+    problems: &'a mut ProblemList,
+    load_errors: &'a mut HashMap<HandlerName, String>,
+    unconfigured: bool,
+}
+
+impl Settle<'_, '_> {
+    /// Starts the planned versions, writes back what changed (history,
+    /// candidate), and returns what serves the handler, if anything does.
+    async fn versions(
+        &mut self,
+        planned: HandlerPlan,
+        running_stable: Option<Arc<Handler>>,
+    ) -> Option<Deployed> {
+        let name = &self.wanted.name;
+        let deployments = self.loader.deployments;
+        let mut versions: Vec<Version> = Vec::new();
+        let mut stable_carried = false;
+        for version in planned.versions {
+            let Planned {
+                role,
+                sha256,
+                plan,
+                keep,
+                signed_by,
+            } = version;
+            if matches!(role, Role::Stable) {
+                stable_carried = matches!(plan, Plan::Carry(_));
+            }
+            let started = match plan {
+                Plan::Carry(running) => {
+                    self.counts.carried += 1;
+                    Ok(running)
+                }
+                Plan::Start(loaded) => {
+                    start(
+                        self.loader,
+                        name,
+                        &self.wanted.config,
+                        loaded,
+                        running_stable.as_deref(),
+                        self.counts,
+                    )
+                    .await
+                }
+                Plan::Failed(error) => Err(error),
+            };
+            let short = sha256.as_deref().map_or("-", |sha| &sha[..12.min(sha.len())]);
+            match (role, started) {
+                (Role::Stable, Ok(handler)) => {
+                    if planned.swap && !stable_carried {
+                        self.swapped(&handler, keep, signed_by).await;
+                    }
+                    versions.push(self.version("stable", handler, 0));
+                }
+                (Role::Stable, Err(error)) => {
+                    self.refused(short, "stable", &error);
+                    let failure = Failure {
+                        name,
+                        path: &self.wanted.config.path,
+                        error,
+                        unconfigured: self.unconfigured,
+                    };
+                    let kept = failure.settle(running_stable.as_ref(), self.problems, self.counts);
+                    match kept {
+                        Some(handler) => versions.push(self.version("stable", handler, 0)),
+                        None => return None,
+                    }
+                }
+                (Role::Candidate(candidate), Ok(handler)) => {
+                    let label = Arc::clone(&candidate.name);
+                    versions.push(self.version(&label, handler, candidate.weight));
+                }
+                (Role::Candidate(candidate), Err(error)) => {
+                    self.refused(short, &candidate.name, &error);
+                    self.problems.push(
+                        format!("handler.{name}"),
+                        format!(
+                            "version {short} ({}) cannot be loaded: {error}; its rollout is stopped",
+                            candidate.name
+                        ),
+                    );
+                    if deployments
+                        .update_candidate(name, candidate.id, |_| {})
+                        .is_some()
+                    {
+                        deployments.set_candidate(name, None);
+                    }
+                }
+                (Role::Previous, Ok(handler)) => {
+                    versions.push(self.version("previous", handler, 0));
+                }
+                (Role::Previous, Err(error)) => {
+                    tracing::warn!(
+                        handler = name.as_str(),
+                        version = short,
+                        "the previous version cannot be kept warm: {error}"
+                    );
+                }
+            }
+        }
+        let given: u32 = versions.iter().skip(1).map(|version| version.weight).sum();
+        versions[0].weight = FULL.saturating_sub(given);
+        // Carried over unchanged: an earlier failure stays reported until
+        // a new version loads.
+        if let Some(error) = self
+            .previous
+            .and_then(|snapshot| snapshot.load_errors.get(name))
+            .filter(|_| stable_carried && !self.load_errors.contains_key(name))
+        {
+            self.load_errors.insert(name.clone(), error.clone());
+        }
+        Some(Deployed {
+            versions,
+            split: self.wanted.policy.split.clone(),
+        })
+    }
+
+    fn version(&self, label: &str, handler: Arc<Handler>, weight: u32) -> Version {
+        let series = self
+            .loader
+            .metrics
+            .version(self.wanted.name.as_str(), &handler.hash().to_string());
+        Version {
+            name: Arc::from(label),
+            handler,
+            weight,
+            series,
+        }
+    }
+
+    /// A new file took over at once: it joins the history as stable.
+    async fn swapped(
+        &mut self,
+        handler: &Arc<Handler>,
+        keep: Option<ComponentFile>,
+        signed_by: Option<String>,
+    ) {
+        let name = self.wanted.name.clone();
+        let deployments = Arc::clone(self.loader.deployments);
+        let sha = handler.hash().as_str().to_string();
+        let stored = {
+            let (name, sha) = (name.clone(), sha.clone());
+            let deployments = Arc::clone(&deployments);
+            tokio::task::spawn_blocking(move || {
+                if let Some(file) = keep {
+                    deployments
+                        .store
+                        .put(&name, &sha, file.bytes(), "file", signed_by)?;
+                }
+                Ok::<_, String>(deployments.store.update(&name, |history| {
+                    if history.stable.as_ref() != Some(&sha) {
+                        history.previous = history.stable.take();
+                    }
+                    history.stable = Some(sha.clone());
+                    history.file = Some(sha.clone());
+                }))
+            })
+            .await
+        };
+        let previous = match stored {
+            Ok(Ok(history)) => history.previous,
+            Ok(Err(error)) => {
+                tracing::error!(handler = name.as_str(), "cannot keep the version: {error}");
+                None
+            }
+            Err(join) => {
+                tracing::error!(handler = name.as_str(), "keeping the version failed: {join}");
+                None
+            }
+        };
+        let event = if previous.is_some() { "swapped" } else { "loaded" };
+        deployments.audit.record(
+            Entry::new(event, &self.loader.actor)
+                .with("handler", name.as_str())
+                .with("version", sha)
+                .with("from", previous)
+                .with("outcome", "serving"),
+        );
+    }
+
+    /// Counts, records and reports a version that cannot serve.
+    fn refused(&mut self, short: &str, role: &str, error: &LoadError) {
+        let name = self.wanted.name.as_str();
+        self.loader
+            .metrics
+            .swaps
+            .with_label_values(&[name, "failed"])
+            .inc();
+        let event = match error {
+            LoadError::Signature(refused) => {
+                self.loader
+                    .metrics
+                    .signature_refused
+                    .with_label_values(&[name, refused.label()])
+                    .inc();
+                "signature_refused"
+            }
+            _ => "refused",
+        };
+        self.load_errors
+            .insert(self.wanted.name.clone(), error.to_string());
+        self.loader.deployments.audit.record(
+            Entry::new(event, &self.loader.actor)
+                .with("handler", name)
+                .with("version", short)
+                .with("role", role)
+                .with("outcome", "refused")
+                .with("reason", error.to_string()),
+        );
+    }
 }
 
 /// Starts a freshly loaded handler (instantiating it once and warming its pool).
@@ -383,42 +700,45 @@ impl Failure<'_> {
     }
 }
 
-/// Reads every wanted file and compiles the changed ones, on a blocking
-/// thread (compilation is CPU-bound and would stall an async worker).
+/// Reads every wanted file and compiles the changed versions, on a
+/// blocking thread (compilation is CPU-bound and would stall an async worker).
 async fn plan(
     loader: &Loader<'_>,
-    wanted: Vec<(HandlerName, HandlerConfig)>,
-    running: &HashMap<HandlerName, Arc<Handler>>,
-) -> Vec<(HandlerName, HandlerConfig, Plan)> {
+    wanted: Vec<Wanted>,
+    running: &HashMap<HandlerName, Arc<Deployed>>,
+    keys: Trust,
+) -> Vec<(Wanted, HandlerPlan)> {
     let engine = Arc::clone(loader.engine);
     let cache = loader.cache.cloned();
+    let deployments = Arc::clone(loader.deployments);
     let running = running.clone();
-    let names: Vec<_> = wanted
+    let shapes: Vec<Wanted> = wanted
         .iter()
-        .map(|(name, config)| (name.clone(), config.clone()))
+        .map(|w| Wanted {
+            name: w.name.clone(),
+            config: w.config.clone(),
+            policy: w.policy.clone(),
+        })
         .collect();
     let planned = tokio::task::spawn_blocking(move || {
+        let cx = versions::Context {
+            engine: &engine,
+            cache: cache.as_deref(),
+            deployments: &deployments,
+        };
         wanted
             .into_iter()
-            .map(|(name, handler_config)| {
-                let plan = match ComponentFile::read(&handler_config.path) {
-                    Err(error) => Plan::Failed(error),
-                    Ok(file) => match running.get(&name) {
-                        Some(old) if old.is_same(&handler_config, &file.hash) => {
-                            Plan::Carry(Arc::clone(old))
-                        }
-                        _ => match guest::component::load(
-                            &engine,
-                            cache.as_deref(),
-                            &file,
-                            handler_config.world,
-                        ) {
-                            Ok(loaded) => Plan::Start(loaded),
-                            Err(error) => Plan::Failed(error),
-                        },
-                    },
-                };
-                (name, handler_config, plan)
+            .map(|wanted| {
+                let trusted = keys.of(&wanted.name);
+                let planned = versions::plan_handler(
+                    &cx,
+                    &wanted.name,
+                    &wanted.config,
+                    &wanted.policy,
+                    trusted.as_deref(),
+                    running.get(&wanted.name).map(Arc::as_ref),
+                );
+                (wanted, planned)
             })
             .collect()
     });
@@ -437,17 +757,67 @@ async fn plan(
             humantime::format_duration(LOAD_LIMIT)
         ),
     };
-    names
+    shapes
         .into_iter()
-        .map(|(name, config)| {
-            let error = LoadError::Compile(failure.clone());
-            (name, config, Plan::Failed(error))
+        .map(|wanted| {
+            let failed = Planned {
+                role: Role::Stable,
+                sha256: None,
+                plan: Plan::Failed(LoadError::Compile(failure.clone())),
+                keep: None,
+                signed_by: None,
+            };
+            let plan = HandlerPlan {
+                versions: vec![failed],
+                swap: false,
+                arrival: None,
+            };
+            (wanted, plan)
         })
         .collect()
 }
 
 /// How long reading and compiling one build's components may take.
 const LOAD_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Keeps the per-version series to the versions serving in `after`: drops
+/// those of versions that stopped serving, sets every serving one's share.
+pub fn record_versions(metrics: &Metrics, before: Option<&Snapshot>, after: &Snapshot) {
+    let serving = |snapshot: &Snapshot| -> HashSet<(HandlerName, String, Arc<str>)> {
+        snapshot
+            .handlers
+            .iter()
+            .flat_map(|(name, deployed)| {
+                deployed.versions.iter().map(move |version| {
+                    let short = version.handler.hash().to_string();
+                    (name.clone(), short, Arc::clone(&version.name))
+                })
+            })
+            .collect()
+    };
+    let now = serving(after);
+    if let Some(before) = before {
+        for (name, short, label) in serving(before).difference(&now) {
+            let still = now.iter().any(|(n, s, _)| n == name && s == short);
+            if still {
+                let _ = metrics
+                    .rollout_weight
+                    .remove_label_values(&[name.as_str(), short, label]);
+            } else {
+                metrics.forget_version(name.as_str(), short, label);
+            }
+        }
+    }
+    for (name, deployed) in &after.handlers {
+        for version in &deployed.versions {
+            let short = version.handler.hash().to_string();
+            metrics
+                .rollout_weight
+                .with_label_values(&[name.as_str(), &short, &version.name])
+                .set(f64::from(version.weight) / 100.0);
+        }
+    }
+}
 
 /// Unconfigured `<name>.wasm` files in `dir`, with default settings.
 fn discover(
@@ -545,7 +915,19 @@ mod tests {
         let client = Arc::new(OutboundClient::new());
         let acme = Arc::new(AcmeState::default());
         let config = routes_only();
-        let loader = Loader::new(&config.source, &engine, None, &metrics, &client, &acme);
+        let deployments = Arc::new(Deployments::new(
+            crate::deploy::VersionStore::open(None, 10).expect("in memory"),
+            crate::deploy::Audit::none(),
+        ));
+        let loader = Loader::new(
+            &config.source,
+            &engine,
+            None,
+            &metrics,
+            &client,
+            &acme,
+            &deployments,
+        );
         let first = build(&loader, config.clone())
             .await
             .expect("first generation");

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use http::Method;
 use prometheus::{
-    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry,
 };
 
@@ -62,6 +62,25 @@ pub struct Metrics {
     pub acme_orders: IntCounterVec,
     /// When each ACME-managed certificate expires (Unix seconds), by domain.
     pub certificate_expiry: IntGaugeVec,
+    /// Requests by handler, version (short hash, serving versions only)
+    /// and outcome (ok, error = 5xx): what a canary is judged on.
+    pub version_requests: IntCounterVec,
+    /// Time to the response head, by handler and version.
+    pub version_duration: HistogramVec,
+    /// Each serving version's share of its handler's traffic, in percent.
+    pub rollout_weight: GaugeVec,
+    /// The step a canary is on (1-based; 0: no canary), by handler.
+    pub rollout_step: IntGaugeVec,
+    /// Canary checks that failed, by handler.
+    pub rollout_failed_checks: IntCounterVec,
+    /// Rollouts pulled back (automatically or by an operator), by handler.
+    pub rollout_rollbacks: IntCounterVec,
+    /// Candidates promoted to stable, by handler.
+    pub rollout_promotions: IntCounterVec,
+    /// Components refused for their signature, by handler and reason.
+    pub signature_refused: IntCounterVec,
+    /// Audit log lines that could not be written.
+    pub audit_write_failures: IntCounter,
 }
 
 impl Metrics {
@@ -180,8 +199,90 @@ impl Metrics {
                 "When the certificate served for a domain through ACME expires (Unix time).",
                 &["domain"],
             )?,
+            version_requests: counter(
+                "wasmgate_version_requests_total",
+                "Requests by handler, serving version (short hash) and outcome (ok, error = 5xx).",
+                &["handler", "version", "outcome"],
+            )?,
+            version_duration: histogram(
+                "wasmgate_version_request_duration_seconds",
+                "Time to the response head, by handler and serving version.",
+                &["handler", "version"],
+                LATENCY_BUCKETS,
+            )?,
+            rollout_weight: {
+                let gauge = GaugeVec::new(
+                    Opts::new(
+                        "wasmgate_rollout_weight_percent",
+                        "Share of a handler's traffic each serving version gets.",
+                    ),
+                    &["handler", "version", "name"],
+                )?;
+                registry.register(Box::new(gauge.clone()))?;
+                gauge
+            },
+            rollout_step: gauge(
+                "wasmgate_rollout_step",
+                "The step a canary is on (1-based); 0 when none is rolling out.",
+                &["handler"],
+            )?,
+            rollout_failed_checks: counter(
+                "wasmgate_rollout_failed_checks_total",
+                "Canary checks that failed.",
+                &["handler"],
+            )?,
+            rollout_rollbacks: counter(
+                "wasmgate_rollout_rollbacks_total",
+                "Rollouts pulled back, automatically or by an operator.",
+                &["handler"],
+            )?,
+            rollout_promotions: counter(
+                "wasmgate_rollout_promotions_total",
+                "Candidates promoted to stable.",
+                &["handler"],
+            )?,
+            signature_refused: counter(
+                "wasmgate_signature_refused_total",
+                "Components refused for their signature: unsigned, untrusted_key, bad_signature, malformed.",
+                &["handler", "reason"],
+            )?,
+            audit_write_failures: {
+                let counter = IntCounter::new(
+                    "wasmgate_audit_write_failures_total",
+                    "Audit log lines that could not be written.",
+                )?;
+                registry.register(Box::new(counter.clone()))?;
+                counter
+            },
             registry,
         })
+    }
+
+    /// The request series of `version` (a short hash) of `handler`.
+    pub fn version(&self, handler: &str, version: &str) -> VersionSeries {
+        VersionSeries {
+            ok: self
+                .version_requests
+                .with_label_values(&[handler, version, "ok"]),
+            error: self
+                .version_requests
+                .with_label_values(&[handler, version, "error"]),
+            duration: self.version_duration.with_label_values(&[handler, version]),
+        }
+    }
+
+    /// Drops a version's series once it no longer serves (labels stay
+    /// bounded by the versions serving).
+    pub fn forget_version(&self, handler: &str, version: &str, name: &str) {
+        for outcome in ["ok", "error"] {
+            let _ = self
+                .version_requests
+                .remove_label_values(&[handler, version, outcome]);
+        }
+        let _ = self.version_duration.remove_label_values(&[handler, version]);
+        let _ = self
+            .rollout_weight
+            .remove_label_values(&[handler, version, name]);
     }
 
     /// Everything registered, in Prometheus' text format.
@@ -228,6 +329,29 @@ impl Metrics {
         self.request_duration
             .with_label_values(&[route, handler])
             .observe(elapsed.as_secs_f64());
+    }
+}
+
+/// One serving version's request series, resolved once.
+#[derive(Clone)]
+pub struct VersionSeries {
+    /// Answered below 500.
+    pub ok: IntCounter,
+    /// Answered 5xx (traps, timeouts and refusals included).
+    pub error: IntCounter,
+    /// Time to the response head.
+    pub duration: Histogram,
+}
+
+impl VersionSeries {
+    /// Counts one answered request.
+    pub fn observe(&self, status: u16, elapsed: Duration) {
+        if status >= 500 {
+            self.error.inc();
+        } else {
+            self.ok.inc();
+        }
+        self.duration.observe(elapsed.as_secs_f64());
     }
 }
 

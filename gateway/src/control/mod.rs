@@ -19,5 +19,8 @@ pub mod admin;
 pub mod drain;
 pub mod live;
 pub mod metrics;
+pub mod operations;
 pub mod reload;
+pub mod rollout;
 pub mod token;
+pub mod versions;

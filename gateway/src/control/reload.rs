@@ -17,6 +17,7 @@ use tokio::sync::{Mutex, mpsc};
 use crate::app::App;
 use crate::config::Config;
 use crate::control::live::{self, Loader};
+use crate::deploy::{Arrival, Entry};
 
 /// Quiet time after the last file event before reloading. Only complete
 /// files raise events (see [`is_complete_change`]), so this only has to
@@ -65,7 +66,7 @@ impl Reloader {
     }
 
     /// Re-reads the configuration and every component, then publishes the
-    /// result. `cause` names what asked for it, for the log.
+    /// result. `cause` names what asked for it, for the log and the audit trail.
     pub async fn reload(&self, cause: &str) -> Outcome {
         let _one_at_a_time = self.running.lock().await;
         if self.app.drain.is_draining() {
@@ -73,17 +74,42 @@ impl Reloader {
             return Outcome::Draining;
         }
         tracing::info!(%cause, "reloading");
-        let mut config = match Config::load(&self.config_path) {
-            Ok(config) => config,
+        let outcome = match Config::load(&self.config_path) {
+            Ok(config) => self.publish(config, cause).await,
             Err(invalid) => {
                 for problem in &invalid.problems.0 {
                     tracing::error!(%cause, "reload rejected: {problem}");
                 }
-                return Outcome::Rejected(
-                    invalid.problems.0.iter().map(ToString::to_string).collect(),
-                );
+                Outcome::Rejected(invalid.problems.0.iter().map(ToString::to_string).collect())
             }
         };
+        let entry = Entry::new("config_reloaded", cause);
+        self.app.deployments.audit.record(match &outcome {
+            Outcome::Published(generation) => entry
+                .with("outcome", "published")
+                .with("generation", *generation),
+            Outcome::Rejected(problems) => entry
+                .with("outcome", "rejected")
+                .with("reason", problems.join("; ")),
+            Outcome::Draining => entry.with("outcome", "draining"),
+        });
+        outcome
+    }
+
+    /// Rebuilds from the configuration already live (not the file, which
+    /// may be half-edited): what a rollout step publishes after changing a
+    /// handler's versions or weights. Unchanged versions are carried over.
+    pub async fn republish(&self, cause: &str) -> Outcome {
+        let _one_at_a_time = self.running.lock().await;
+        if self.app.drain.is_draining() {
+            return Outcome::Draining;
+        }
+        let config = Config::clone(&self.app.live.load().config);
+        self.publish(config, cause).await
+    }
+
+    /// Builds the generation after the live one from `config` and publishes it.
+    async fn publish(&self, mut config: Config, cause: &str) -> Outcome {
         let previous = self.app.live.load_full();
         keep_running_listeners(&mut config, &previous.config);
         let app = &self.app;
@@ -94,7 +120,9 @@ impl Reloader {
             &app.metrics,
             &app.outbound,
             &app.acme,
-        );
+            &app.deployments,
+        )
+        .acting_for(cause);
         let rebuilt = match live::rebuild(&loader, config, &previous).await {
             Ok(rebuilt) => rebuilt,
             Err(problems) => {
@@ -108,9 +136,18 @@ impl Reloader {
             tracing::error!(%cause, "{problem}");
         }
         let generation = rebuilt.snapshot.generation;
-        self.app.live.store(Arc::new(rebuilt.snapshot));
+        let next = Arc::new(rebuilt.snapshot);
+        self.app.live.store(Arc::clone(&next));
+        live::record_versions(&self.app.metrics, Some(&previous), &next);
         // New names, a new CA, or an operator asking to retry a failed order.
         self.app.acme.wake();
+        for (handler, sha256) in rebuilt.arrivals {
+            self.app.deployments.announce(Arrival {
+                handler,
+                sha256,
+                actor: cause.to_string(),
+            });
+        }
         let counts = rebuilt.counts;
         tracing::info!(
             %cause,

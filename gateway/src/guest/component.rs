@@ -53,6 +53,12 @@ pub enum LoadError {
     /// the handler's limit).
     #[error("the component cannot be instantiated: {0}")]
     Instantiate(String),
+    /// Trusted keys are configured and the file's signature does not pass.
+    #[error("refused: {0}")]
+    Signature(#[from] crate::deploy::signing::VerifyError),
+    /// A stored version is missing, or its bytes no longer match its hash.
+    #[error("stored version {0}")]
+    Stored(String),
 }
 
 /// A component ready to be instantiated per request.
@@ -139,6 +145,20 @@ impl ComponentFile {
         }
         let hash = ContentHash::of(&bytes);
         Ok(Self { bytes, hash })
+    }
+
+    /// A component received whole (an upload), under the same size cap.
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, LoadError> {
+        if bytes.len() as u64 > MAX_COMPONENT_SIZE {
+            return Err(LoadError::TooLarge(bytes.len() as u64));
+        }
+        let hash = ContentHash::of(&bytes);
+        Ok(Self { bytes, hash })
+    }
+
+    /// The file's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
     }
 }
 

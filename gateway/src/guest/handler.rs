@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
-use hyper::body::Incoming;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio_util::task::AbortOnDropHandle;
 use wasmtime::component::Resource;
@@ -189,10 +188,11 @@ impl Handler {
         })
     }
 
-    /// Whether this handler is exactly what `config` and a file with content
-    /// `hash` would make, so a reload can keep it instead of rebuilding it.
-    pub fn is_same(&self, config: &HandlerConfig, hash: &ContentHash) -> bool {
-        self.config == *config && self.hash == *hash
+    /// Whether this handler is exactly what `config` and a file whose
+    /// SHA-256 is `sha256` would make, so a reload can keep it instead of
+    /// rebuilding it.
+    pub fn is_same(&self, config: &HandlerConfig, sha256: &str) -> bool {
+        self.config == *config && self.hash.as_str() == sha256
     }
 
     /// When this version started serving.
@@ -206,14 +206,20 @@ impl Handler {
     }
 
     /// Serves `request` on a fresh instance. `route` names the route in logs.
-    pub async fn serve(
+    /// The body is a client's (`Incoming`) or the gateway's own (a smoke
+    /// check's empty one).
+    pub async fn serve<B>(
         &self,
-        request: Request<Incoming>,
+        request: Request<B>,
         scheme: Scheme,
         route: &Arc<str>,
         hub: &Arc<Hub>,
         body_timeout: Duration,
-    ) -> Result<Response<ResponseBody>, GatewayError> {
+    ) -> Result<Response<ResponseBody>, GatewayError>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
         let Kind::Http(pool) = &self.kind else {
             return Err(GatewayError::UpgradeRequired);
         };

@@ -27,8 +27,8 @@ pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
 /// (`HTTP-request-body-size`, `connection-read-timeout`) and `tripped` fires
 /// with the reason, so the request can be answered 413 or 408 if the guest
 /// has not answered yet.
-pub struct CappedBody {
-    inner: hyper::body::Incoming,
+pub struct CappedBody<B = hyper::body::Incoming> {
+    inner: B,
     remaining: u64,
     limit: u64,
     idle: Duration,
@@ -50,11 +50,11 @@ pub enum Tripped {
     Stalled,
 }
 
-impl CappedBody {
+impl<B> CappedBody<B> {
     /// Caps `inner` at `limit` bytes and `idle` between chunks; `tripped`
     /// fires when either is passed.
     pub fn new(
-        inner: hyper::body::Incoming,
+        inner: B,
         limit: u64,
         idle: Duration,
         tripped: tokio::sync::oneshot::Sender<Tripped>,
@@ -87,7 +87,11 @@ impl CappedBody {
     }
 }
 
-impl http_body::Body for CappedBody {
+impl<B> http_body::Body for CappedBody<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
     type Data = Bytes;
     type Error = wasmtime_wasi_http::Error;
 

@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use crate::app::App;
 use crate::config::ListenerLimits;
 use crate::control::live::Snapshot;
+use crate::control::metrics::VersionSeries;
 use crate::guest::Scheme;
 use crate::http::access::{Access, Pending};
 use crate::http::body::ResponseBody;
@@ -58,12 +59,12 @@ pub async fn handle(
         _ => None,
     };
     let redirect = listener.and_then(|listener| listener.redirect);
-    let (mut response, route, handler) = match (challenge, redirect) {
-        (Some(answer), _) => (answer, Arc::from("-"), Arc::from("-")),
+    let (mut response, route, handler, series) = match (challenge, redirect) {
+        (Some(answer), _) => (answer, Arc::from("-"), Arc::from("-"), None),
         (None, Some(redirect)) => {
             let response =
                 front_door::https_redirect(redirect, host, connection.local, request.uri());
-            (response, Arc::from("-"), Arc::from("-"))
+            (response, Arc::from("-"), Arc::from("-"), None)
         }
         (None, None) => {
             let mut request = request;
@@ -84,40 +85,51 @@ pub async fn handle(
         front_door::add_hsts(&mut response, hsts);
     }
     let status = response.status().as_u16();
-    app.metrics
-        .request(&route, &handler, &method, status, started.elapsed());
+    let elapsed = started.elapsed();
+    app.metrics.request(&route, &handler, &method, status, elapsed);
+    if let Some(series) = series {
+        series.observe(status, elapsed);
+    }
     Ok(response.map(|body| pending.respond(status, route, handler, body)))
 }
 
 /// Routes and serves `request` from `snapshot`; returns the response with
-/// the route and handler that served it (`-` when none).
+/// the route and handler that served it (`-` when none), and the series of
+/// the version that did.
 async fn dispatch(
     app: &Arc<App>,
     snapshot: &Snapshot,
     connection: &Arc<ConnectionInfo>,
     host: Option<&str>,
     mut request: Request<Incoming>,
-) -> (Response<ResponseBody>, Arc<str>, Arc<str>) {
+) -> (
+    Response<ResponseBody>,
+    Arc<str>,
+    Arc<str>,
+    Option<VersionSeries>,
+) {
     let none = || Arc::<str>::from("-");
     let Some(route) = snapshot.router.route(host, request.uri().path()) else {
         tracing::debug!(path = request.uri().path(), host, "no route");
-        return (rescue(&GatewayError::NoRoute), none(), none());
+        return (rescue(&GatewayError::NoRoute), none(), none(), None);
     };
     let route_id = Arc::clone(&route.id);
     let handler_name: Arc<str> = Arc::from(route.handler.as_str());
-    let Some(handler) = snapshot.handler(&route.handler) else {
+    let Some(deployed) = snapshot.handlers.get(&route.handler) else {
         // Its component has never loaded (the reason was logged at load time).
         let error = GatewayError::HandlerUnavailable(route.handler.to_string());
         tracing::debug!(route = &*route.id, "{error}");
-        return (rescue(&error), route_id, handler_name);
+        return (rescue(&error), route_id, handler_name, None);
     };
+    let (version, set_cookie) = deployed.place(request.headers(), connection.peer.ip());
+    let handler = &version.handler;
     if host.is_none() {
         // wasi:http requires an authority; an HTTP/1.0 request may have none.
         if let Ok(value) = HeaderValue::from_str(&connection.local.to_string()) {
             request.headers_mut().insert(header::HOST, value);
         }
     }
-    let response = if handler.is_websocket() {
+    let mut response = if handler.is_websocket() {
         crate::http::upgrade::websocket(app, handler, &route.id, request, connection.begin()).await
     } else if handler.is_sse() {
         crate::http::upgrade::sse(app, handler, &route.id, request).await
@@ -153,7 +165,10 @@ async fn dispatch(
             }
         }
     };
-    (response, route_id, handler_name)
+    if let Some(cookie) = set_cookie {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    (response, route_id, handler_name, Some(version.series.clone()))
 }
 
 /// The request's host, lowercase and without port: from the URI (HTTP/2's
