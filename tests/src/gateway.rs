@@ -37,6 +37,9 @@ pub fn run_cli(args: &[&str], cwd: &Path) -> Output {
     Command::new(wasmgate_bin())
         .args(args)
         .current_dir(cwd)
+        // Versions and the audit trail default to the XDG state directory:
+        // keep each test's beside it, never in the user's home.
+        .env("XDG_STATE_HOME", cwd.join("state"))
         .output()
         .expect("wasmgate runs")
 }
@@ -198,6 +201,9 @@ impl TestGateway {
             .args(["serve", "--config"])
             .arg(&config_path)
             .env("WASMGATE_LOG", "info,wasmgate=debug")
+            // Versions and the audit trail default to the XDG state
+            // directory: each gateway keeps its own in its test directory.
+            .env("XDG_STATE_HOME", dir.path().join("state"))
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -343,6 +349,16 @@ impl TestGateway {
             .status()
             .expect("kill runs");
         assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Stops the gateway (SIGTERM, then its drain) and hands back its
+    /// directory, state and all, for a restart in it.
+    pub fn stop_keeping_dir(mut self) -> tempfile::TempDir {
+        self.signal("TERM");
+        let status = self.wait_exit(Duration::from_secs(30));
+        assert!(status.success(), "the gateway stopped with {status}");
+        let placeholder = tempfile::tempdir().expect("temp dir");
+        std::mem::replace(&mut self.dir, placeholder)
     }
 
     /// Waits up to `timeout` for the gateway to exit.

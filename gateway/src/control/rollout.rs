@@ -155,18 +155,14 @@ impl Controller {
             )));
         }
         let name: Arc<str> = Arc::from(name.as_deref().unwrap_or("canary"));
+        let size = file.bytes().len() as u64;
         let deployments = Arc::clone(&self.app.deployments);
         {
             let (handler, sha) = (handler.clone(), sha.clone());
-            let source = source.to_string();
-            tokio::task::spawn_blocking(move || {
-                deployments
-                    .store
-                    .put(&handler, &sha, file.bytes(), &source, None)
-            })
-            .await
-            .map_err(|join| Refusal::Failed(join.to_string()))?
-            .map_err(Refusal::Failed)?;
+            tokio::task::spawn_blocking(move || deployments.store.stage(&handler, &sha, file.bytes()))
+                .await
+                .map_err(|join| Refusal::Failed(join.to_string()))?
+                .map_err(Refusal::Failed)?;
         }
         let (strategy, weight) = match &order {
             Order::Canary(plan) => (Strategy::Canary(plan.clone()), 0),
@@ -203,6 +199,7 @@ impl Controller {
             .and_then(|deployed| deployed.named(&name))
             .is_some_and(|version| version.handler.hash().as_str() == sha);
         if !serving {
+            self.app.deployments.store.discard(&handler, &sha);
             let reason = snapshot
                 .load_errors
                 .get(&handler)
@@ -217,6 +214,7 @@ impl Controller {
             );
             return Err(Refusal::Failed(reason));
         }
+        self.app.deployments.store.record(&handler, &sha, size, source);
         self.audit(
             Entry::new("rollout_started", &actor)
                 .with("handler", handler.as_str())

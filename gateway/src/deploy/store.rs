@@ -132,6 +132,31 @@ impl VersionStore {
         history.clone()
     }
 
+    /// Writes `bytes` as component `sha256` of `handler` (once), so it can
+    /// be loaded from here, without recording it as served yet.
+    pub fn stage(&self, handler: &HandlerName, sha256: &str, bytes: &[u8]) -> Result<(), String> {
+        if let Some(dir) = self.handler_dir(handler) {
+            private_dir(&dir)?;
+            let path = dir.join(format!("{sha256}.wasm"));
+            if !path.is_file() {
+                write_whole(&path, bytes)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a staged component that never served.
+    pub fn discard(&self, handler: &HandlerName, sha256: &str) {
+        let served = self
+            .history(handler)
+            .versions
+            .iter()
+            .any(|version| version.sha256 == sha256);
+        if let (false, Some(dir)) = (served, self.handler_dir(handler)) {
+            let _ = std::fs::remove_file(dir.join(format!("{sha256}.wasm")));
+        }
+    }
+
     /// Keeps `bytes` as a version of `handler` (once per hash) and records
     /// how it arrived.
     pub fn put(
@@ -142,13 +167,24 @@ impl VersionStore {
         source: &str,
         signed_by: Option<String>,
     ) -> Result<(), String> {
-        if let Some(dir) = self.handler_dir(handler) {
-            private_dir(&dir)?;
-            let path = dir.join(format!("{sha256}.wasm"));
-            if !path.is_file() {
-                write_whole(&path, bytes)?;
-            }
-        }
+        self.stage(handler, sha256, bytes)?;
+        self.record_signed(handler, sha256, bytes.len() as u64, source, signed_by);
+        Ok(())
+    }
+
+    /// Records staged component `sha256` as a version `handler` serves.
+    pub fn record(&self, handler: &HandlerName, sha256: &str, size: u64, source: &str) {
+        self.record_signed(handler, sha256, size, source, None);
+    }
+
+    fn record_signed(
+        &self,
+        handler: &HandlerName,
+        sha256: &str,
+        size: u64,
+        source: &str,
+        signed_by: Option<String>,
+    ) {
         self.update(handler, |history| {
             if !history.versions.iter().any(|v| v.sha256 == sha256) {
                 history.versions.push(VersionRecord {
@@ -156,12 +192,11 @@ impl VersionStore {
                     arrived: humantime::format_rfc3339_millis(std::time::SystemTime::now())
                         .to_string(),
                     source: source.to_string(),
-                    size: bytes.len() as u64,
+                    size,
                     signed_by,
                 });
             }
         });
-        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<HandlerName, History>> {
@@ -288,7 +323,7 @@ mod tests {
         assert!(kept.contains(&first.as_str()));
         assert!(reopened.component(&api, &first).is_some());
         assert!(reopened.component(&api, &format!("{:064}", 1)).is_none(), "pruned");
-        assert_eq!(history.find(&first[..8]).map(|v| v.size), Ok(1));
+        assert_eq!(history.find(&first).map(|v| v.size), Ok(1));
         assert!(history.find("00").is_err(), "too short");
     }
 
