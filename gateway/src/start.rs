@@ -16,11 +16,11 @@ use crate::control::metrics::Metrics;
 use crate::control::reload::Reloader;
 use crate::control::rollout::Controller;
 use crate::control::{admin, live, reload};
+use crate::deploy::{Audit, Deployments, VersionStore};
 use crate::edge::activation::Activated;
 use crate::edge::handover::{Inherited, SocketKey};
 use crate::edge::listener::Bound;
 use crate::edge::{acme, handover, listener};
-use crate::deploy::{Audit, Deployments, VersionStore};
 use crate::guest::{CompileCache, GuestEngine, OutboundClient};
 
 /// Why the gateway could not start.
@@ -51,7 +51,8 @@ impl Prepared {
     /// Nothing is written: versions and the audit trail stay in memory.
     pub async fn load(config: &Config) -> Result<Self, StartError> {
         let deployments = Arc::new(Deployments::new(
-            VersionStore::open(None, config.deploy.keep_versions).map_err(|reason| StartError::Runtime(anyhow::anyhow!(reason)))?,
+            VersionStore::open(None, config.deploy.keep_versions)
+                .map_err(|reason| StartError::Runtime(anyhow::anyhow!(reason)))?,
             Audit::none(),
         ));
         Self::load_counted(config, new_metrics()?, deployments).await
@@ -286,8 +287,11 @@ pub async fn file_problems(config: &Config) -> Vec<Problem> {
 /// The version store and audit log `[deploy]` names, opened (and created).
 fn deployments(config: &Config, metrics: &Metrics) -> Result<Arc<Deployments>, StartError> {
     let mut problems = ProblemList::new(&config.source);
-    let store = VersionStore::open(config.deploy.state_dir.as_deref(), config.deploy.keep_versions)
-        .inspect_err(|reason| problems.push("deploy.state_dir", reason.clone()));
+    let store = VersionStore::open(
+        config.deploy.state_dir.as_deref(),
+        config.deploy.keep_versions,
+    )
+    .inspect_err(|reason| problems.push("deploy.state_dir", reason.clone()));
     let audit = Audit::open(
         config.deploy.audit_log.as_deref(),
         metrics.audit_write_failures.clone(),

@@ -61,7 +61,12 @@ fn start(policy: &str, first: &Path, env: &[(&str, &str)]) -> TestGateway {
 }
 
 /// Calls the admin API.
-async fn admin(gateway: &TestGateway, method: &str, path: &str, body: Vec<u8>) -> (StatusCode, Value) {
+async fn admin(
+    gateway: &TestGateway,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> (StatusCode, Value) {
     let mut client = Client::http1(gateway.admin()).await;
     let request = client
         .request(method, path)
@@ -182,7 +187,10 @@ fn audit(gateway: &TestGateway) -> Vec<Value> {
 }
 
 fn events(lines: &[Value]) -> Vec<&str> {
-    lines.iter().filter_map(|line| line["event"].as_str()).collect()
+    lines
+        .iter()
+        .filter_map(|line| line["event"].as_str())
+        .collect()
 }
 
 async fn versions_served(gateway: &TestGateway, requests: usize, headers: &[(&str, &str)]) -> Seen {
@@ -193,7 +201,10 @@ async fn versions_served(gateway: &TestGateway, requests: usize, headers: &[(&st
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let reply = client.send(request.body(client::empty()).expect("valid")).await.expect("reply");
+        let reply = client
+            .send(request.body(client::empty()).expect("valid"))
+            .await
+            .expect("reply");
         seen.count(reply.status, &reply.text());
     }
     seen
@@ -201,7 +212,8 @@ async fn versions_served(gateway: &TestGateway, requests: usize, headers: &[(&st
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_split_serves_its_weight_keeps_users_sticky_and_obeys_pins() {
-    let policy = r#"split = { sticky = "cookie", pin_header = "x-variant", pin_cookie = "variant" }"#;
+    let policy =
+        r#"split = { sticky = "cookie", pin_header = "x-variant", pin_cookie = "variant" }"#;
     let gateway = start(policy, &fixture("version-v1"), &[]);
     let answer = deploy(&gateway, "version-v2", "strategy=split&weight=10&name=b").await;
     assert_eq!(answer["strategy"], "split");
@@ -232,14 +244,23 @@ async fn a_split_serves_its_weight_keeps_users_sticky_and_obeys_pins() {
         assert_eq!(seen.failed + seen.other, 0, "{seen:?}");
     }
     assert_eq!(total, 10_000);
-    assert!((800..=1_200).contains(&v2), "{v2} of 10000 from the 10% version");
+    assert!(
+        (800..=1_200).contains(&v2),
+        "{v2} of 10000 from the 10% version"
+    );
     assert_eq!(cookies, 10_000, "every cookieless request gets its bucket");
 
     // Sticky: a client keeps its version across 100 requests.
     let mut client = Client::http1(gateway.http()).await;
     for _ in 0..20 {
         let first = client.get("/version").await;
-        let cookie = first.headers["set-cookie"].to_str().expect("ascii").split(';').next().expect("pair").to_string();
+        let cookie = first.headers["set-cookie"]
+            .to_str()
+            .expect("ascii")
+            .split(';')
+            .next()
+            .expect("pair")
+            .to_string();
         let kept = versions_served(&gateway, 100, &[("cookie", &cookie)]).await;
         let expected = first.text();
         let same = if expected == "v2\n" { kept.v2 } else { kept.v1 };
@@ -264,12 +285,29 @@ async fn a_split_serves_its_weight_keeps_users_sticky_and_obeys_pins() {
         .as_array()
         .expect("versions")
         .iter()
-        .map(|v| (v["name"].as_str().expect("name").to_string(), v["weight_percent"].as_f64().expect("weight")))
+        .map(|v| {
+            (
+                v["name"].as_str().expect("name").to_string(),
+                v["weight_percent"].as_f64().expect("weight"),
+            )
+        })
         .collect();
-    assert_eq!(shares, vec![("stable".to_string(), 90.0), ("b".to_string(), 10.0)]);
+    assert_eq!(
+        shares,
+        vec![("stable".to_string(), 90.0), ("b".to_string(), 10.0)]
+    );
     let series = r#"wasmgate_rollout_weight_percent{handler="version",name="b","#;
-    let scrape = Client::http1(gateway.admin()).await.get("/metrics").await.text();
-    assert!(scrape.lines().any(|line| line.starts_with(series) && line.ends_with(" 10")), "{scrape}");
+    let scrape = Client::http1(gateway.admin())
+        .await
+        .get("/metrics")
+        .await
+        .text();
+    assert!(
+        scrape
+            .lines()
+            .any(|line| line.starts_with(series) && line.ends_with(" 10")),
+        "{scrape}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,7 +324,10 @@ async fn a_bad_canary_from_a_file_drop_is_rolled_back_by_the_gateway() {
     let seen = load.stop().await;
     // Two failed checks a second apart, then out at once: within
     // interval x max_failures + 1 s.
-    assert!(elapsed < Duration::from_secs(3), "rolled back after {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "rolled back after {elapsed:?}"
+    );
     // At 10% of the traffic, the canary can fail at most 10% of requests
     // (a third of its share: about 3%).
     assert!(seen.failed > 0, "the canary got no traffic: {seen:?}");
@@ -297,18 +338,50 @@ async fn a_bad_canary_from_a_file_drop_is_rolled_back_by_the_gateway() {
     let after = versions_served(&gateway, 200, &[]).await;
     assert_eq!(after.v1, 200, "stable serves everything again: {after:?}");
     let handler = rollout_over(&gateway, Duration::from_secs(5)).await;
-    assert_eq!(handler["versions"].as_array().map(Vec::len), Some(1), "{handler}");
-    assert_eq!(metric(&gateway, r#"wasmgate_rollout_rollbacks_total{handler="version"}"#).await, 1.0);
-    assert!(metric(&gateway, r#"wasmgate_rollout_failed_checks_total{handler="version"}"#).await >= 2.0);
+    assert_eq!(
+        handler["versions"].as_array().map(Vec::len),
+        Some(1),
+        "{handler}"
+    );
+    assert_eq!(
+        metric(
+            &gateway,
+            r#"wasmgate_rollout_rollbacks_total{handler="version"}"#
+        )
+        .await,
+        1.0
+    );
+    assert!(
+        metric(
+            &gateway,
+            r#"wasmgate_rollout_failed_checks_total{handler="version"}"#
+        )
+        .await
+            >= 2.0
+    );
 
     let lines = audit(&gateway);
     let events = events(&lines);
-    for expected in ["loaded", "rollout_started", "rollout_step", "rollout_check_failed", "rolled_back"] {
+    for expected in [
+        "loaded",
+        "rollout_started",
+        "rollout_step",
+        "rollout_check_failed",
+        "rolled_back",
+    ] {
         assert!(events.contains(&expected), "{expected} missing: {events:?}");
     }
-    let rolled_back = lines.iter().find(|line| line["event"] == "rolled_back").expect("line");
+    let rolled_back = lines
+        .iter()
+        .find(|line| line["event"] == "rolled_back")
+        .expect("line");
     assert_eq!(rolled_back["actor"], "rollout controller");
-    assert!(rolled_back["reason"].as_str().is_some_and(|r| r.contains("failed checks")), "{rolled_back}");
+    assert!(
+        rolled_back["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("failed checks")),
+        "{rolled_back}"
+    );
     assert!(rolled_back["time"].as_str().is_some());
 
     // The same file stays out: a reload does not start it again.
@@ -322,7 +395,12 @@ async fn a_bad_canary_from_a_file_drop_is_rolled_back_by_the_gateway() {
 async fn a_good_canary_is_promoted_step_by_step_without_a_failed_request() {
     let gateway = start("", &fixture("version-v1"), &[]);
     let load = Load::start(&gateway, 4);
-    let answer = deploy(&gateway, "version-v2", "strategy=canary&steps=20,50&interval=500ms&min_requests=5").await;
+    let answer = deploy(
+        &gateway,
+        "version-v2",
+        "strategy=canary&steps=20,50&interval=500ms&min_requests=5",
+    )
+    .await;
     assert_eq!(answer["strategy"], "canary");
     let running = status(&gateway).await;
     assert_eq!(running["rollout"]["strategy"], "canary", "{running}");
@@ -336,8 +414,18 @@ async fn a_good_canary_is_promoted_step_by_step_without_a_failed_request() {
     // The old version stays warm, at 0%, for a fast rollback.
     assert_eq!(versions[1]["name"], "previous", "{handler}");
     assert_eq!(versions_served(&gateway, 100, &[]).await.v2, 100);
-    assert_eq!(metric(&gateway, r#"wasmgate_rollout_promotions_total{handler="version"}"#).await, 1.0);
-    let events = events(&audit(&gateway)).into_iter().map(str::to_string).collect::<Vec<_>>();
+    assert_eq!(
+        metric(
+            &gateway,
+            r#"wasmgate_rollout_promotions_total{handler="version"}"#
+        )
+        .await,
+        1.0
+    );
+    let events = events(&audit(&gateway))
+        .into_iter()
+        .map(str::to_string)
+        .collect::<Vec<_>>();
     let steps = events.iter().filter(|e| *e == "rollout_step").count();
     assert_eq!(steps, 2, "{events:?}");
     assert!(events.contains(&"promoted".to_string()), "{events:?}");
@@ -347,7 +435,12 @@ async fn a_good_canary_is_promoted_step_by_step_without_a_failed_request() {
 async fn blue_green_switches_and_switches_back_under_load_and_a_failed_smoke_keeps_blue() {
     let gateway = start("", &fixture("version-v1"), &[]);
     let load = Load::start(&gateway, 4);
-    deploy(&gateway, "version-v2", "strategy=blue-green&smoke=/version&keep_warm=1m").await;
+    deploy(
+        &gateway,
+        "version-v2",
+        "strategy=blue-green&smoke=/version&keep_warm=1m",
+    )
+    .await;
     rollout_over(&gateway, Duration::from_secs(10)).await;
     assert_eq!(versions_served(&gateway, 50, &[]).await.v2, 50);
     let (code, back) = admin(&gateway, "POST", "/rollback/version", Vec::new()).await;
@@ -367,7 +460,12 @@ async fn blue_green_switches_and_switches_back_under_load_and_a_failed_smoke_kee
         .rev()
         .find(|line| line["event"] == "rolled_back")
         .expect("the failed smoke is in the audit log");
-    assert!(smoke["reason"].as_str().is_some_and(|r| r.contains("smoke check")), "{smoke}");
+    assert!(
+        smoke["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("smoke check")),
+        "{smoke}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -377,7 +475,10 @@ async fn only_signed_components_load_when_keys_are_trusted() {
     let keygen = run(&["keygen", "--out", "release"]);
     assert!(keygen.status.success(), "{keygen:?}");
     assert!(run(&["keygen", "--out", "other"]).status.success());
-    assert!(!run(&["keygen", "--out", "release"]).status.success(), "never overwrites a key");
+    assert!(
+        !run(&["keygen", "--out", "release"]).status.success(),
+        "never overwrites a key"
+    );
     let copy = |name: &str, to: &str| {
         let path = work.path().join(to);
         std::fs::copy(fixture(name), &path).expect("copy");
@@ -387,13 +488,26 @@ async fn only_signed_components_load_when_keys_are_trusted() {
     let v2 = copy("version-v2", "v2.wasm");
     let v2_other = copy("version-v2", "v2-other.wasm");
     let unsigned = copy("version-v2", "v2-unsigned.wasm");
-    for (file, key) in [(&v1, "release.key"), (&v2, "release.key"), (&v2_other, "other.key")] {
+    for (file, key) in [
+        (&v1, "release.key"),
+        (&v2, "release.key"),
+        (&v2_other, "other.key"),
+    ] {
         let signed = run(&["sign", file.to_str().expect("utf-8"), "--key", key]);
         assert!(signed.status.success(), "{signed:?}");
     }
     let verify = |file: &Path| {
-        let out = run(&["verify", file.to_str().expect("utf-8"), "--key", "release.pub"]);
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let out = run(&[
+            "verify",
+            file.to_str().expect("utf-8"),
+            "--key",
+            "release.pub",
+        ]);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         (out.status.success(), text)
     };
     let (ok, text) = verify(&v2);
@@ -403,7 +517,10 @@ async fn only_signed_components_load_when_keys_are_trusted() {
     let tampered_path = work.path().join("v2-tampered.wasm");
     std::fs::write(&tampered_path, &tampered).expect("write");
     let (ok, text) = verify(&tampered_path);
-    assert!(!ok && text.contains("does not match the contents (changed after signing)"), "{text}");
+    assert!(
+        !ok && text.contains("does not match the contents (changed after signing)"),
+        "{text}"
+    );
     let (ok, text) = verify(&v2_other);
     assert!(!ok && text.contains("which is not a trusted key"), "{text}");
     let (ok, text) = verify(&unsigned);
@@ -417,19 +534,31 @@ async fn only_signed_components_load_when_keys_are_trusted() {
     install(&handlers, &v1);
     let text = config(free_port(), policy).replace(
         "[[listener]]",
-        &format!("[deploy]\ntrusted_keys = [\"{}\"]\n\n[[listener]]", key.display()),
+        &format!(
+            "[deploy]\ntrusted_keys = [\"{}\"]\n\n[[listener]]",
+            key.display()
+        ),
     );
     let gateway = TestGateway::start_in(dir, &text);
     assert_eq!(versions_served(&gateway, 5, &[]).await.v1, 5);
     for (file, reason, label) in [
         (&unsigned, "not signed", "unsigned"),
         (&v2_other, "which is not a trusted key", "untrusted_key"),
-        (&tampered_path, "does not match the contents", "bad_signature"),
+        (
+            &tampered_path,
+            "does not match the contents",
+            "bad_signature",
+        ),
     ] {
         install(&handlers, file);
         gateway.wait_for_log(reason);
-        assert_eq!(versions_served(&gateway, 5, &[]).await.v1, 5, "{label}: the old version serves");
-        let series = format!(r#"wasmgate_signature_refused_total{{handler="version",reason="{label}"}}"#);
+        assert_eq!(
+            versions_served(&gateway, 5, &[]).await.v1,
+            5,
+            "{label}: the old version serves"
+        );
+        let series =
+            format!(r#"wasmgate_signature_refused_total{{handler="version",reason="{label}"}}"#);
         assert_eq!(metric(&gateway, &series).await, 1.0, "{label}");
     }
     install(&handlers, &v2);
@@ -445,9 +574,20 @@ async fn only_signed_components_load_when_keys_are_trusted() {
     assert_eq!(refused.len(), 3, "{refused:?}");
     // An upload is checked the same way.
     let bytes = std::fs::read(&unsigned).expect("read");
-    let (code, body) = admin(&gateway, "POST", "/deploy/version?strategy=immediate", bytes).await;
+    let (code, body) = admin(
+        &gateway,
+        "POST",
+        "/deploy/version?strategy=immediate",
+        bytes,
+    )
+    .await;
     assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    assert!(body["error"].as_str().is_some_and(|e| e.contains("not signed")), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not signed")),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -466,7 +606,15 @@ async fn a_restart_mid_canary_resumes_on_stable_and_the_cli_shows_versions() {
         run_cli(&all, gateway.dir())
     };
     let v2 = fixture("version-v2");
-    let deployed = cli(&["deploy", "version", v2.to_str().expect("utf-8"), "--canary", "50%", "--every", "1h"]);
+    let deployed = cli(&[
+        "deploy",
+        "version",
+        v2.to_str().expect("utf-8"),
+        "--canary",
+        "50%",
+        "--every",
+        "1h",
+    ]);
     assert!(deployed.status.success(), "{deployed:?}");
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -474,12 +622,19 @@ async fn a_restart_mid_canary_resumes_on_stable_and_the_cli_shows_versions() {
         if running["rollout"]["weight_percent"] == 50.0 {
             break;
         }
-        assert!(Instant::now() < deadline, "the canary never took 50%: {running}");
+        assert!(
+            Instant::now() < deadline,
+            "the canary never took 50%: {running}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let listed = cli(&["versions", "version"]);
     let listing: Value = serde_json::from_slice(&listed.stdout).expect("JSON");
-    assert_eq!(listing["versions"].as_array().map(Vec::len), Some(2), "{listing}");
+    assert_eq!(
+        listing["versions"].as_array().map(Vec::len),
+        Some(2),
+        "{listing}"
+    );
     assert_eq!(listing["versions"][0]["source"], "deploy");
     assert_eq!(listing["versions"][0]["serving_as"], "canary");
 
@@ -492,14 +647,32 @@ async fn a_restart_mid_canary_resumes_on_stable_and_the_cli_shows_versions() {
     assert!(events(&lines).contains(&"rollout_started"));
 
     // A rollback to a version in the history, by hash.
-    let sha = listing["versions"][0]["sha256"].as_str().expect("sha").to_string();
+    let sha = listing["versions"][0]["sha256"]
+        .as_str()
+        .expect("sha")
+        .to_string();
     let rolled = run_cli(
-        &["rollback", "version", "--to", &sha[..12], "--config", config_path.to_str().expect("utf-8")],
+        &[
+            "rollback",
+            "version",
+            "--to",
+            &sha[..12],
+            "--config",
+            config_path.to_str().expect("utf-8"),
+        ],
         gateway.dir(),
     );
     assert!(rolled.status.success(), "{rolled:?}");
     assert_eq!(versions_served(&gateway, 20, &[]).await.v2, 20);
-    let promoted = run_cli(&["promote", "version", "--config", config_path.to_str().expect("utf-8")], gateway.dir());
+    let promoted = run_cli(
+        &[
+            "promote",
+            "version",
+            "--config",
+            config_path.to_str().expect("utf-8"),
+        ],
+        gateway.dir(),
+    );
     assert!(!promoted.status.success(), "nothing to promote");
     assert!(String::from_utf8_lossy(&promoted.stderr).contains("no rollout to promote"));
 }

@@ -15,9 +15,9 @@ use super::raw;
 use super::{
     AccessLog, Config, DEFAULT_ADMIN, DEFAULT_GRACE_PERIOD, DEFAULT_HANDLERS_DIR,
     DEFAULT_MAX_INSTANCES, DEFAULT_PREWARM, DEFAULT_STREAM_KEEP_ALIVE,
-    DEFAULT_TLS_HANDSHAKE_TIMEOUT, EnvGrant, GatewaySettings, HandlerConfig, HandlerDeploy, HandlerLimits,
-    HandlerName, HandlerWorld, HttpsRedirect, IpNet, ListenerConfig, ListenerLimits, OutboundRule,
-    ProblemList, RouteConfig, RoutePath, SlowConsumer, StreamLimits,
+    DEFAULT_TLS_HANDSHAKE_TIMEOUT, EnvGrant, GatewaySettings, HandlerConfig, HandlerDeploy,
+    HandlerLimits, HandlerName, HandlerWorld, HttpsRedirect, IpNet, ListenerConfig, ListenerLimits,
+    OutboundRule, ProblemList, RouteConfig, RoutePath, SlowConsumer, StreamLimits,
 };
 
 pub(super) struct Checker<'a> {

@@ -157,7 +157,9 @@ pub fn check_steps(steps: &[u32]) -> Result<(), String> {
         return Err("give between 1 and 100 steps".into());
     }
     if steps.first().is_some_and(|first| *first == 0) || steps.last() >= Some(&FULL) {
-        return Err("each step is above 0% and below 100% (after the last, the canary is promoted)".into());
+        return Err(
+            "each step is above 0% and below 100% (after the last, the canary is promoted)".into(),
+        );
     }
     if steps.windows(2).any(|pair| pair[0] >= pair[1]) {
         return Err("steps must increase".into());
@@ -202,7 +204,10 @@ mod tests {
 
     #[test]
     fn steps_rise_strictly_below_all_traffic() {
-        assert_eq!(parse_steps(["10%", "25%", "50%"]), Ok(vec![1_000, 2_500, 5_000]));
+        assert_eq!(
+            parse_steps(["10%", "25%", "50%"]),
+            Ok(vec![1_000, 2_500, 5_000])
+        );
         assert!(parse_steps(["25", "10"]).is_err());
         assert!(parse_steps(["10", "10"]).is_err());
         assert!(parse_steps(["0", "10"]).is_err());

@@ -13,16 +13,17 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 
-use crate::config::deploy::{FULL, SplitPolicy};
+use crate::config::deploy::FULL;
 use crate::config::{
     Config, GatewaySettings, HandlerConfig, HandlerDeploy, HandlerName, Problem, ProblemList,
     Problems,
 };
-use crate::control::metrics::{Metrics, VersionSeries};
+use crate::control::metrics::Metrics;
 use crate::control::token;
 use crate::control::versions::{self, HandlerPlan, Plan, Planned, Role};
+pub use crate::control::versions::{Deployed, Version};
 use crate::deploy::signing::PublicKey;
-use crate::deploy::{Deployments, Entry, split};
+use crate::deploy::{Deployments, Entry};
 use crate::edge::acme::AcmeState;
 use crate::edge::tls;
 use crate::guest::{
@@ -54,54 +55,6 @@ impl Snapshot {
     /// The stable version of the handler called `name`, if loaded.
     pub fn handler(&self, name: &HandlerName) -> Option<&Arc<Handler>> {
         self.handlers.get(name).map(|deployed| deployed.stable())
-    }
-}
-
-/// The versions serving one handler, and how requests are split among them.
-pub struct Deployed {
-    /// Stable first; then the candidate and the previous version, if any.
-    pub versions: Vec<Version>,
-    /// Stickiness and pin rules.
-    pub split: SplitPolicy,
-}
-
-/// One version serving a handler.
-pub struct Version {
-    /// `stable`, `previous`, or the candidate's name.
-    pub name: Arc<str>,
-    /// The loaded component.
-    pub handler: Arc<Handler>,
-    /// Its share of the traffic, in basis points.
-    pub weight: u32,
-    /// Its request series (judged during a canary).
-    pub series: VersionSeries,
-}
-
-impl Deployed {
-    /// The stable version.
-    pub fn stable(&self) -> &Arc<Handler> {
-        &self.versions[0].handler
-    }
-
-    /// The version `name`, if it serves now.
-    pub fn named(&self, name: &str) -> Option<&Version> {
-        self.versions.iter().find(|version| &*version.name == name)
-    }
-
-    /// The version that serves a request with `headers` from `client`, and
-    /// a cookie to set when the split is cookie-sticky and the client had none.
-    pub fn place(
-        &self,
-        headers: &http::HeaderMap,
-        client: std::net::IpAddr,
-    ) -> (&Version, Option<http::HeaderValue>) {
-        if self.versions.len() == 1 {
-            return (&self.versions[0], None);
-        }
-        let names: Vec<&str> = self.versions.iter().map(|v| &*v.name).collect();
-        let weights: Vec<u32> = self.versions.iter().map(|v| v.weight).collect();
-        let placement = split::place(&self.split, &names, &weights, headers, client);
-        (&self.versions[placement.index], placement.set_cookie)
     }
 }
 
@@ -249,7 +202,11 @@ async fn assemble(
         .map(|(name, handler)| (name.clone(), handler.clone()))
         .chain(automatic.iter().cloned())
         .map(|(name, handler)| Wanted {
-            policy: config.handler_deploy.get(&name).cloned().unwrap_or_default(),
+            policy: config
+                .handler_deploy
+                .get(&name)
+                .cloned()
+                .unwrap_or_default(),
             name,
             config: handler,
         })
@@ -265,7 +222,9 @@ async fn assemble(
     let mut arrivals = Vec::new();
     for (wanted, planned) in plan(loader, wanted, &running, keys).await {
         let name = wanted.name.clone();
-        let running_stable = running.get(&name).map(|deployed| Arc::clone(deployed.stable()));
+        let running_stable = running
+            .get(&name)
+            .map(|deployed| Arc::clone(deployed.stable()));
         if let Some(sha) = planned.arrival.clone() {
             arrivals.push((name.clone(), sha));
         }
@@ -345,10 +304,7 @@ struct Trust {
 
 impl Trust {
     fn of(&self, name: &HandlerName) -> Option<Arc<[PublicKey]>> {
-        self.handlers
-            .get(name)
-            .unwrap_or(&self.gateway)
-            .clone()
+        self.handlers.get(name).unwrap_or(&self.gateway).clone()
     }
 }
 
@@ -370,14 +326,14 @@ fn trusted_keys(config: &Config, problems: &mut ProblemList) -> Trust {
             .collect();
         Some(Arc::from(keys))
     };
-    let gateway = read(
-        "deploy.trusted_keys".into(),
-        &config.deploy.trusted_keys,
-    );
+    let gateway = read("deploy.trusted_keys".into(), &config.deploy.trusted_keys);
     let mut handlers = HashMap::new();
     for (name, policy) in &config.handler_deploy {
         if let Some(paths) = &policy.trusted_keys {
-            handlers.insert(name.clone(), read(format!("handler.{name}.trusted_keys"), paths));
+            handlers.insert(
+                name.clone(),
+                read(format!("handler.{name}.trusted_keys"), paths),
+            );
         }
     }
     Trust { gateway, handlers }
@@ -435,7 +391,9 @@ impl Settle<'_, '_> {
                 }
                 Plan::Failed(error) => Err(error),
             };
-            let short = sha256.as_deref().map_or("-", |sha| &sha[..12.min(sha.len())]);
+            let short = sha256
+                .as_deref()
+                .map_or("-", |sha| &sha[..12.min(sha.len())]);
             match (role, started) {
                 (Role::Stable, Ok(handler)) => {
                     if planned.swap && !stable_carried {
@@ -555,11 +513,18 @@ impl Settle<'_, '_> {
                 None
             }
             Err(join) => {
-                tracing::error!(handler = name.as_str(), "keeping the version failed: {join}");
+                tracing::error!(
+                    handler = name.as_str(),
+                    "keeping the version failed: {join}"
+                );
                 None
             }
         };
-        let event = if previous.is_some() { "swapped" } else { "loaded" };
+        let event = if previous.is_some() {
+            "swapped"
+        } else {
+            "loaded"
+        };
         deployments.audit.record(
             Entry::new(event, &self.loader.actor)
                 .with("handler", name.as_str())

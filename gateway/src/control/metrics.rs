@@ -279,7 +279,9 @@ impl Metrics {
                 .version_requests
                 .remove_label_values(&[handler, version, outcome]);
         }
-        let _ = self.version_duration.remove_label_values(&[handler, version]);
+        let _ = self
+            .version_duration
+            .remove_label_values(&[handler, version]);
         let _ = self
             .rollout_weight
             .remove_label_values(&[handler, version, name]);

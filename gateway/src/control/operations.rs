@@ -60,7 +60,11 @@ pub async fn answer(
     let query: HashMap<String, String> = request
         .uri()
         .query()
-        .map(|query| form_urlencoded::parse(query.as_bytes()).into_owned().collect())
+        .map(|query| {
+            form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect()
+        })
         .unwrap_or_default();
     let actor = format!("admin API from {peer}");
     let method = request.method().clone();
@@ -89,9 +93,17 @@ pub async fn answer(
             controller.rollback(&handler, to, &actor).await
         }
         ("versions", _) => {
-            return (StatusCode::METHOD_NOT_ALLOWED, json!({ "error": "use GET" }));
+            return (
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({ "error": "use GET" }),
+            );
         }
-        _ => return (StatusCode::METHOD_NOT_ALLOWED, json!({ "error": "use POST" })),
+        _ => {
+            return (
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({ "error": "use POST" }),
+            );
+        }
     };
     match result {
         Ok(body) => (StatusCode::OK, body),
@@ -160,11 +172,14 @@ fn order(
         .get(handler)
         .map(|policy| policy.rollout.clone())
         .unwrap_or_default();
-    let strategy = query.get("strategy").map(String::as_str).unwrap_or(match &configured {
-        RolloutPolicy::Immediate => "immediate",
-        RolloutPolicy::Canary(_) => "canary",
-        RolloutPolicy::BlueGreen(_) => "blue-green",
-    });
+    let strategy = query
+        .get("strategy")
+        .map(String::as_str)
+        .unwrap_or(match &configured {
+            RolloutPolicy::Immediate => "immediate",
+            RolloutPolicy::Canary(_) => "canary",
+            RolloutPolicy::BlueGreen(_) => "blue-green",
+        });
     let order = match strategy {
         "immediate" => Order::Immediate,
         "split" => {
@@ -254,8 +269,12 @@ async fn upload(request: http::Request<Incoming>) -> Result<ComponentFile, (Stat
             json!({ "error": "send the component as the request body" }),
         ));
     }
-    ComponentFile::from_bytes(bytes.to_vec())
-        .map_err(|error| (StatusCode::PAYLOAD_TOO_LARGE, json!({ "error": error.to_string() })))
+    ComponentFile::from_bytes(bytes.to_vec()).map_err(|error| {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({ "error": error.to_string() }),
+        )
+    })
 }
 
 /// `handler`'s history: every version kept, which serve now and how much.

@@ -116,7 +116,9 @@ impl Controller {
         // Taken in: an unchanged file never starts this rollout again.
         let deployments = Arc::clone(&self.app.deployments);
         let _ = tokio::task::spawn_blocking(move || {
-            deployments.store.update(&handler, |history| history.file = Some(sha));
+            deployments
+                .store
+                .update(&handler, |history| history.file = Some(sha));
         })
         .await;
         let deploy = Deploy {
@@ -128,7 +130,10 @@ impl Controller {
             source: "file",
         };
         if let Err(refusal) = self.deploy(deploy).await {
-            tracing::error!(handler = arrival.handler.as_str(), "new file not rolled out: {refusal}");
+            tracing::error!(
+                handler = arrival.handler.as_str(),
+                "new file not rolled out: {refusal}"
+            );
         }
     }
 
@@ -159,10 +164,12 @@ impl Controller {
         let deployments = Arc::clone(&self.app.deployments);
         {
             let (handler, sha) = (handler.clone(), sha.clone());
-            tokio::task::spawn_blocking(move || deployments.store.stage(&handler, &sha, file.bytes()))
-                .await
-                .map_err(|join| Refusal::Failed(join.to_string()))?
-                .map_err(Refusal::Failed)?;
+            tokio::task::spawn_blocking(move || {
+                deployments.store.stage(&handler, &sha, file.bytes())
+            })
+            .await
+            .map_err(|join| Refusal::Failed(join.to_string()))?
+            .map_err(Refusal::Failed)?;
         }
         let (strategy, weight) = match &order {
             Order::Canary(plan) => (Strategy::Canary(plan.clone()), 0),
@@ -181,7 +188,10 @@ impl Controller {
             failures: 0,
             actor: actor.clone(),
         };
-        let replaced = self.app.deployments.set_candidate(&handler, Some(candidate));
+        let replaced = self
+            .app
+            .deployments
+            .set_candidate(&handler, Some(candidate));
         if let Some(replaced) = replaced {
             self.audit(
                 Entry::new("rolled_back", &actor)
@@ -214,7 +224,10 @@ impl Controller {
             );
             return Err(Refusal::Failed(reason));
         }
-        self.app.deployments.store.record(&handler, &sha, size, source);
+        self.app
+            .deployments
+            .store
+            .record(&handler, &sha, size, source);
         self.audit(
             Entry::new("rollout_started", &actor)
                 .with("handler", handler.as_str())
@@ -262,7 +275,9 @@ impl Controller {
         actor: &str,
     ) -> Result<serde_json::Value, Refusal> {
         let Some(candidate) = self.app.deployments.candidate(handler) else {
-            return Err(Refusal::Invalid(format!("{handler} has no rollout to promote")));
+            return Err(Refusal::Invalid(format!(
+                "{handler} has no rollout to promote"
+            )));
         };
         let keep_warm = match &candidate.strategy {
             Strategy::BlueGreen(plan) => plan.keep_warm,
@@ -304,9 +319,18 @@ impl Controller {
         };
         let from = history.stable.clone();
         if from.as_ref() == Some(&target) {
-            return Err(Refusal::Invalid(format!("{} is already stable", &target[..12])));
+            return Err(Refusal::Invalid(format!(
+                "{} is already stable",
+                &target[..12]
+            )));
         }
-        if self.app.deployments.store.component(handler, &target).is_none() {
+        if self
+            .app
+            .deployments
+            .store
+            .component(handler, &target)
+            .is_none()
+        {
             return Err(Refusal::Invalid(format!(
                 "{} is no longer in the version store",
                 &target[..12]
@@ -319,7 +343,12 @@ impl Controller {
             .deployments
             .keep_warm(handler, Instant::now() + KEEP_WARM_AFTER_CANARY);
         self.publish(&format!("rollback by {actor}")).await?;
-        let serving = self.app.live.load().handler(handler).map(|h| h.hash().as_str().to_string());
+        let serving = self
+            .app
+            .live
+            .load()
+            .handler(handler)
+            .map(|h| h.hash().as_str().to_string());
         if serving.as_ref() != Some(&target) {
             // It did not load: put the history back as it was.
             let back = from.clone();
@@ -368,7 +397,11 @@ impl Controller {
             }) else {
                 return;
             };
-            if self.publish(&format!("canary step {}", step + 1)).await.is_err() {
+            if self
+                .publish(&format!("canary step {}", step + 1))
+                .await
+                .is_err()
+            {
                 return;
             }
             self.app
@@ -481,7 +514,12 @@ impl Controller {
         {
             tracing::warn!(handler = handler.as_str(), "smoke check failed: {why}");
             let _ = self
-                .pull_back(&handler, id, "rollout controller", &format!("smoke check: {why}"))
+                .pull_back(
+                    &handler,
+                    id,
+                    "rollout controller",
+                    &format!("smoke check: {why}"),
+                )
                 .await;
             return;
         }
@@ -505,8 +543,9 @@ impl Controller {
             .get(handler)
             .and_then(|deployed| deployed.named(&candidate.name))
             .ok_or("the candidate is not serving")?;
-        let body = http_body_util::Empty::<bytes::Bytes>::new()
-            .map_err(|never: std::convert::Infallible| -> wasmtime_wasi_http::Error { match never {} });
+        let body = http_body_util::Empty::<bytes::Bytes>::new().map_err(
+            |never: std::convert::Infallible| -> wasmtime_wasi_http::Error { match never {} },
+        );
         let request = http::Request::get(path)
             .header(http::header::HOST, "localhost")
             .header("user-agent", "wasmgate-smoke")
@@ -516,7 +555,13 @@ impl Controller {
         let check = async {
             let response = version
                 .handler
-                .serve(request, crate::guest::Scheme::Http, &route, &self.app.hub, SMOKE_LIMIT)
+                .serve(
+                    request,
+                    crate::guest::Scheme::Http,
+                    &route,
+                    &self.app.hub,
+                    SMOKE_LIMIT,
+                )
                 .await
                 .map_err(|error| error.to_string())?;
             let status = response.status();
@@ -541,7 +586,11 @@ impl Controller {
         actor: &str,
         keep_warm: Duration,
     ) -> Result<(), Refusal> {
-        let Some(candidate) = self.app.deployments.candidate(handler).filter(|c| c.id == id)
+        let Some(candidate) = self
+            .app
+            .deployments
+            .candidate(handler)
+            .filter(|c| c.id == id)
         else {
             return Ok(());
         };
@@ -563,7 +612,11 @@ impl Controller {
             .rollout_step
             .with_label_values(&[handler.as_str()])
             .set(0);
-        tracing::info!(handler = handler.as_str(), version = &candidate.sha256[..12], "promoted");
+        tracing::info!(
+            handler = handler.as_str(),
+            version = &candidate.sha256[..12],
+            "promoted"
+        );
         self.audit(
             Entry::new("promoted", actor)
                 .with("handler", handler.as_str())
@@ -582,7 +635,11 @@ impl Controller {
         actor: &str,
         why: &str,
     ) -> Result<(), Refusal> {
-        let Some(candidate) = self.app.deployments.candidate(handler).filter(|c| c.id == id)
+        let Some(candidate) = self
+            .app
+            .deployments
+            .candidate(handler)
+            .filter(|c| c.id == id)
         else {
             return Ok(());
         };

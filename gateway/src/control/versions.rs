@@ -16,11 +16,60 @@
 use std::sync::Arc;
 
 use crate::config::deploy::RolloutPolicy;
+use crate::config::deploy::SplitPolicy;
 use crate::config::{HandlerConfig, HandlerDeploy, HandlerName};
-use crate::control::live::Deployed;
+use crate::control::metrics::VersionSeries;
 use crate::deploy::signing::{self, PublicKey};
-use crate::deploy::{Candidate, Deployments};
+use crate::deploy::{Candidate, Deployments, split};
 use crate::guest::{self, CompileCache, ComponentFile, GuestEngine, Handler, LoadError, Loaded};
+
+/// The versions serving one handler, and how requests are split among them.
+pub struct Deployed {
+    /// Stable first; then the candidate and the previous version, if any.
+    pub versions: Vec<Version>,
+    /// Stickiness and pin rules.
+    pub split: SplitPolicy,
+}
+
+/// One version serving a handler.
+pub struct Version {
+    /// `stable`, `previous`, or the candidate's name.
+    pub name: Arc<str>,
+    /// The loaded component.
+    pub handler: Arc<Handler>,
+    /// Its share of the traffic, in basis points.
+    pub weight: u32,
+    /// Its request series (judged during a canary).
+    pub series: VersionSeries,
+}
+
+impl Deployed {
+    /// The stable version.
+    pub fn stable(&self) -> &Arc<Handler> {
+        &self.versions[0].handler
+    }
+
+    /// The version `name`, if it serves now.
+    pub fn named(&self, name: &str) -> Option<&Version> {
+        self.versions.iter().find(|version| &*version.name == name)
+    }
+
+    /// The version that serves a request with `headers` from `client`, and
+    /// a cookie to set when the split is cookie-sticky and the client had none.
+    pub fn place(
+        &self,
+        headers: &http::HeaderMap,
+        client: std::net::IpAddr,
+    ) -> (&Version, Option<http::HeaderValue>) {
+        if self.versions.len() == 1 {
+            return (&self.versions[0], None);
+        }
+        let names: Vec<&str> = self.versions.iter().map(|v| &*v.name).collect();
+        let weights: Vec<u32> = self.versions.iter().map(|v| v.weight).collect();
+        let placement = split::place(&self.split, &names, &weights, headers, client);
+        (&self.versions[placement.index], placement.set_cookie)
+    }
+}
 
 /// What to do with one version.
 pub enum Plan {
@@ -89,14 +138,16 @@ pub fn plan_handler(
     let history = cx.deployments.store.history(name);
     let candidate = cx.deployments.candidate(name);
     let mut file = ComponentFile::read(&config.path);
-    let file_sha = file.as_ref().ok().map(|file| file.hash.as_str().to_string());
+    let file_sha = file
+        .as_ref()
+        .ok()
+        .map(|file| file.hash.as_str().to_string());
     let fresh = file_sha.as_ref().is_some_and(|sha| {
         history.file.as_ref() != Some(sha)
             && history.stable.as_ref() != Some(sha)
             && candidate.as_ref().map(|c| &c.sha256) != Some(sha)
     });
-    let immediate =
-        matches!(policy.rollout, RolloutPolicy::Immediate) || history.stable.is_none();
+    let immediate = matches!(policy.rollout, RolloutPolicy::Immediate) || history.stable.is_none();
     let mut plan = HandlerPlan {
         versions: Vec::new(),
         swap: false,
@@ -134,7 +185,8 @@ pub fn plan_handler(
             }
         }
         Some(sha) => {
-            let stored = file_sha.as_ref() == Some(&sha) || cx.deployments.store.component(name, &sha).is_some();
+            let stored = file_sha.as_ref() == Some(&sha)
+                || cx.deployments.store.component(name, &sha).is_some();
             if stored {
                 loader.load(Role::Stable, &sha, &mut file, plan.swap)
             } else {

@@ -45,10 +45,7 @@ impl Entry {
 
 impl Audit {
     /// Appends to `path` (created owner-only if missing); `None`: no audit log.
-    pub fn open(
-        path: Option<&Path>,
-        failures: prometheus::IntCounter,
-    ) -> Result<Self, String> {
+    pub fn open(path: Option<&Path>, failures: prometheus::IntCounter) -> Result<Self, String> {
         use std::os::unix::fs::OpenOptionsExt as _;
         let Some(path) = path else {
             return Ok(Self::none());
@@ -96,7 +93,9 @@ impl Audit {
         line.push('\n');
         // A poisoned lock only means another writer panicked mid-line; the
         // file itself is still fine to append to.
-        let mut file = file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut file = file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Err(error) = file.write_all(line.as_bytes()) {
             tracing::error!("cannot write the audit log: {error}");
             if let Some(failures) = &self.failures {

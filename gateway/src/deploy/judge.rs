@@ -144,23 +144,41 @@ mod tests {
 
     #[test]
     fn a_quiet_step_is_not_judged() {
-        assert!(matches!(judge(&plan(), &tally(5, 5, 5), &tally(100, 0, 100)), Verdict::Wait(_)));
+        assert!(matches!(
+            judge(&plan(), &tally(5, 5, 5), &tally(100, 0, 100)),
+            Verdict::Wait(_)
+        ));
     }
 
     #[test]
     fn errors_fail_a_step_unless_stable_is_as_bad() {
         let canary = tally(100, 30, 100);
-        assert!(matches!(judge(&plan(), &canary, &tally(100, 0, 100)), Verdict::Fail(_)));
-        assert!(matches!(judge(&plan(), &canary, &tally(100, 28, 100)), Verdict::Pass(_)));
-        assert!(matches!(judge(&plan(), &tally(100, 1, 100), &tally(100, 0, 100)), Verdict::Pass(_)));
+        assert!(matches!(
+            judge(&plan(), &canary, &tally(100, 0, 100)),
+            Verdict::Fail(_)
+        ));
+        assert!(matches!(
+            judge(&plan(), &canary, &tally(100, 28, 100)),
+            Verdict::Pass(_)
+        ));
+        assert!(matches!(
+            judge(&plan(), &tally(100, 1, 100), &tally(100, 0, 100)),
+            Verdict::Pass(_)
+        ));
     }
 
     #[test]
     fn slowness_fails_a_step_unless_stable_is_as_slow() {
         // Half the canary's requests take up to a second: p99 near 1 s.
         let slow = tally(100, 0, 50);
-        assert!(matches!(judge(&plan(), &slow, &tally(100, 0, 100)), Verdict::Fail(_)));
-        assert!(matches!(judge(&plan(), &slow, &tally(100, 0, 50)), Verdict::Pass(_)));
+        assert!(matches!(
+            judge(&plan(), &slow, &tally(100, 0, 100)),
+            Verdict::Fail(_)
+        ));
+        assert!(matches!(
+            judge(&plan(), &slow, &tally(100, 0, 50)),
+            Verdict::Pass(_)
+        ));
     }
 
     #[test]

@@ -313,7 +313,10 @@ mod tests {
     #[test]
     fn garbage_is_not_signed() {
         let key = SecretKey::generate().expect("key");
-        assert!(matches!(key.sign(b"not wasm"), Err(VerifyError::Malformed(_))));
+        assert!(matches!(
+            key.sign(b"not wasm"),
+            Err(VerifyError::Malformed(_))
+        ));
     }
 
     #[test]
@@ -327,8 +330,17 @@ mod tests {
         );
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(PublicKey::read(&public), Ok(key.public()));
-        assert_eq!(SecretKey::read(&secret).expect("reads").public(), key.public());
-        assert!(key.write(&secret, &public, &seed).is_err(), "never overwrites");
-        assert!(PublicKey::read(&secret).is_err(), "a secret is not a public key");
+        assert_eq!(
+            SecretKey::read(&secret).expect("reads").public(),
+            key.public()
+        );
+        assert!(
+            key.write(&secret, &public, &seed).is_err(),
+            "never overwrites"
+        );
+        assert!(
+            PublicKey::read(&secret).is_err(),
+            "a secret is not a public key"
+        );
     }
 }

@@ -161,8 +161,14 @@ mod tests {
         let headers = HeaderMap::new();
         let canary = (0..20_000)
             .filter(|_| {
-                place(&policy(Sticky::Request), &["stable", "canary"], &[0, 1_000], &headers, CLIENT)
-                    .index
+                place(
+                    &policy(Sticky::Request),
+                    &["stable", "canary"],
+                    &[0, 1_000],
+                    &headers,
+                    CLIENT,
+                )
+                .index
                     == 1
             })
             .count();
@@ -179,11 +185,26 @@ mod tests {
             CLIENT,
         );
         let set = first.set_cookie.expect("a new bucket is set");
-        let pair = set.to_str().expect("ascii").split(';').next().expect("pair").to_string();
+        let pair = set
+            .to_str()
+            .expect("ascii")
+            .split(';')
+            .next()
+            .expect("pair")
+            .to_string();
         let mut headers = HeaderMap::new();
-        headers.insert(header::COOKIE, HeaderValue::from_str(&format!("a=b; {pair}")).expect("v"));
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("a=b; {pair}")).expect("v"),
+        );
         for _ in 0..50 {
-            let again = place(&policy(Sticky::Cookie), &["stable", "canary"], &[0, 5_000], &headers, CLIENT);
+            let again = place(
+                &policy(Sticky::Cookie),
+                &["stable", "canary"],
+                &[0, 5_000],
+                &headers,
+                CLIENT,
+            );
             assert_eq!(again.index, first.index);
             assert_eq!(again.set_cookie, None);
         }
@@ -194,12 +215,21 @@ mod tests {
         let names = ["stable", "b"];
         let mut headers = HeaderMap::new();
         headers.insert("x-variant", HeaderValue::from_static("b"));
-        assert_eq!(place(&policy(Sticky::Request), &names, &[0, 0], &headers, CLIENT).index, 1);
+        assert_eq!(
+            place(&policy(Sticky::Request), &names, &[0, 0], &headers, CLIENT).index,
+            1
+        );
         headers.insert("x-variant", HeaderValue::from_static("nope"));
-        assert_eq!(place(&policy(Sticky::Request), &names, &[0, 0], &headers, CLIENT).index, 0);
+        assert_eq!(
+            place(&policy(Sticky::Request), &names, &[0, 0], &headers, CLIENT).index,
+            0
+        );
         let mut headers = HeaderMap::new();
         headers.insert(header::COOKIE, HeaderValue::from_static("variant=b"));
-        assert_eq!(place(&policy(Sticky::Request), &names, &[0, 0], &headers, CLIENT).index, 1);
+        assert_eq!(
+            place(&policy(Sticky::Request), &names, &[0, 0], &headers, CLIENT).index,
+            1
+        );
     }
 
     #[test]
@@ -209,10 +239,30 @@ mod tests {
         headers.insert("x-user", HeaderValue::from_static("alice"));
         let first = place(&sticky, &["stable", "c"], &[0, 5_000], &headers, CLIENT).index;
         for _ in 0..20 {
-            assert_eq!(place(&sticky, &["stable", "c"], &[0, 5_000], &headers, CLIENT).index, first);
+            assert_eq!(
+                place(&sticky, &["stable", "c"], &[0, 5_000], &headers, CLIENT).index,
+                first
+            );
         }
         let by_client = policy(Sticky::Client);
-        let first = place(&by_client, &["stable", "c"], &[0, 5_000], &HeaderMap::new(), CLIENT).index;
-        assert_eq!(place(&by_client, &["stable", "c"], &[0, 5_000], &HeaderMap::new(), CLIENT).index, first);
+        let first = place(
+            &by_client,
+            &["stable", "c"],
+            &[0, 5_000],
+            &HeaderMap::new(),
+            CLIENT,
+        )
+        .index;
+        assert_eq!(
+            place(
+                &by_client,
+                &["stable", "c"],
+                &[0, 5_000],
+                &HeaderMap::new(),
+                CLIENT
+            )
+            .index,
+            first
+        );
     }
 }

@@ -55,7 +55,9 @@ impl History {
     /// if exactly one does.
     pub fn find(&self, prefix: &str) -> Result<&VersionRecord, String> {
         if prefix.len() < 6 {
-            return Err(format!("`{prefix}`: give at least 6 hex digits of the version"));
+            return Err(format!(
+                "`{prefix}`: give at least 6 hex digits of the version"
+            ));
         }
         let mut matching = self
             .versions
@@ -207,7 +209,10 @@ impl VersionStore {
 
     fn load(&self, handler: &HandlerName) -> History {
         use std::io::Read as _;
-        let Some(path) = self.handler_dir(handler).map(|dir| dir.join("history.json")) else {
+        let Some(path) = self
+            .handler_dir(handler)
+            .map(|dir| dir.join("history.json"))
+        else {
             return History::default();
         };
         let mut text = String::new();
@@ -235,7 +240,10 @@ impl VersionStore {
             write_whole(&dir.join("history.json"), &text)
         });
         if let Err(error) = saved {
-            tracing::error!(handler = handler.as_str(), "cannot save the version history: {error}");
+            tracing::error!(
+                handler = handler.as_str(),
+                "cannot save the version history: {error}"
+            );
         }
     }
 
@@ -322,7 +330,10 @@ mod tests {
         assert_eq!(kept.len(), 3, "{kept:?}");
         assert!(kept.contains(&first.as_str()));
         assert!(reopened.component(&api, &first).is_some());
-        assert!(reopened.component(&api, &format!("{:064}", 1)).is_none(), "pruned");
+        assert!(
+            reopened.component(&api, &format!("{:064}", 1)).is_none(),
+            "pruned"
+        );
         assert_eq!(history.find(&first).map(|v| v.size), Ok(1));
         assert!(history.find("00").is_err(), "too short");
     }

@@ -86,7 +86,8 @@ pub async fn handle(
     }
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
-    app.metrics.request(&route, &handler, &method, status, elapsed);
+    app.metrics
+        .request(&route, &handler, &method, status, elapsed);
     if let Some(series) = series {
         series.observe(status, elapsed);
     }
@@ -168,7 +169,12 @@ async fn dispatch(
     if let Some(cookie) = set_cookie {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
-    (response, route_id, handler_name, Some(version.series.clone()))
+    (
+        response,
+        route_id,
+        handler_name,
+        Some(version.series.clone()),
+    )
 }
 
 /// The request's host, lowercase and without port: from the URI (HTTP/2's

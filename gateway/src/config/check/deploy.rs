@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use super::super::deploy::{
-    BlueGreenPlan, CanaryPlan, DEFAULT_KEEP_VERSIONS, DeploySettings, HandlerDeploy,
-    RolloutPolicy, SplitPolicy, Sticky, check_steps, parse_share,
+    BlueGreenPlan, CanaryPlan, DEFAULT_KEEP_VERSIONS, DeploySettings, HandlerDeploy, RolloutPolicy,
+    SplitPolicy, Sticky, check_steps, parse_share,
 };
 use super::super::raw;
 use super::Checker;
@@ -64,7 +64,10 @@ impl Checker<'_> {
             None | Some("request") => Sticky::Request,
             Some("cookie") => Sticky::Cookie,
             Some("client") => Sticky::Client,
-            Some(other) => match other.strip_prefix("header:").map(http::HeaderName::try_from) {
+            Some(other) => match other
+                .strip_prefix("header:")
+                .map(http::HeaderName::try_from)
+            {
                 Some(Ok(name)) => Sticky::Header(name),
                 _ => {
                     self.problems.push(
@@ -179,8 +182,10 @@ impl Checker<'_> {
         let steps = match raw.steps {
             None => defaults.steps.clone(),
             Some(shares) => {
-                let parsed: Result<Vec<u32>, String> =
-                    shares.iter().map(|share| parse_share(&share.text())).collect();
+                let parsed: Result<Vec<u32>, String> = shares
+                    .iter()
+                    .map(|share| parse_share(&share.text()))
+                    .collect();
                 match parsed.and_then(|steps| check_steps(&steps).map(|()| steps)) {
                     Ok(steps) => steps,
                     Err(reason) => {
