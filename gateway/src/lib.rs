@@ -16,6 +16,7 @@
 //!         snapshot = app.live.load_full()             one generation for the whole request
 //!         http::front_door                            ACME HTTP-01, HTTPS redirect, forwarding headers
 //!         route = snapshot.router.route(host, path)   http::router: pure, most specific wins
+//!         version = deployed.place(headers, client)   deploy::split: pin, else weighted bucket
 //!         handler.serve(request)                      guest::handler: instance from guest::pool,
 //!                                                     guest on its own task, bodies streamed both ways
 //!         or http::upgrade                            WebSocket / SSE routes: http::websocket, http::sse
@@ -47,7 +48,10 @@
 //! - [`guest`]: everything that touches wasmtime: engine, compile cache,
 //!   components, store data, instance pools, handlers, streams, pub/sub.
 //! - [`control`]: the live snapshot and how it changes (reload, watcher,
-//!   admin API), the drain, metrics.
+//!   rollouts, admin API), the drain, metrics.
+//! - [`deploy`]: what safe deployments decide on: the version store and
+//!   history, the traffic split, the canary verdict, signatures, the audit
+//!   trail.
 //! - [`config`]: the file, parsed and checked into a typed [`config::Config`].
 //! - [`app`]: the state shared by a running gateway, and what survives a
 //!   hot swap.

@@ -628,6 +628,17 @@ async fn a_restart_mid_canary_resumes_on_stable_and_the_cli_shows_versions() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // A configuration reload keeps the rollout where it is.
+    gateway.signal("HUP");
+    gateway.wait_for_log("cause=SIGHUP");
+    gateway.wait_for_log("generation published cause=SIGHUP");
+    let reloaded = status(&gateway).await;
+    assert_eq!(reloaded["rollout"]["weight_percent"], 50.0, "{reloaded}");
+    assert_eq!(
+        reloaded["versions"].as_array().map(Vec::len),
+        Some(2),
+        "{reloaded}"
+    );
     let listed = cli(&["versions", "version"]);
     let listing: Value = serde_json::from_slice(&listed.stdout).expect("JSON");
     assert_eq!(

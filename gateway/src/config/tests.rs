@@ -541,3 +541,101 @@ mod properties {
         ),
     ];
 }
+
+#[test]
+fn deployment_policies_are_typed() {
+    let config = parse(&format!(
+        r#"{MINIMAL}
+[deploy]
+state_dir = "state"
+keep_versions = 3
+trusted_keys = ["keys/release.pub"]
+
+[handler.api]
+rollout = {{ strategy = "canary", steps = [5, "12.5%", 50], interval = "30s", max_failures = 3, min_requests = 100, max_error_rate = "2%", max_p99 = "250ms" }}
+split = {{ sticky = "header:x-user", pin_header = "x-variant", pin_cookie = "variant" }}
+trusted_keys = ["keys/api.pub"]
+
+[handler.web]
+rollout = {{ strategy = "blue-green", smoke = "/healthz", keep_warm = "5m" }}
+split = {{ sticky = "cookie" }}
+"#
+    ))
+    .expect("valid");
+    assert_eq!(
+        config.deploy.state_dir.as_deref(),
+        Some(Path::new("/etc/wasmgate/state"))
+    );
+    assert_eq!(
+        config.deploy.audit_log.as_deref(),
+        Some(Path::new("/etc/wasmgate/state/audit.log"))
+    );
+    assert_eq!(config.deploy.keep_versions, 3);
+    assert_eq!(
+        config.deploy.trusted_keys,
+        [Path::new("/etc/wasmgate/keys/release.pub")]
+    );
+    let api = &config.handler_deploy[&HandlerName::parse("api").expect("name")];
+    let deploy::RolloutPolicy::Canary(plan) = &api.rollout else {
+        panic!("a canary: {:?}", api.rollout);
+    };
+    assert_eq!(plan.steps, [500, 1_250, 5_000]);
+    assert_eq!(plan.interval, Duration::from_secs(30));
+    assert_eq!((plan.max_failures, plan.min_requests), (3, 100));
+    assert!((plan.max_error_rate - 0.02).abs() < 1e-9);
+    assert_eq!(
+        api.split.sticky,
+        deploy::Sticky::Header(http::HeaderName::from_static("x-user"))
+    );
+    assert_eq!(api.split.pin_cookie.as_deref(), Some("variant"));
+    let web = &config.handler_deploy[&HandlerName::parse("web").expect("name")];
+    assert_eq!(
+        web.rollout,
+        deploy::RolloutPolicy::BlueGreen(deploy::BlueGreenPlan {
+            smoke: Some("/healthz".into()),
+            keep_warm: Duration::from_secs(300),
+        })
+    );
+    let hello = &config.handler_deploy[&HandlerName::parse("hello").expect("name")];
+    assert_eq!(hello.rollout, deploy::RolloutPolicy::Immediate);
+}
+
+#[test]
+fn bad_deployment_policies_are_each_reported() {
+    let found = problems(&format!(
+        r#"{MINIMAL}
+[handler.a]
+rollout = {{ strategy = "canary", steps = [50, 25], smoke = "/x", interval = "0s" }}
+split = {{ sticky = "sometimes", pin_header = "bad header", pin_cookie = "a;b" }}
+
+[handler.b]
+rollout = {{ strategy = "rainbow" }}
+
+[handler.c]
+rollout = {{ strategy = "blue-green", smoke = "healthz", steps = [10] }}
+"#
+    ));
+    let file = "/etc/wasmgate/gw.toml";
+    for expected in [
+        format!("{file}: handler.a.rollout.smoke: does not apply to strategy = \"canary\""),
+        format!("{file}: handler.a.rollout.steps: steps must increase"),
+        format!("{file}: handler.a.rollout.interval: must be longer than 0s"),
+        format!(
+            "{file}: handler.a.split.sticky: `sometimes` is not a stickiness; write \"request\" (default), \"cookie\", \"client\" or \"header:NAME\""
+        ),
+        format!("{file}: handler.a.split.pin_header: `bad header` is not a header name"),
+        format!(
+            "{file}: handler.a.split.pin_cookie: `a;b` is not a cookie name (letters, digits, `-`, `_`, `.`)"
+        ),
+        format!(
+            "{file}: handler.b.rollout.strategy: `rainbow` is not a strategy; write \"immediate\" (default), \"canary\" or \"blue-green\""
+        ),
+        format!("{file}: handler.c.rollout.steps: does not apply to strategy = \"blue-green\""),
+        format!("{file}: handler.c.rollout.smoke: `healthz` is not a path (it starts with `/`)"),
+    ] {
+        assert!(
+            found.contains(&expected),
+            "missing {expected}\nin {found:#?}"
+        );
+    }
+}

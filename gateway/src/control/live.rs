@@ -447,6 +447,18 @@ impl Settle<'_, '_> {
                 }
             }
         }
+        if let (Some(error), Some(stable)) = (planned.file_error, versions.first()) {
+            // The stable version came from the store; the file is still
+            // reported (and retried at every reload) until it loads.
+            self.refused("-", "file", &error);
+            let failure = Failure {
+                name,
+                path: &self.wanted.config.path,
+                error,
+                unconfigured: self.unconfigured,
+            };
+            failure.settle(Some(&stable.handler), self.problems, self.counts);
+        }
         let given: u32 = versions.iter().skip(1).map(|version| version.weight).sum();
         versions[0].weight = FULL.saturating_sub(given);
         // Carried over unchanged: an earlier failure stays reported until
@@ -736,6 +748,7 @@ async fn plan(
                 versions: vec![failed],
                 swap: false,
                 arrival: None,
+                file_error: None,
             };
             (wanted, plan)
         })

@@ -1,15 +1,18 @@
 //! The control plane: the live snapshot and everything that changes or
 //! watches the running gateway.
 //!
-//! [`live`] builds a [`live::Snapshot`] (routes, handlers, TLS
-//! configurations) and is where requests read it; [`reload`] rebuilds it on
-//! a file change, SIGHUP or the admin API; [`admin`] is the operators'
-//! listener, guarded by [`token`]; [`drain`] is the one shutdown primitive;
-//! [`metrics`] holds every Prometheus collector.
+//! [`live`] builds a [`live::Snapshot`] (routes, handlers with their
+//! serving versions, TLS configurations) and is where requests read it;
+//! [`versions`] plans which versions each handler serves; [`reload`]
+//! rebuilds it on a file change, SIGHUP or the admin API; [`rollout`]
+//! drives canaries and blue-green switches through the reloader;
+//! [`admin`] is the operators' listener, guarded by [`token`], with the
+//! deployment endpoints in [`operations`]; [`drain`] is the one shutdown
+//! primitive; [`metrics`] holds every Prometheus collector.
 //!
 //! May use: [`crate::guest`], [`crate::http::router`] and
-//! [`crate::edge::tls`] (to build a snapshot), [`crate::app`],
-//! [`crate::config`]. [`drain`] and [`metrics`] import nothing of the crate:
+//! [`crate::edge::tls`] (to build a snapshot), [`crate::deploy`],
+//! [`crate::app`], [`crate::config`]. [`drain`] and [`metrics`] import nothing of the crate:
 //! every stage uses them.
 //!
 //! Invariant: a snapshot is built whole off the request path and published

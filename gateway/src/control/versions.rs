@@ -113,6 +113,9 @@ pub struct HandlerPlan {
     pub swap: bool,
     /// A new file that the handler's rollout policy sends through a rollout.
     pub arrival: Option<String>,
+    /// Why the configured file could not be read, when the versions served
+    /// did not need it (they come from the store): still reported.
+    pub file_error: Option<LoadError>,
 }
 
 /// What planning needs from the gateway.
@@ -137,11 +140,11 @@ pub fn plan_handler(
 ) -> HandlerPlan {
     let history = cx.deployments.store.history(name);
     let candidate = cx.deployments.candidate(name);
-    let mut file = ComponentFile::read(&config.path);
-    let file_sha = file
-        .as_ref()
-        .ok()
-        .map(|file| file.hash.as_str().to_string());
+    let (mut file, mut file_error) = match ComponentFile::read(&config.path) {
+        Ok(file) => (Some(file), None),
+        Err(error) => (None, Some(error)),
+    };
+    let file_sha = file.as_ref().map(|file| file.hash.as_str().to_string());
     let fresh = file_sha.as_ref().is_some_and(|sha| {
         history.file.as_ref() != Some(sha)
             && history.stable.as_ref() != Some(sha)
@@ -152,6 +155,7 @@ pub fn plan_handler(
         versions: Vec::new(),
         swap: false,
         arrival: None,
+        file_error: None,
     };
     let mut stable_sha = history.stable.clone().or_else(|| file_sha.clone());
     if fresh {
@@ -172,10 +176,7 @@ pub fn plan_handler(
     let stable = match stable_sha {
         None => {
             // No history and no readable file: the file's error says why.
-            let error = match std::mem::replace(&mut file, Err(LoadError::NotWasm)) {
-                Err(error) => error,
-                Ok(_) => LoadError::NotWasm,
-            };
+            let error = file_error.take().unwrap_or(LoadError::NotWasm);
             Planned {
                 role: Role::Stable,
                 sha256: None,
@@ -231,6 +232,7 @@ pub fn plan_handler(
         plan.versions
             .push(loader.load(Role::Previous, &previous, &mut file, false));
     }
+    plan.file_error = file_error;
     plan
 }
 
@@ -245,13 +247,7 @@ struct VersionLoader<'a> {
 impl VersionLoader<'_> {
     /// Gets version `sha` ready: from `file` when it holds it (taken, and
     /// kept for the store when `new`), else from the store.
-    fn load(
-        &self,
-        role: Role,
-        sha: &str,
-        file: &mut Result<ComponentFile, LoadError>,
-        new: bool,
-    ) -> Planned {
+    fn load(&self, role: Role, sha: &str, file: &mut Option<ComponentFile>, new: bool) -> Planned {
         let mut planned = Planned {
             role,
             sha256: Some(sha.to_string()),
@@ -271,11 +267,9 @@ impl VersionLoader<'_> {
             planned.plan = Plan::Carry(Arc::clone(&carried.handler));
             return planned;
         }
-        let bytes = match file {
-            Ok(held) if held.hash.as_str() == sha => {
-                std::mem::replace(file, Err(LoadError::NotWasm))
-            }
-            _ => self.stored(sha),
+        let bytes = match file.take_if(|held| held.hash.as_str() == sha) {
+            Some(held) => Ok(held),
+            None => self.stored(sha),
         };
         let bytes = match bytes {
             Ok(bytes) => bytes,
