@@ -64,18 +64,33 @@ pub struct App {
     pub deployments: Arc<Deployments>,
 }
 
+/// The long-lived parts a gateway is assembled from, made at start-up.
+pub struct Parts {
+    /// The process-wide wasmtime engine.
+    pub engine: Arc<GuestEngine>,
+    /// Every Prometheus collector.
+    pub metrics: Arc<Metrics>,
+    /// The pooled client for guests' outbound requests.
+    pub outbound: Arc<OutboundClient>,
+    /// Compiled components on disk, if enabled.
+    pub cache: Option<Arc<CompileCache>>,
+    /// Certificates obtained through ACME.
+    pub acme: Arc<AcmeState>,
+    /// Versions, candidates and the audit trail.
+    pub deployments: Arc<Deployments>,
+}
+
 impl App {
     /// Assembles the state around a first snapshot.
-    pub fn new(
-        engine: Arc<GuestEngine>,
-        metrics: Arc<Metrics>,
-        outbound: Arc<OutboundClient>,
-        cache: Option<Arc<CompileCache>>,
-        settings: GatewaySettings,
-        snapshot: Snapshot,
-        acme: Arc<AcmeState>,
-        deployments: Arc<Deployments>,
-    ) -> Self {
+    pub fn new(parts: Parts, settings: GatewaySettings, snapshot: Snapshot) -> Self {
+        let Parts {
+            engine,
+            metrics,
+            outbound,
+            cache,
+            acme,
+            deployments,
+        } = parts;
         Self {
             live: Live::from_pointee(snapshot),
             engine,

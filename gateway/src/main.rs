@@ -54,7 +54,7 @@ enum Command {
     /// Deploy a new version of a handler to the running gateway: at once,
     /// as a canary judged by the gateway, blue-green, or as a fixed split.
     /// Without a strategy flag, the handler's configured rollout applies.
-    Deploy(DeployArgs),
+    Deploy(Box<DeployArgs>),
     /// Make a handler's rolling-out version stable now.
     Promote {
         /// The handler.

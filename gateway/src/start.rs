@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
 
-use crate::app::App;
+use crate::app::{App, Parts};
 use crate::config::{Config, Problem, ProblemList, Problems};
 use crate::control::live::Snapshot;
 use crate::control::metrics::Metrics;
@@ -119,16 +119,15 @@ impl Prepared {
         let listeners = listener::bind(&config.listeners, &mut inherited)
             .await
             .map_err(StartError::Runtime)?;
-        let app = Arc::new(App::new(
-            self.engine,
-            self.metrics,
-            self.outbound,
-            self.cache,
-            config.gateway.clone(),
-            self.snapshot,
-            self.acme,
-            self.deployments,
-        ));
+        let parts = Parts {
+            engine: self.engine,
+            metrics: self.metrics,
+            outbound: self.outbound,
+            cache: self.cache,
+            acme: self.acme,
+            deployments: self.deployments,
+        };
+        let app = Arc::new(App::new(parts, config.gateway.clone(), self.snapshot));
         let live_config = {
             let app = Arc::clone(&app);
             Box::new(move || Arc::clone(&app.live.load().config))

@@ -619,7 +619,7 @@ rollout = {{ strategy = "blue-green", smoke = "healthz", steps = [10] }}
     for expected in [
         format!("{file}: handler.a.rollout.smoke: does not apply to strategy = \"canary\""),
         format!("{file}: handler.a.rollout.steps: steps must increase"),
-        format!("{file}: handler.a.rollout.interval: must be longer than 0s"),
+        format!("{file}: handler.a.rollout.interval: must be longer than zero"),
         format!(
             "{file}: handler.a.split.sticky: `sometimes` is not a stickiness; write \"request\" (default), \"cookie\", \"client\" or \"header:NAME\""
         ),

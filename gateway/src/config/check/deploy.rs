@@ -195,11 +195,8 @@ impl Checker<'_> {
                 }
             }
         };
+        // A zero interval is refused by `duration` itself.
         let interval = self.duration(&format!("{key}.interval"), raw.interval, defaults.interval);
-        if interval.is_zero() {
-            self.problems
-                .push(format!("{key}.interval"), "must be longer than 0s");
-        }
         let max_error_rate = match raw.max_error_rate {
             None => defaults.max_error_rate,
             Some(share) => match parse_share(&share.text()) {
