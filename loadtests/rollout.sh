@@ -142,6 +142,6 @@ echo "== 3. blue-green: v2 warmed and switched to, then switched back, oha -c $C
 load 10s bluegreen
 cli deploy version handlers/wasm/version-v2.wasm --blue-green --smoke /version >/dev/null
 sleep 2
-cli rollback version | python3 -c 'import json,sys; print(f"  switch back: {json.load(sys.stdin)[\"ms\"]} ms (admin API)")'
+cli rollback version | python3 -c 'import json,sys; ms = json.load(sys.stdin)["ms"]; print(f"  switch back: {ms} ms (admin API)")'
 wait "$oha_pid" || true
 report bluegreen

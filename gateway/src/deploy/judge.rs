@@ -106,12 +106,12 @@ pub fn judge(plan: &CanaryPlan, canary: &Tally, stable: &Tally) -> Verdict {
     let stable_p99 = stable.quantile(0.99).unwrap_or_default();
     let p99_bound = plan.max_p99.max(stable_p99.mul_f64(STABLE_TOLERANCE));
     let summary = format!(
-        "{} requests, {:.2}% errors (bound {:.2}%), p99 {} ms (bound {} ms)",
+        "{} requests, {:.2}% errors (bound {:.2}%), p99 {:.2} ms (bound {:.2} ms)",
         canary.requests,
         error_rate * 100.0,
         error_bound * 100.0,
-        p99.as_millis(),
-        p99_bound.as_millis()
+        p99.as_secs_f64() * 1e3,
+        p99_bound.as_secs_f64() * 1e3
     );
     if error_rate > error_bound || p99 > p99_bound {
         Verdict::Fail(summary)

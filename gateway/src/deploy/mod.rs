@@ -184,6 +184,18 @@ impl Deployments {
         Some(candidate.clone())
     }
 
+    /// Ends rollout `id` of `handler` (its candidate leaves); returns the
+    /// candidate, or `None` when that rollout is no longer the current one.
+    pub fn end_candidate(&self, handler: &HandlerName, id: u64) -> Option<Candidate> {
+        let mut running = self.lock();
+        let slot = &mut running.get_mut(handler)?.candidate;
+        if slot.as_ref().is_some_and(|candidate| candidate.id == id) {
+            slot.take()
+        } else {
+            None
+        }
+    }
+
     /// Keeps `handler`'s previous version loaded until `until`.
     pub fn keep_warm(&self, handler: &HandlerName, until: Instant) {
         self.lock().entry(handler.clone()).or_default().warm_until = Some(until);

@@ -160,12 +160,7 @@ impl Settle<'_, '_> {
                             candidate.name
                         ),
                     );
-                    if deployments
-                        .update_candidate(name, candidate.id, |_| {})
-                        .is_some()
-                    {
-                        deployments.set_candidate(name, None);
-                    }
+                    deployments.end_candidate(name, candidate.id);
                 }
                 (Role::Previous, Ok(handler)) => {
                     versions.push(self.version("previous", handler, 0));

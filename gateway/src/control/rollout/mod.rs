@@ -210,19 +210,14 @@ impl Controller {
             .and_then(|deployed| deployed.named(&name))
             .is_some_and(|version| version.handler.hash().as_str() == sha);
         if !serving {
+            // Settling that generation took the candidate out and wrote
+            // the refusal, with its reason, to the audit log.
             self.app.deployments.store.discard(&handler, &sha);
             let reason = snapshot
                 .load_errors
                 .get(&handler)
                 .cloned()
                 .unwrap_or_else(|| "it did not load".into());
-            self.audit(
-                Entry::new("refused", &actor)
-                    .with("handler", handler.as_str())
-                    .with("version", sha.clone())
-                    .with("outcome", "refused")
-                    .with("reason", reason.clone()),
-            );
             return Err(Refusal::Failed(reason));
         }
         self.app
@@ -446,15 +441,9 @@ impl Controller {
         actor: &str,
         why: &str,
     ) -> Result<(), Refusal> {
-        let Some(candidate) = self
-            .app
-            .deployments
-            .candidate(handler)
-            .filter(|c| c.id == id)
-        else {
+        let Some(candidate) = self.app.deployments.end_candidate(handler, id) else {
             return Ok(());
         };
-        self.app.deployments.set_candidate(handler, None);
         self.publish(&format!("rollback by {actor}")).await?;
         self.app
             .metrics
