@@ -51,13 +51,18 @@ fn install(handlers: &Path, source: &Path) {
     std::fs::rename(&staging, handlers.join("version.wasm")).expect("rename");
 }
 
-/// A gateway serving v1 (or `first`) with `policy`, and `env` set.
-fn start(policy: &str, first: &Path, env: &[(&str, &str)]) -> TestGateway {
+/// A gateway directory whose `handlers/version.wasm` is `first`.
+fn prepared(first: &Path) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
     let handlers = dir.path().join("handlers");
     std::fs::create_dir(&handlers).expect("handlers dir");
     install(&handlers, first);
-    TestGateway::start_with_env(dir, &config(free_port(), policy), env)
+    dir
+}
+
+/// A gateway serving `first` with `policy`, and `env` set.
+fn start(policy: &str, first: &Path, env: &[(&str, &str)]) -> TestGateway {
+    TestGateway::start_with_env(prepared(first), &config(free_port(), policy), env)
 }
 
 /// Calls the admin API.
@@ -528,10 +533,8 @@ async fn only_signed_components_load_when_keys_are_trusted() {
 
     let key = work.path().join("release.pub");
     let policy = "";
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = prepared(&v1);
     let handlers = dir.path().join("handlers");
-    std::fs::create_dir(&handlers).expect("handlers dir");
-    install(&handlers, &v1);
     let text = config(free_port(), policy).replace(
         "[[listener]]",
         &format!(
@@ -593,10 +596,7 @@ async fn only_signed_components_load_when_keys_are_trusted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_mid_canary_resumes_on_stable_and_the_cli_shows_versions() {
     let admin_port = free_port();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let handlers = dir.path().join("handlers");
-    std::fs::create_dir(&handlers).expect("handlers dir");
-    install(&handlers, &fixture("version-v1"));
+    let dir = prepared(&fixture("version-v1"));
     let text = config(admin_port, "");
     let gateway = TestGateway::start_in(dir, &text);
     let config_path = gateway.dir().join("wasmgate.toml");

@@ -408,16 +408,7 @@ impl Controller {
             .keep_warm(handler, Instant::now() + keep_warm);
         self.publish(&format!("promotion by {actor}")).await?;
         self.schedule_cooling(handler, keep_warm);
-        self.app
-            .metrics
-            .rollout_promotions
-            .with_label_values(&[handler.as_str()])
-            .inc();
-        self.app
-            .metrics
-            .rollout_step
-            .with_label_values(&[handler.as_str()])
-            .set(0);
+        self.count_end(handler, &self.app.metrics.rollout_promotions);
         tracing::info!(
             handler = handler.as_str(),
             version = &candidate.sha256[..12],
@@ -445,16 +436,7 @@ impl Controller {
             return Ok(());
         };
         self.publish(&format!("rollback by {actor}")).await?;
-        self.app
-            .metrics
-            .rollout_rollbacks
-            .with_label_values(&[handler.as_str()])
-            .inc();
-        self.app
-            .metrics
-            .rollout_step
-            .with_label_values(&[handler.as_str()])
-            .set(0);
+        self.count_end(handler, &self.app.metrics.rollout_rollbacks);
         tracing::warn!(
             handler = handler.as_str(),
             version = &candidate.sha256[..12],
@@ -468,6 +450,17 @@ impl Controller {
                 .with("reason", why),
         );
         Ok(())
+    }
+
+    /// Counts a rollout's end (a promotion or a rollback) in `counter` and
+    /// clears its step.
+    fn count_end(&self, handler: &HandlerName, counter: &prometheus::IntCounterVec) {
+        counter.with_label_values(&[handler.as_str()]).inc();
+        self.app
+            .metrics
+            .rollout_step
+            .with_label_values(&[handler.as_str()])
+            .set(0);
     }
 
     /// Records `sha` as stable (the old stable becomes previous).
