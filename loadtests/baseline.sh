@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Side-by-side load baseline for the `hello` component, in one run:
-#   wasmgate      HTTP/1.1 keep-alive               (fresh instance per request)
-#   wasmgate-h2   HTTP/2 over TLS (ALPN h2)
-#   wasmtime      `wasmtime serve` 48 at its best: -S cli, pooling allocator with
-#                 keep-resident + pagemap scan, -W timeout (wasmgate always has a deadline)
-#   native        a plain hyper server answering the same bytes (the ceiling)
+#   wasmgate        HTTP/1.1 keep-alive               (fresh instance per request)
+#   wasmgate-h2     HTTP/2 over TLS (ALPN h2)
+#   wasmgate-reuse  HTTP/1.1, `reuse = { max_requests = 128 }` (one request at a time per instance)
+#   wasmtime        `wasmtime serve` 48 at its best: -S cli, pooling allocator with
+#                   keep-resident + pagemap scan, -W timeout (wasmgate always has a deadline)
+#   wasmtime-reuse  the same with --max-instance-reuse-count 128
+#   native          a plain hyper server answering the same bytes (the ceiling)
 # Rounds alternate between the targets so drift on a shared machine hits all of
 # them alike; the medians of the rounds are reported, with ratios.
 #
@@ -35,22 +37,31 @@ start wasmtime 'Serving HTTP on' wasmtime serve --addr 127.0.0.1:0 -S cli -W tim
   handlers/wasm/hello.wasm
 wasmtime_http=$(grep -oE 'http://[0-9.:]+' "$work/wasmtime.log" | head -1)
 
+start wasmtime-reuse 'Serving HTTP on' wasmtime serve --addr 127.0.0.1:0 -S cli -W timeout=30s \
+  -O pooling-allocator=y,pooling-memory-keep-resident=4194304,pooling-table-keep-resident=65536,pooling-pagemap-scan=y \
+  --max-instance-reuse-count 128 handlers/wasm/hello.wasm
+wasmtime_reuse_http=$(grep -oE 'http://[0-9.:]+' "$work/wasmtime-reuse.log" | head -1)
+
 start native 'listening on http://' ./target/release/native-hello
 native_http="http://$(http_addr native)"
 
 declare -A url=(
   [wasmgate]="$gateway_http/hello"
   [wasmgate-h2]="$gateway_https/hello"
+  [wasmgate-reuse]="$gateway_http/reuse/hello"
   [wasmtime]="$wasmtime_http/hello"
+  [wasmtime-reuse]="$wasmtime_reuse_http/hello"
   [native]="$native_http/hello"
 )
 declare -A extra=(
   [wasmgate]=""
   [wasmgate-h2]="--http2 --insecure"
+  [wasmgate-reuse]=""
   [wasmtime]=""
+  [wasmtime-reuse]=""
   [native]=""
 )
-targets=(wasmgate wasmgate-h2 wasmtime native)
+targets=(wasmgate wasmgate-h2 wasmgate-reuse wasmtime wasmtime-reuse native)
 
 echo "oha -z $DURATION -c $CONCURRENCY, $ROUNDS alternating rounds, $(nproc) cores shared by server and load generator"
 for round in $(seq 1 "$ROUNDS"); do
@@ -78,11 +89,15 @@ for target in targets:
     errors = sum(n for run in runs for kind, n in run.get("errorDistribution", {}).items()
                  if "aborted due to deadline" not in kind)
     rows[target] = (rps, p50, p99, ok, bad + errors)
-print(f"{'target':<12} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'200s':>9} {'failed':>7}")
+print(f"{'target':<15} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'200s':>9} {'failed':>7}")
 for target, (rps, p50, p99, ok, failed) in rows.items():
-    print(f"{target:<12} {rps:>10.0f} {p50:>8.2f} {p99:>8.2f} {ok:>9} {failed:>7}")
+    print(f"{target:<15} {rps:>10.0f} {p50:>8.2f} {p99:>8.2f} {ok:>9} {failed:>7}")
 gw, h2, wt, native = (rows[t][0] for t in ("wasmgate", "wasmgate-h2", "wasmtime", "native"))
 print(f"wasmgate / wasmtime serve (HTTP/1.1): {gw / wt:.2f}x req/s, p99 {rows['wasmgate'][2] / rows['wasmtime'][2]:.2f}x")
 print(f"wasmgate / native hyper   (HTTP/1.1): {gw / native:.2f}x req/s")
 print(f"wasmgate h2+TLS / wasmgate HTTP/1.1:  {h2 / gw:.2f}x req/s")
+reuse, wt_reuse = rows["wasmgate-reuse"][0], rows["wasmtime-reuse"][0]
+print(f"wasmgate reuse / wasmtime serve reuse: {reuse / wt_reuse:.2f}x req/s, p99 {rows['wasmgate-reuse'][2] / rows['wasmtime-reuse'][2]:.2f}x")
+print(f"wasmgate reuse / native hyper:         {reuse / native:.2f}x req/s")
+print(f"wasmgate reuse / wasmgate fresh:       {reuse / gw:.2f}x req/s")
 PY

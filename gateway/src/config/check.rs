@@ -17,7 +17,7 @@ use super::{
     DEFAULT_MAX_INSTANCES, DEFAULT_PREWARM, DEFAULT_STREAM_KEEP_ALIVE,
     DEFAULT_TLS_HANDSHAKE_TIMEOUT, EnvGrant, GatewaySettings, HandlerConfig, HandlerDeploy,
     HandlerLimits, HandlerName, HandlerWorld, HttpsRedirect, IpNet, ListenerConfig, ListenerLimits,
-    OutboundRule, ProblemList, RouteConfig, RoutePath, SlowConsumer, StreamLimits,
+    OutboundRule, ProblemList, Reuse, RouteConfig, RoutePath, SlowConsumer, StreamLimits,
 };
 
 pub(super) struct Checker<'a> {
@@ -692,6 +692,10 @@ impl<'a> Checker<'a> {
                 }
                 stream.max_connections = stream.max_connections.min(budget);
             }
+            let reuse = handler
+                .reuse
+                .take()
+                .map(|raw| self.reuse(&format!("{key}.reuse"), raw, world));
             let config = HandlerConfig {
                 path,
                 prewarm: handler.pool.prewarm.unwrap_or(DEFAULT_PREWARM),
@@ -702,10 +706,32 @@ impl<'a> Checker<'a> {
                 limits,
                 world,
                 stream,
+                reuse,
             };
             handlers.insert(handler_name, config);
         }
         (handlers, deploys)
+    }
+
+    fn reuse(&mut self, key: &str, raw: raw::RawReuse, world: HandlerWorld) -> Reuse {
+        let defaults = Reuse::default();
+        if world != HandlerWorld::Http {
+            self.problems.push(
+                key,
+                "applies to HTTP handlers: a WebSocket or SSE stream already keeps its instance",
+            );
+        }
+        let max_requests = raw.max_requests.unwrap_or(defaults.max_requests);
+        if max_requests == 0 || max_requests as usize > MAX_COUNT {
+            self.problems.push(
+                format!("{key}.max_requests"),
+                format!("{max_requests} is not between 1 and {MAX_COUNT}"),
+            );
+        }
+        Reuse {
+            max_requests: max_requests.clamp(1, MAX_COUNT as u32),
+            idle: self.duration(&format!("{key}.idle"), raw.idle, defaults.idle),
+        }
     }
 
     fn routes(

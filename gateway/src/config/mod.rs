@@ -337,6 +337,29 @@ pub struct HandlerConfig {
     pub world: HandlerWorld,
     /// Limits of each stream (WebSocket and SSE handlers only).
     pub stream: StreamLimits,
+    /// Serve more than one request per instance (opt-in; HTTP handlers only).
+    pub reuse: Option<Reuse>,
+}
+
+/// `reuse = { max_requests, idle }`: an instance whose request ended well
+/// serves the next one, one request at a time. What a guest keeps in memory
+/// then survives between requests; an instance that trapped, timed out or
+/// ran out of memory is never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reuse {
+    /// Requests one instance serves before it is dropped.
+    pub max_requests: u32,
+    /// How long an instance may wait for its next request.
+    pub idle: Duration,
+}
+
+impl Default for Reuse {
+    fn default() -> Self {
+        Self {
+            max_requests: 128,
+            idle: Duration::from_secs(1),
+        }
+    }
 }
 
 /// `[handler.NAME.stream]`: what one WebSocket connection or SSE stream may
@@ -468,6 +491,7 @@ impl HandlerConfig {
             limits: *limits,
             world: HandlerWorld::Http,
             stream: StreamLimits::default(),
+            reuse: None,
         }
     }
 }

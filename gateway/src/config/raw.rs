@@ -172,6 +172,13 @@ pub(super) struct RawHandler {
     pub(super) split: Option<RawSplit>,
     pub(super) rollout: Option<RawRollout>,
     pub(super) trusted_keys: Option<Vec<PathBuf>>,
+    pub(super) reuse: Option<RawReuse>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawReuse {
+    pub(super) max_requests: Option<u32>,
+    pub(super) idle: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

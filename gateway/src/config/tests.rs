@@ -639,3 +639,41 @@ rollout = {{ strategy = "blue-green", smoke = "healthz", steps = [10] }}
         );
     }
 }
+
+#[test]
+fn reuse_is_opt_in_bounded_and_for_http_handlers_only() {
+    let config = parse(&format!(
+        "{MINIMAL}\n[handler.api]\nreuse = {{ max_requests = 50, idle = \"250ms\" }}\n\n[handler.warm]\nreuse = {{}}\n"
+    ))
+    .expect("valid");
+    let handler = |name: &str| config.handlers[&HandlerName::parse(name).expect("name")].clone();
+    assert_eq!(
+        handler("hello").reuse,
+        None,
+        "one fresh instance per request by default"
+    );
+    assert_eq!(
+        handler("api").reuse,
+        Some(Reuse {
+            max_requests: 50,
+            idle: Duration::from_millis(250)
+        })
+    );
+    assert_eq!(handler("warm").reuse, Some(Reuse::default()));
+
+    let found = problems(&format!(
+        "{MINIMAL}\n[handler.ws]\nworld = \"websocket\"\nreuse = {{}}\n\n[handler.zero]\nreuse = {{ max_requests = 0 }}\n"
+    ));
+    let file = "/etc/wasmgate/gw.toml";
+    for expected in [
+        format!(
+            "{file}: handler.ws.reuse: applies to HTTP handlers: a WebSocket or SSE stream already keeps its instance"
+        ),
+        format!("{file}: handler.zero.reuse.max_requests: 0 is not between 1 and 1000000"),
+    ] {
+        assert!(
+            found.contains(&expected),
+            "missing {expected}\nin {found:#?}"
+        );
+    }
+}

@@ -155,6 +155,8 @@ impl Handler {
                         metrics: Arc::clone(&metrics),
                     },
                     config.prewarm,
+                    config.reuse,
+                    config.limits.concurrency,
                 )
                 .await
                 .map_err(instantiate_failed)?,
@@ -271,6 +273,7 @@ impl Handler {
         // left) or its body is dropped unfinished: the guest stops at its
         // next epoch tick, and its instance and permit go back.
         let cancelled = Cancelled(Some(self.metrics.cancelled.clone()));
+        let returner = pool.returner();
         let task = AbortOnDropHandle::new(tokio::spawn(async move {
             let call = proxy
                 .wasi_http_incoming_handler()
@@ -279,8 +282,16 @@ impl Handler {
             drop(permit);
             cancelled.disarm();
             let outcome = run.outcome(result, store.data().memory_denied());
-            if let Outcome::Failed(_) = outcome {
-                let _ = failed.send(());
+            match (&outcome, returner) {
+                (Outcome::Failed(_), _) => {
+                    let _ = failed.send(());
+                }
+                // Only a run that ended well gives its instance back; a
+                // trap, a timeout or an exhausted memory cap drops it.
+                (Outcome::Finished, Some(returner)) => {
+                    returner.give_back(Ready { store, proxy });
+                }
+                (Outcome::Finished, None) => {}
             }
             outcome
         }));

@@ -30,6 +30,8 @@ pub struct Host {
     pub(super) deadline: Instant,
     /// The pub/sub hub and, for a stream guest, its connection.
     pub(super) attachment: Attachment,
+    /// Requests this instance has served to their end (with `reuse`).
+    pub(super) served: u32,
 }
 
 impl Host {
@@ -65,6 +67,7 @@ impl Host {
                 maker.max_publish,
                 maker.pubsub_refused.clone(),
             ),
+            served: 0,
         }
     }
 }

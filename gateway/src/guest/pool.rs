@@ -1,11 +1,17 @@
-//! Per handler, instances instantiated ahead of the requests that will use them.
+//! Per handler, instances instantiated ahead of the requests that will use
+//! them, and (with `reuse`) instances whose request ended well, waiting for
+//! the next one.
 //!
-//! Invariant: an instance serves exactly one request and is then dropped, so
-//! nothing a guest keeps in memory reaches the next request; and a pool never
-//! outlives its handler (its refill task is aborted with it), so instances of
-//! an old component version are never handed out.
+//! Invariant: by default an instance serves exactly one request and is then
+//! dropped, so nothing a guest keeps in memory reaches the next request.
+//! With `reuse`, an instance comes back only through [`Returner::give_back`]
+//! after a clean run, serves at most `max_requests`, and waits at most
+//! `idle`. A pool never outlives its handler (its refill task is aborted with
+//! it, and returners hold it weakly), so instances of an old component
+//! version are never handed out.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tokio_util::task::AbortOnDropHandle;
@@ -13,6 +19,7 @@ use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 
 use super::host::{Host, INSTANTIATE_LIMIT, StoreMaker, far_future};
+use crate::config::Reuse;
 use crate::control::metrics::HandlerMetrics;
 
 /// An instantiated guest waiting for its request.
@@ -39,6 +46,46 @@ struct Shared {
     ready: Mutex<Vec<Ready>>,
     target: usize,
     wanted: Notify,
+    reuse: Option<Reuse>,
+    /// Instances that served a request and may serve another, newest last,
+    /// with when each came back.
+    reused: Mutex<Vec<(Ready, Instant)>>,
+    /// The most instances kept waiting for reuse (the handler's concurrency).
+    max_reused: usize,
+}
+
+/// Hands an instance back after a clean run, if its handler still exists.
+pub(super) struct Returner {
+    shared: Weak<Shared>,
+    max_requests: u32,
+}
+
+impl Returner {
+    /// Keeps `ready` for the next request unless it has served its
+    /// `max_requests` or the pool is full or gone.
+    pub(super) fn give_back(self, mut ready: Ready) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        let host = ready.store.data_mut();
+        host.served += 1;
+        // A guest that was refused memory may be in a state it did not plan
+        // for, even if it answered: start the next request afresh.
+        if host.served >= self.max_requests || host.memory_denied() {
+            return;
+        }
+        // Waiting costs nothing; the next request sets its own.
+        host.deadline = far_future();
+        host.attachment.hub = None;
+        let mut reused = shared.reused();
+        if let Some(reuse) = shared.reuse {
+            // The oldest come first: drop those that waited too long.
+            reused.retain(|(_, returned)| returned.elapsed() <= reuse.idle);
+        }
+        if reused.len() < shared.max_reused {
+            reused.push((ready, Instant::now()));
+        }
+    }
 }
 
 impl Pool {
@@ -46,13 +93,21 @@ impl Pool {
     /// rejected here, not at its first request), fills a pool of `target`
     /// ready instances, then keeps it filled from a background task. Needs a
     /// tokio runtime.
-    pub(super) async fn start(blueprint: Blueprint, target: usize) -> wasmtime::Result<Self> {
+    pub(super) async fn start(
+        blueprint: Blueprint,
+        target: usize,
+        reuse: Option<Reuse>,
+        max_reused: usize,
+    ) -> wasmtime::Result<Self> {
         let first = blueprint.instantiate().await?;
         let shared = Arc::new(Shared {
             blueprint,
             ready: Mutex::new(Vec::with_capacity(target.max(1))),
             target,
             wanted: Notify::new(),
+            reuse,
+            reused: Mutex::new(Vec::new()),
+            max_reused,
         });
         shared.lock().push(first);
         shared.fill().await;
@@ -63,8 +118,20 @@ impl Pool {
         })
     }
 
-    /// A ready instance, or a fresh one when the pool is empty.
+    /// Where a clean run gives its instance back, when the handler reuses them.
+    pub(super) fn returner(&self) -> Option<Returner> {
+        self.shared.reuse.map(|reuse| Returner {
+            shared: Arc::downgrade(&self.shared),
+            max_requests: reuse.max_requests,
+        })
+    }
+
+    /// An instance that served before and waited less than `idle`, else a
+    /// ready instance, else a fresh one when the pool is empty.
     pub(super) async fn take(&self) -> wasmtime::Result<Ready> {
+        if let Some(reused) = self.shared.take_reused() {
+            return Ok(reused);
+        }
         let ready = {
             let mut ready = self.shared.lock();
             let taken = ready.pop();
@@ -111,11 +178,49 @@ impl Shared {
         // The lock only guards push/pop, which cannot panic half-way.
         self.ready.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    fn reused(&self) -> std::sync::MutexGuard<'_, Vec<(Ready, Instant)>> {
+        self.reused.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The most recently returned instance that has not idled too long
+    /// (the newest is the warmest); the expired ones are dropped.
+    fn take_reused(&self) -> Option<Ready> {
+        let idle = self.reuse?.idle;
+        let mut reused = self.reused();
+        let (ready, returned) = reused.pop()?;
+        if returned.elapsed() <= idle {
+            return Some(ready);
+        }
+        // This one and every older one waited too long.
+        reused.clear();
+        None
+    }
+
+    /// Drops the instances that waited longer than `idle`.
+    fn expire(&self, idle: Duration) {
+        self.reused()
+            .retain(|(_, returned)| returned.elapsed() <= idle);
+    }
 }
 
 async fn refill(shared: Arc<Shared>) {
+    // With reuse, also wakes every `idle` to drop instances nobody took, so
+    // an idle handler holds no reused instance (nor its pooling slot) long.
+    let idle = shared.reuse.map(|reuse| reuse.idle);
     loop {
-        shared.wanted.notified().await;
+        match idle {
+            Some(idle) => {
+                if tokio::time::timeout(idle, shared.wanted.notified())
+                    .await
+                    .is_err()
+                {
+                    shared.expire(idle);
+                    continue;
+                }
+            }
+            None => shared.wanted.notified().await,
+        }
         shared.fill().await;
     }
 }
