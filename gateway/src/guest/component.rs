@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::Component;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p3::bindings::ServicePre;
 
 use super::bindings::{SseServicePre, WebsocketServicePre};
 use super::cache::{CompileCache, ContentHash};
@@ -43,8 +44,10 @@ pub enum LoadError {
     /// The component imports something the host does not provide.
     #[error("the component cannot be linked: {0}")]
     Link(String),
-    /// The component does not export the HTTP handler interface.
-    #[error("the component does not export wasi:http/incoming-handler@0.2: {0}")]
+    /// The component does not export an HTTP handler interface.
+    #[error(
+        "the component exports neither wasi:http/incoming-handler@0.2 nor wasi:http/handler@0.3: {0}"
+    )]
     NotHttpHandler(String),
     /// The component does not export the stream handler interface its world needs.
     #[error("the component does not export wasmgate:streaming/{0}@0.1: {1}")]
@@ -75,8 +78,10 @@ pub struct Loaded {
 
 /// A pre-instance, typed by the world the component implements.
 pub enum Pre {
-    /// `wasi:http/proxy`.
+    /// `wasi:http/proxy` (WASI 0.2).
     Http(ProxyPre<Host>),
+    /// `wasi:http/service` (WASI 0.3).
+    Http3(ServicePre<Host>),
     /// `wasmgate:streaming/websocket-service`.
     Websocket(WebsocketServicePre<Host>),
     /// `wasmgate:streaming/sse-service`.
@@ -201,9 +206,14 @@ pub fn load(
         .instantiate_pre(&component)
         .map_err(|error| LoadError::Link(format!("{error:#}")))?;
     let pre = match world {
-        HandlerWorld::Http => ProxyPre::new(instance_pre)
-            .map(Pre::Http)
-            .map_err(|error| LoadError::NotHttpHandler(format!("{error:#}")))?,
+        // Told apart by their exports: 0.3's `handler`, else 0.2's
+        // `incoming-handler`.
+        HandlerWorld::Http => match ServicePre::new(instance_pre.clone()) {
+            Ok(service) => Pre::Http3(service),
+            Err(_) => ProxyPre::new(instance_pre)
+                .map(Pre::Http)
+                .map_err(|error| LoadError::NotHttpHandler(format!("{error:#}")))?,
+        },
         HandlerWorld::Websocket => WebsocketServicePre::new(instance_pre)
             .map(Pre::Websocket)
             .map_err(|error| {

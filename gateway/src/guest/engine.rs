@@ -69,6 +69,13 @@ impl GuestEngine {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(|error| anyhow::anyhow!("{error:?}"))
             .context("linking wasi:http")?;
+        // WASI 0.3 and wasi:http@0.3 (the `wasi:http/service` world), granted
+        // as little as 0.2. Components made with wasm32-wasip2 toolchains
+        // import 0.2 interfaces (through std) next to these: both stay linked.
+        wasmtime_wasi::p3::add_to_linker(&mut linker)
+            .and_then(|()| wasmtime_wasi_http::p3::add_to_linker(&mut linker))
+            .map_err(|error| anyhow::anyhow!("{error:?}"))
+            .context("linking WASI 0.3")?;
         // The streaming imports reach only a store's pub/sub attachment.
         WebsocketService::add_to_linker::<Host, HasAttachment>(&mut linker, |host| {
             &mut host.attachment
@@ -101,10 +108,8 @@ fn engine_config(pooling: Option<PoolingAllocationConfig>) -> wasmtime::Config {
     let mut config = wasmtime::Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
-    // WASI 0.2 handlers need fibers (async calls) but not the component-model
-    // async machinery of 0.3, whose per-store bookkeeping every request pays
-    // for when the store is dropped.
-    config.concurrency_support(false);
+    // WASI 0.3 handlers run on the component model's async machinery
+    // (`run_concurrent`), which concurrency support (on by default) provides.
     // Copy-on-write heap images make instantiation map the initial memory
     // instead of copying it.
     config.memory_init_cow(true);

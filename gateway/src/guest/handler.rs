@@ -15,8 +15,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio_util::task::AbortOnDropHandle;
 use wasmtime::component::Resource;
 use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode as P2ErrorCode;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
+use wasmtime_wasi_http::p3::bindings::ServicePre;
 
 use super::bindings::{SseService, SseServicePre, WebsocketService, WebsocketServicePre};
 use super::cache::ContentHash;
@@ -31,6 +33,8 @@ use super::pubsub::Hub;
 use super::sse::Session as SseSession;
 use super::stream::{Opening, Refused, Stream, StreamSetup, trial};
 use super::websocket::Session;
+
+mod http3;
 use crate::config::{EnvGrant, HandlerConfig, HandlerName, StreamLimits};
 use crate::control::metrics::{HandlerMetrics, Metrics};
 use crate::http::body::{CappedBody, ResponseBody, Tripped};
@@ -86,8 +90,15 @@ pub struct Handler {
 
 /// How the handler's instances are made and used.
 enum Kind {
-    /// One pooled, pre-instantiated instance per request.
+    /// WASI 0.2: one pooled, pre-instantiated instance per request (or,
+    /// with `reuse`, per few requests in a row).
     Http(Pool),
+    /// WASI 0.3: a fresh instance per request, its event loop run until the
+    /// guest has no task left (the body, work after the response).
+    Http3 {
+        pre: ServicePre<Host>,
+        stores: StoreMaker,
+    },
     /// One instance per WebSocket connection, made when it opens.
     Websocket {
         pre: WebsocketServicePre<Host>,
@@ -98,6 +109,35 @@ enum Kind {
         pre: SseServicePre<Host>,
         stores: StoreMaker,
     },
+}
+
+/// What a guest's run takes along onto its task: its concurrency permit,
+/// how to report its end, and the pub/sub hub.
+struct Guest {
+    permit: OwnedSemaphorePermit,
+    run: GuestRun,
+    failed: oneshot::Sender<()>,
+    cancelled: Cancelled,
+    hub: Arc<Hub>,
+}
+
+/// Where a guest's response head (or its error code, as text) arrives.
+enum HeadReceiver {
+    /// From 0.2's `response-outparam`.
+    P2(oneshot::Receiver<Result<Response<ResponseBody>, P2ErrorCode>>),
+    /// From the 0.3 run's task.
+    P3(oneshot::Receiver<Result<Response<ResponseBody>, String>>),
+}
+
+impl HeadReceiver {
+    async fn recv(
+        self,
+    ) -> Result<Result<Response<ResponseBody>, String>, oneshot::error::RecvError> {
+        match self {
+            Self::P2(receiver) => Ok(receiver.await?.map_err(|code| format!("{code:?}"))),
+            Self::P3(receiver) => receiver.await,
+        }
+    }
 }
 
 /// How a guest's run ended.
@@ -120,7 +160,7 @@ impl Handler {
         let metrics = services.metrics;
         let label: Arc<str> = Arc::from(name.as_str());
         let kind = match loaded.pre {
-            Pre::Http(_) => "http",
+            Pre::Http(_) | Pre::Http3(_) => "http",
             Pre::Websocket(_) => "websocket",
             Pre::Sse(_) => "sse",
         };
@@ -161,6 +201,20 @@ impl Handler {
                 .await
                 .map_err(instantiate_failed)?,
             ),
+            Pre::Http3(pre) => {
+                // Instantiated once now, so a component that cannot be is
+                // refused at load, not at its first request.
+                http3::instantiate(&pre, &stores)
+                    .await
+                    .map_err(instantiate_failed)?;
+                if config.reuse.is_some() {
+                    tracing::warn!(
+                        handler = name.as_str(),
+                        "reuse is not applied to WASI 0.3 components yet: each request gets a fresh instance"
+                    );
+                }
+                Kind::Http3 { pre, stores }
+            }
             Pre::Websocket(pre) => {
                 trial::<WebsocketService>(&pre, &stores)
                     .await
@@ -207,9 +261,9 @@ impl Handler {
         &self.hash
     }
 
-    /// Serves `request` on a fresh instance. `route` names the route in logs.
-    /// The body is a client's (`Incoming`) or the gateway's own (a smoke
-    /// check's empty one).
+    /// Serves `request` on an instance (a fresh one unless the handler
+    /// reuses them). `route` names the route in logs. The body is a
+    /// client's (`Incoming`) or the gateway's own (a smoke check's empty one).
     pub async fn serve<B>(
         &self,
         request: Request<B>,
@@ -222,9 +276,9 @@ impl Handler {
         B: http_body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let Kind::Http(pool) = &self.kind else {
+        if !matches!(self.kind, Kind::Http(_) | Kind::Http3 { .. }) {
             return Err(GatewayError::UpgradeRequired);
-        };
+        }
         let declared = request
             .headers()
             .get(http::header::CONTENT_LENGTH)
@@ -239,25 +293,6 @@ impl Handler {
         let (tripped, mut body_cut) = oneshot::channel();
         let request = request
             .map(|body| CappedBody::new(body, self.config.limits.body, body_timeout, tripped));
-        let Ready { mut store, proxy } = pool.take().await.map_err(|error| {
-            if is_pool_full(&error) {
-                self.metrics.refused.inc();
-                GatewayError::Saturated("the instance pool".into())
-            } else {
-                GatewayError::Internal(format!("instantiating the guest: {error:#}"))
-            }
-        })?;
-        let deadline = Instant::now() + self.config.limits.timeout;
-        store.data_mut().deadline = deadline;
-        store.data_mut().attachment.hub = Some(Arc::clone(hub));
-        let (sender, receiver) = oneshot::channel();
-        let mut http = store.data_mut().http();
-        let incoming: Resource<HostIncomingRequest> = http
-            .new_incoming_request(scheme, request)
-            .map_err(|error| GatewayError::BadRequest(format!("{error:#}")))?;
-        let outparam: Resource<HostResponseOutparam> = http
-            .new_response_outparam(sender)
-            .map_err(|error| GatewayError::Internal(format!("{error:#}")))?;
         let run = GuestRun {
             handler: Arc::clone(&self.label),
             metrics: Arc::clone(&self.metrics),
@@ -272,9 +307,115 @@ impl Handler {
         // Aborted when the request is dropped before its head (the client
         // left) or its body is dropped unfinished: the guest stops at its
         // next epoch tick, and its instance and permit go back.
-        let cancelled = Cancelled(Some(self.metrics.cancelled.clone()));
+        let guest = Guest {
+            permit,
+            run,
+            failed,
+            cancelled: Cancelled(Some(self.metrics.cancelled.clone())),
+            hub: Arc::clone(hub),
+        };
+        let (receiver, task) = match &self.kind {
+            Kind::Http(pool) => self.start_p2(pool, request, scheme, guest).await?,
+            Kind::Http3 { pre, stores } => {
+                let instance = self.instantiate(http3::instantiate(pre, stores)).await?;
+                http3::start(
+                    instance,
+                    request,
+                    &scheme,
+                    self.config.limits.timeout,
+                    guest,
+                )
+            }
+            Kind::Websocket { .. } | Kind::Sse { .. } => {
+                return Err(GatewayError::UpgradeRequired);
+            }
+        };
+        let head = tokio::select! {
+            biased;
+            head = receiver.recv() => head,
+            // The body broke a limit before the guest answered: the client
+            // gets 413 or 408 at once.
+            Ok(why) = &mut body_cut => return Err(self.body_cut(why, task, body_timeout)),
+        };
+        // An answer made after the body broke a limit (an error page, a trap
+        // on the failed read) is about the body: 413 or 408.
+        if let Ok(why) = body_cut.try_recv() {
+            return Err(self.body_cut(why, task, body_timeout));
+        }
+        match head {
+            Ok(Ok(response)) => {
+                let guest = (!head_only).then_some(task);
+                Ok(response.map(|body| AbortOnFailure::wrap(body, failure, guest)))
+            }
+            Ok(Err(code)) => {
+                // The guest answered; it finishes (and is counted) on its own.
+                task.detach();
+                let error = GatewayError::GuestErrorCode(code);
+                self.log(route, &error);
+                Err(error)
+            }
+            // The store (and with it the sender) is gone: the run is over.
+            Err(_) => match task.await {
+                Ok(Outcome::Failed(error)) => Err(error),
+                Ok(Outcome::Finished) => {
+                    let error = GatewayError::GuestNoResponse;
+                    self.log(route, &error);
+                    Err(error)
+                }
+                Err(join) => Err(GatewayError::Internal(format!("guest task failed: {join}"))),
+            },
+        }
+    }
+
+    /// An instance from `instantiating`; a full instance pool is 503.
+    async fn instantiate<T>(
+        &self,
+        instantiating: impl std::future::Future<Output = wasmtime::Result<T>>,
+    ) -> Result<T, GatewayError> {
+        instantiating.await.map_err(|error| {
+            if is_pool_full(&error) {
+                self.metrics.refused.inc();
+                GatewayError::Saturated("the instance pool".into())
+            } else {
+                GatewayError::Internal(format!("instantiating the guest: {error:#}"))
+            }
+        })
+    }
+
+    /// Hands `request` to a WASI 0.2 instance from `pool`, on a task of its
+    /// own; returns where its response head arrives, and the task.
+    async fn start_p2<B>(
+        &self,
+        pool: &Pool,
+        request: Request<CappedBody<B>>,
+        scheme: Scheme,
+        guest: Guest,
+    ) -> Result<(HeadReceiver, AbortOnDropHandle<Outcome>), GatewayError>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let Ready { mut store, proxy } = self.instantiate(pool.take()).await?;
+        let deadline = Instant::now() + self.config.limits.timeout;
+        store.data_mut().deadline = deadline;
+        store.data_mut().attachment.hub = Some(Arc::clone(&guest.hub));
+        let (sender, receiver) = oneshot::channel();
+        let mut http = store.data_mut().http();
+        let incoming: Resource<HostIncomingRequest> = http
+            .new_incoming_request(scheme, request)
+            .map_err(|error| GatewayError::BadRequest(format!("{error:#}")))?;
+        let outparam: Resource<HostResponseOutparam> = http
+            .new_response_outparam(sender)
+            .map_err(|error| GatewayError::Internal(format!("{error:#}")))?;
         let returner = pool.returner();
         let task = AbortOnDropHandle::new(tokio::spawn(async move {
+            let Guest {
+                permit,
+                run,
+                failed,
+                cancelled,
+                hub: _,
+            } = guest;
             let call = proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, incoming, outparam);
@@ -295,41 +436,7 @@ impl Handler {
             }
             outcome
         }));
-        let head = tokio::select! {
-            biased;
-            head = receiver => head,
-            // The body broke a limit before the guest answered: the client
-            // gets 413 or 408 at once.
-            Ok(why) = &mut body_cut => return Err(self.body_cut(why, task, body_timeout)),
-        };
-        // An answer made after the body broke a limit (an error page, a trap
-        // on the failed read) is about the body: 413 or 408.
-        if let Ok(why) = body_cut.try_recv() {
-            return Err(self.body_cut(why, task, body_timeout));
-        }
-        match head {
-            Ok(Ok(response)) => {
-                let guest = (!head_only).then_some(task);
-                Ok(response.map(|body| AbortOnFailure::wrap(body, failure, guest)))
-            }
-            Ok(Err(code)) => {
-                // The guest answered; it finishes (and is counted) on its own.
-                task.detach();
-                let error = GatewayError::GuestErrorCode(format!("{code:?}"));
-                self.log(route, &error);
-                Err(error)
-            }
-            // The store (and with it the sender) is gone: the run is over.
-            Err(_) => match task.await {
-                Ok(Outcome::Failed(error)) => Err(error),
-                Ok(Outcome::Finished) => {
-                    let error = GatewayError::GuestNoResponse;
-                    self.log(route, &error);
-                    Err(error)
-                }
-                Err(join) => Err(GatewayError::Internal(format!("guest task failed: {join}"))),
-            },
-        }
+        Ok((HeadReceiver::P2(receiver), task))
     }
 
     /// The answer to a request whose body broke a limit. An oversized body's

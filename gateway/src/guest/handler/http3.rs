@@ -1,0 +1,156 @@
+//! One request on a WASI 0.3 component (the `wasi:http/service` world): a
+//! fresh instance, the request handed over as a `wasi:http/types.request`,
+//! the response head passed back as soon as the guest returns it, while the
+//! store's event loop keeps running (it streams the body both ways, and
+//! runs whatever the guest does after responding, as 0.3 allows) until the
+//! guest has no task left.
+//!
+//! Invariant: the whole run (the handler, both bodies, work after the
+//! response) is one `run_concurrent` under the request's deadline, on the
+//! request's own task: whatever the guest does, the run ends by then and
+//! its instance is dropped, and its permit and outcome are accounted
+//! exactly as for 0.2.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Request, Response};
+use tokio::sync::oneshot;
+use tokio_util::task::AbortOnDropHandle;
+use wasmtime::Store;
+use wasmtime_wasi_http::WasiHttpView as _;
+use wasmtime_wasi_http::p3::bindings::{Service, ServicePre};
+
+use super::{Guest, HeadReceiver, Outcome, Scheme};
+use crate::guest::host::{Host, INSTANTIATE_LIMIT, StoreMaker, far_future};
+use crate::http::body::{CappedBody, ResponseBody};
+
+/// A 0.3 instance ready for its request.
+pub(super) struct Instance {
+    store: Store<Host>,
+    service: Service,
+}
+
+/// Instantiates `pre` in a fresh store made by `stores`.
+pub(super) async fn instantiate(
+    pre: &ServicePre<Host>,
+    stores: &StoreMaker,
+) -> wasmtime::Result<Instance> {
+    let mut store = stores.make(pre.instance_pre().engine());
+    store.data_mut().deadline = Instant::now() + INSTANTIATE_LIMIT;
+    let service = pre.instantiate_async(&mut store).await?;
+    store.data_mut().deadline = far_future();
+    Ok(Instance { store, service })
+}
+
+/// Starts `request` on `instance`, on a task of its own, with `timeout`
+/// from now; returns where the response head arrives, and the task.
+pub(super) fn start<B>(
+    instance: Instance,
+    request: Request<CappedBody<B>>,
+    scheme: &Scheme,
+    timeout: std::time::Duration,
+    guest: Guest,
+) -> (HeadReceiver, AbortOnDropHandle<Outcome>)
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
+    let Instance { mut store, service } = instance;
+    let deadline = Instant::now() + timeout;
+    store.data_mut().deadline = deadline;
+    store.data_mut().attachment.hub = Some(Arc::clone(&guest.hub));
+    let request = absolute(request, scheme);
+    let (sender, receiver) = oneshot::channel::<Result<Response<ResponseBody>, String>>();
+    let task = AbortOnDropHandle::new(tokio::spawn(async move {
+        let Guest {
+            permit,
+            run,
+            failed,
+            cancelled,
+            hub: _,
+        } = guest;
+        let (request, request_io) = {
+            let hooks = store.data_mut().http().hooks;
+            wasmtime_wasi_http::p3::Request::from_http(hooks, request)
+        };
+        let serve = store.run_concurrent(async move |accessor| -> wasmtime::Result<()> {
+            match service.handle(accessor, request).await? {
+                Ok(response) => {
+                    let response =
+                        accessor.with(|mut store| response.into_http(&mut store, request_io))?;
+                    let _ = sender.send(Ok(response));
+                }
+                Err(code) => {
+                    let _ = sender.send(Err(format!("{code:?}")));
+                }
+            }
+            // The body is written, and anything the guest does after
+            // answering runs, from this event loop: keep it turning until
+            // the guest has no task left (the deadline bounds it).
+            std::future::poll_fn(|cx| accessor.poll_no_interesting_tasks(cx)).await;
+            Ok(())
+        });
+        let result = tokio::time::timeout_at(deadline.into(), serve)
+            .await
+            .map(|ran| ran.and_then(|inner| inner));
+        drop(permit);
+        cancelled.disarm();
+        let outcome = run.outcome(result, store.data().memory_denied());
+        if let Outcome::Failed(_) = outcome {
+            let _ = failed.send(());
+        }
+        outcome
+    }));
+    (HeadReceiver::P3(receiver), task)
+}
+
+/// 0.3 takes the scheme and authority from the request's URI, never from a
+/// `Host` header (a forbidden header it strips): an HTTP/1.1 request's
+/// origin-form URI gets both (the host header always exists by now).
+fn absolute<B>(request: Request<B>, scheme: &Scheme) -> Request<B> {
+    if request.uri().scheme().is_some() {
+        return request;
+    }
+    let (mut parts, body) = request.into_parts();
+    let authority = parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|host| host.parse::<http::uri::Authority>().ok());
+    let scheme = match scheme {
+        Scheme::Https => http::uri::Scheme::HTTPS,
+        _ => http::uri::Scheme::HTTP,
+    };
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    uri.scheme = Some(scheme);
+    uri.authority = authority;
+    if uri.path_and_query.is_none() {
+        uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    parts.uri = http::Uri::from_parts(uri).unwrap_or_default();
+    Request::from_parts(parts, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_origin_form_uri_gets_the_scheme_and_the_host() {
+        let request = Request::get("/a?b=1")
+            .header("host", "example.com:8080")
+            .body(())
+            .expect("valid");
+        let absolute = absolute(request, &Scheme::Https);
+        assert_eq!(absolute.uri(), "https://example.com:8080/a?b=1");
+        let h2 = Request::get("http://other.example/x")
+            .body(())
+            .expect("valid");
+        assert_eq!(absolute_uri(h2), "http://other.example/x");
+    }
+
+    fn absolute_uri(request: Request<()>) -> String {
+        absolute(request, &Scheme::Http).uri().to_string()
+    }
+}

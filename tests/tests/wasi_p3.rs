@@ -1,0 +1,210 @@
+//! WASI 0.3 handlers (`wasi:http/handler@0.3.0`): told apart from 0.2 by
+//! their export and served on the same routes, limits, metrics, hot swap
+//! and drain; bodies stream both ways, trailers pass, and work a guest does
+//! after answering runs, bounded by the handler's time limit.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use http_body_util::BodyExt as _;
+use wasmgate_tests::client::{self, Client};
+use wasmgate_tests::{TestGateway, handlers_dir, metric};
+
+/// The 0.3 fixture on /p3 (2 s, 32 MiB, 1 MiB bodies) and the 0.3 hello
+/// example on /hello.
+const CONFIG: &str = r#"
+[gateway]
+handlers_dir = "{handlers}"
+
+[[listener]]
+addr = "127.0.0.1:0"
+
+[handler.p3]
+path = "{handlers}/p3-stream.wasm"
+limits = { timeout = "2s", memory = "32MiB", body = "1MiB" }
+
+[handler.hello]
+path = "{handlers}/hello-p3.wasm"
+
+[[route]]
+path = "/p3"
+handler = "p3"
+
+[[route]]
+path = "/hello"
+handler = "hello"
+"#;
+
+fn fixture(name: &str) -> PathBuf {
+    handlers_dir().join(format!("{name}.wasm"))
+}
+
+#[tokio::test]
+async fn a_wasi_0_3_component_is_served_over_http1_and_h2_with_streamed_bodies_and_trailers() {
+    let gateway = TestGateway::start(CONFIG);
+    let mut h1 = Client::http1(gateway.http()).await;
+    let hello = h1.get("/hello").await;
+    assert_eq!(hello.status.as_u16(), 200);
+    assert_eq!(
+        hello.text(),
+        "Hello from wasmgate over WASI 0.3! You asked for /hello\n"
+    );
+    assert_eq!(h1.get("/p3").await.text(), "p3\n");
+
+    for mut client in [
+        Client::http1(gateway.http()).await,
+        Client::h2c(gateway.http()).await,
+    ] {
+        let request = client
+            .request("GET", "/p3?chunks=50")
+            .header("te", "trailers")
+            .body(client::empty())
+            .expect("valid");
+        let response = client.send_streaming(request).await.expect("answered");
+        assert_eq!(response.status().as_u16(), 200);
+        let collected = response.into_body().collect().await.expect("whole body");
+        let trailers = collected.trailers().cloned();
+        let body = String::from_utf8(collected.to_bytes().to_vec()).expect("utf-8");
+        assert_eq!(body.lines().count(), 50);
+        assert_eq!(body.lines().last(), Some("chunk 49"));
+        assert_eq!(
+            trailers
+                .as_ref()
+                .and_then(|t| t.get("x-chunks"))
+                .map(|v| v.as_bytes()),
+            Some(&b"50"[..]),
+            "trailers: {trailers:?}"
+        );
+    }
+
+    // The request body streams in and back out.
+    let upload: Vec<u8> = (0..512 * 1024).map(|i| (i % 251) as u8).collect();
+    for mut client in [
+        Client::http1(gateway.http()).await,
+        Client::h2c(gateway.http()).await,
+    ] {
+        let request = client
+            .request("POST", "/p3?echo")
+            .body(client::full(upload.clone()))
+            .expect("valid");
+        let reply = client.send(request).await.expect("answered");
+        assert_eq!(reply.status.as_u16(), 200);
+        assert!(reply.body == upload, "{} bytes back", reply.body.len());
+    }
+    // Over the body limit: 413, and the gateway carries on.
+    let too_big = h1
+        .send(
+            h1.request("POST", "/p3?echo")
+                .body(client::full(vec![0u8; 2 << 20]))
+                .expect("valid"),
+        )
+        .await
+        .expect("answered");
+    assert_eq!(too_big.status.as_u16(), 413);
+    assert_eq!(
+        Client::http1(gateway.http()).await.get("/p3").await.text(),
+        "p3\n"
+    );
+}
+
+#[tokio::test]
+async fn limits_hold_for_wasi_0_3_guests_even_after_they_answer() {
+    let gateway = TestGateway::start(CONFIG);
+    let mut client = Client::http1(gateway.http()).await;
+    // Work after the response runs...
+    let after = client.get("/p3?after").await;
+    assert_eq!(after.text(), "answered\n");
+    gateway.wait_for_log("worked after the response");
+    // ...and a guest that never stops after answering is stopped by the
+    // handler's 2 s limit: its client already has the whole answer.
+    let started = Instant::now();
+    let spun = client.get("/p3?spin-after").await;
+    assert_eq!(
+        (spun.status.as_u16(), spun.text().as_str()),
+        (200, "answered\n")
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the answer did not wait for the guest"
+    );
+    gateway.wait_for_log("guest exceeded its time limit of 2s");
+    let series = r#"wasmgate_guest_outcomes_total{handler="p3",outcome="timeout"}"#;
+    assert_eq!(metric(&gateway, series).await, 1.0);
+    // A trap and an exhausted memory cap are 500s; the next request is fine.
+    assert_eq!(client.get("/p3?trap").await.status.as_u16(), 500);
+    assert_eq!(client.get("/p3?grow=64").await.status.as_u16(), 500);
+    let oom = r#"wasmgate_guest_outcomes_total{handler="p3",outcome="out_of_memory"}"#;
+    assert_eq!(metric(&gateway, oom).await, 1.0);
+    assert_eq!(client.get("/p3").await.text(), "p3\n");
+}
+
+/// `handlers/version.wasm` on /version, swapped under load.
+const SWAP: &str = r#"
+[gateway]
+handlers_dir = "{dir}/handlers"
+cache_dir = "{dir}/cache"
+
+[[listener]]
+addr = "127.0.0.1:0"
+
+[handler.version]
+
+[[route]]
+path = "/version"
+handler = "version"
+"#;
+
+fn install(handlers: &Path, source: &Path) {
+    let staging = handlers.join(".version.wasm.staging");
+    std::fs::copy(source, &staging).expect("copy");
+    std::fs::rename(&staging, handlers.join("version.wasm")).expect("rename");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_swaps_between_wasi_0_2_and_0_3_under_load_without_a_failed_request() {
+    let dir = tempfile::tempdir().expect("dir");
+    let handlers = dir.path().join("handlers");
+    std::fs::create_dir(&handlers).expect("handlers");
+    install(&handlers, &fixture("version-v1"));
+    let gateway = TestGateway::start_in(dir, SWAP);
+    let stop = Arc::new(AtomicBool::new(false));
+    let loops: Vec<_> = (0..4)
+        .map(|_| {
+            let (addr, stop) = (gateway.http(), Arc::clone(&stop));
+            tokio::spawn(async move {
+                let mut client = Client::http1(addr).await;
+                let (mut v1, mut p3, mut failed) = (0, 0, Vec::new());
+                while !stop.load(Ordering::Relaxed) {
+                    let reply = client.get("/version").await;
+                    match (reply.status.as_u16(), reply.text().as_str()) {
+                        (200, "v1\n") => v1 += 1,
+                        (200, "p3\n") => p3 += 1,
+                        (status, body) => failed.push(format!("{status} {body}")),
+                    }
+                }
+                (v1, p3, failed)
+            })
+        })
+        .collect();
+    for round in 0..6 {
+        let next = if round % 2 == 0 {
+            "p3-stream"
+        } else {
+            "version-v1"
+        };
+        install(&handlers, &fixture(next));
+        gateway.wait_for_generation(round + 2);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (mut v1, mut p3) = (0, 0);
+    for task in loops {
+        let (a, b, failed) = task.await.expect("load loop");
+        assert!(failed.is_empty(), "{failed:?}");
+        v1 += a;
+        p3 += b;
+    }
+    assert!(v1 > 0 && p3 > 0, "v1 {v1}, p3 {p3}");
+}
