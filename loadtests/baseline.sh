@@ -6,6 +6,9 @@
 #   wasmtime        `wasmtime serve` 48 at its best: -S cli, pooling allocator with
 #                   keep-resident + pagemap scan, -W timeout (wasmgate always has a deadline)
 #   wasmtime-reuse  the same with --max-instance-reuse-count 128
+#   wasmgate-p3     the WASI 0.3 hello (hello-p3), fresh instance per request
+#   wasmtime-p3     `wasmtime serve -S p3` on the same component (its p3 default:
+#                   an instance serves up to 128 requests, 16 at once)
 #   native          a plain hyper server answering the same bytes (the ceiling)
 # Rounds alternate between the targets so drift on a shared machine hits all of
 # them alike; the medians of the rounds are reported, with ratios.
@@ -42,6 +45,11 @@ start wasmtime-reuse 'Serving HTTP on' wasmtime serve --addr 127.0.0.1:0 -S cli 
   --max-instance-reuse-count 128 handlers/wasm/hello.wasm
 wasmtime_reuse_http=$(grep -oE 'http://[0-9.:]+' "$work/wasmtime-reuse.log" | head -1)
 
+start wasmtime-p3 'Serving HTTP on' wasmtime serve --addr 127.0.0.1:0 -S cli,p3 -W timeout=30s \
+  -O pooling-allocator=y,pooling-memory-keep-resident=4194304,pooling-table-keep-resident=65536,pooling-pagemap-scan=y \
+  handlers/wasm/hello-p3.wasm
+wasmtime_p3_http=$(grep -oE 'http://[0-9.:]+' "$work/wasmtime-p3.log" | head -1)
+
 start native 'listening on http://' ./target/release/native-hello
 native_http="http://$(http_addr native)"
 
@@ -51,6 +59,8 @@ declare -A url=(
   [wasmgate-reuse]="$gateway_http/reuse/hello"
   [wasmtime]="$wasmtime_http/hello"
   [wasmtime-reuse]="$wasmtime_reuse_http/hello"
+  [wasmgate-p3]="$gateway_http/p3/hello"
+  [wasmtime-p3]="$wasmtime_p3_http/hello"
   [native]="$native_http/hello"
 )
 declare -A extra=(
@@ -59,9 +69,11 @@ declare -A extra=(
   [wasmgate-reuse]=""
   [wasmtime]=""
   [wasmtime-reuse]=""
+  [wasmgate-p3]=""
+  [wasmtime-p3]=""
   [native]=""
 )
-targets=(wasmgate wasmgate-h2 wasmgate-reuse wasmtime wasmtime-reuse native)
+targets=(wasmgate wasmgate-h2 wasmgate-reuse wasmtime wasmtime-reuse wasmgate-p3 wasmtime-p3 native)
 
 echo "oha -z $DURATION -c $CONCURRENCY, $ROUNDS alternating rounds, $(nproc) cores shared by server and load generator"
 for round in $(seq 1 "$ROUNDS"); do
@@ -100,4 +112,6 @@ reuse, wt_reuse = rows["wasmgate-reuse"][0], rows["wasmtime-reuse"][0]
 print(f"wasmgate reuse / wasmtime serve reuse: {reuse / wt_reuse:.2f}x req/s, p99 {rows['wasmgate-reuse'][2] / rows['wasmtime-reuse'][2]:.2f}x")
 print(f"wasmgate reuse / native hyper:         {reuse / native:.2f}x req/s")
 print(f"wasmgate reuse / wasmgate fresh:       {reuse / gw:.2f}x req/s")
+p3, wt_p3 = rows["wasmgate-p3"][0], rows["wasmtime-p3"][0]
+print(f"wasmgate 0.3 / wasmtime serve 0.3:      {p3 / wt_p3:.2f}x req/s, p99 {rows['wasmgate-p3'][2] / rows['wasmtime-p3'][2]:.2f}x")
 PY

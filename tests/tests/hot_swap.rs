@@ -173,7 +173,7 @@ async fn bad_files_keep_the_last_good_version_serving() {
         (
             "no handler export",
             std::fs::read(fixture("no-handler")).expect("fixture"),
-            "does not export wasi:http/incoming-handler",
+            "exports neither wasi:http/incoming-handler",
         ),
         (
             "fails to instantiate",

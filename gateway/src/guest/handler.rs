@@ -345,7 +345,7 @@ impl Handler {
         match head {
             Ok(Ok(response)) => {
                 let guest = (!head_only).then_some(task);
-                Ok(response.map(|body| AbortOnFailure::wrap(body, failure, guest)))
+                Ok(AbortOnFailure::wrap(response, failure, guest))
             }
             Ok(Err(code)) => {
                 // The guest answered; it finishes (and is counted) on its own.
@@ -615,25 +615,39 @@ fn trap_summary(error: &wasmtime::Error) -> String {
 ///
 /// It also holds the guest's task: dropped before it ended (the client went
 /// away mid-body), it stops the guest.
+///
+/// A body with a `Content-Length` is over once that many bytes went out:
+/// hyper then drops it without asking for its end, so it says so itself and
+/// lets the guest finish on its own rather than be stopped as if its client
+/// had left.
 struct AbortOnFailure {
     inner: ResponseBody,
     failure: oneshot::Receiver<()>,
     guest: Option<AbortOnDropHandle<Outcome>>,
+    /// Bytes still owed when the head announced a length.
+    remaining: Option<u64>,
 }
 
 impl AbortOnFailure {
     fn wrap(
-        inner: ResponseBody,
+        response: Response<ResponseBody>,
         failure: oneshot::Receiver<()>,
         guest: Option<AbortOnDropHandle<Outcome>>,
-    ) -> ResponseBody {
+    ) -> Response<ResponseBody> {
         use http_body_util::BodyExt as _;
-        Self {
-            inner,
-            failure,
-            guest,
-        }
-        .boxed_unsync()
+        let remaining = response
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+        response.map(|inner| {
+            Self {
+                inner,
+                failure,
+                guest,
+                remaining,
+            }
+            .boxed_unsync()
+        })
     }
 }
 
@@ -674,7 +688,11 @@ impl http_body::Body for AbortOnFailure {
             }
             other => other,
         };
-        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
+        if let (Poll::Ready(Some(Ok(frame))), Some(remaining)) = (&polled, &mut self.remaining) {
+            let sent = frame.data_ref().map_or(0, |data| data.len() as u64);
+            *remaining = remaining.saturating_sub(sent);
+        }
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) || self.remaining == Some(0) {
             // Over: the guest may finish on its own (and be counted).
             if let Some(guest) = self.guest.take() {
                 guest.detach();
@@ -684,7 +702,7 @@ impl http_body::Body for AbortOnFailure {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.remaining == Some(0) || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
