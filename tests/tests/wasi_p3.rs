@@ -28,9 +28,17 @@ limits = { timeout = "2s", memory = "32MiB", body = "1MiB" }
 [handler.hello]
 path = "{handlers}/hello-p3.wasm"
 
+[handler.reused]
+path = "{handlers}/p3-stream.wasm"
+reuse = { max_requests = 3 }
+
 [[route]]
 path = "/p3"
 handler = "p3"
+
+[[route]]
+path = "/reused"
+handler = "reused"
 
 [[route]]
 path = "/hello"
@@ -138,6 +146,31 @@ async fn limits_hold_for_wasi_0_3_guests_even_after_they_answer() {
     let oom = r#"wasmgate_guest_outcomes_total{handler="p3",outcome="out_of_memory"}"#;
     assert_eq!(metric(&gateway, oom).await, 1.0);
     assert_eq!(client.get("/p3").await.text(), "p3\n");
+}
+
+#[tokio::test]
+async fn a_wasi_0_3_instance_is_reused_only_when_asked_and_never_after_a_failure() {
+    let gateway = TestGateway::start(CONFIG);
+    let mut client = Client::http1(gateway.http()).await;
+    let mut counts = Vec::new();
+    for _ in 0..4 {
+        counts.push(client.get("/reused?count").await.text());
+    }
+    assert_eq!(
+        counts,
+        ["1\n", "2\n", "3\n", "1\n"],
+        "three requests per instance"
+    );
+    assert_eq!(client.get("/reused?trap").await.status.as_u16(), 500);
+    assert_eq!(
+        client.get("/reused?count").await.text(),
+        "1\n",
+        "a trapped instance is dropped"
+    );
+    // Without `reuse`, a fresh instance every time.
+    for _ in 0..2 {
+        assert_eq!(client.get("/p3?count").await.text(), "1\n");
+    }
 }
 
 /// `handlers/version.wasm` on /version, swapped under load.

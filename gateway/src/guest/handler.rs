@@ -18,7 +18,6 @@ use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode as P2ErrorCode;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
-use wasmtime_wasi_http::p3::bindings::ServicePre;
 
 use super::bindings::{SseService, SseServicePre, WebsocketService, WebsocketServicePre};
 use super::cache::ContentHash;
@@ -28,7 +27,7 @@ use super::engine::is_pool_full;
 use super::host::{DeadlineExceeded, Host, StoreMaker, hostcall_fuel};
 use super::log::LogBudget;
 use super::outbound::OutboundClient;
-use super::pool::{Blueprint, Pool, Ready};
+use super::pool::{Blueprint, HttpPre, Instance, Pool, Ready};
 use super::pubsub::Hub;
 use super::sse::Session as SseSession;
 use super::stream::{Opening, Refused, Stream, StreamSetup, trial};
@@ -90,15 +89,11 @@ pub struct Handler {
 
 /// How the handler's instances are made and used.
 enum Kind {
-    /// WASI 0.2: one pooled, pre-instantiated instance per request (or,
-    /// with `reuse`, per few requests in a row).
+    /// wasi:http 0.2 or 0.3: one pooled, pre-instantiated instance per
+    /// request (or, with `reuse`, per few requests in a row); a 0.3 run
+    /// lasts until the guest has no task left (its body, work after the
+    /// response).
     Http(Pool),
-    /// WASI 0.3: a fresh instance per request, its event loop run until the
-    /// guest has no task left (the body, work after the response).
-    Http3 {
-        pre: ServicePre<Host>,
-        stores: StoreMaker,
-    },
     /// One instance per WebSocket connection, made when it opens.
     Websocket {
         pre: WebsocketServicePre<Host>,
@@ -190,7 +185,7 @@ impl Handler {
             Pre::Http(pre) => Kind::Http(
                 Pool::start(
                     Blueprint {
-                        pre,
+                        pre: HttpPre::P2(pre),
                         stores,
                         metrics: Arc::clone(&metrics),
                     },
@@ -201,20 +196,20 @@ impl Handler {
                 .await
                 .map_err(instantiate_failed)?,
             ),
-            Pre::Http3(pre) => {
-                // Instantiated once now, so a component that cannot be is
-                // refused at load, not at its first request.
-                http3::instantiate(&pre, &stores)
-                    .await
-                    .map_err(instantiate_failed)?;
-                if config.reuse.is_some() {
-                    tracing::warn!(
-                        handler = name.as_str(),
-                        "reuse is not applied to WASI 0.3 components yet: each request gets a fresh instance"
-                    );
-                }
-                Kind::Http3 { pre, stores }
-            }
+            Pre::Http3(pre) => Kind::Http(
+                Pool::start(
+                    Blueprint {
+                        pre: HttpPre::P3(pre),
+                        stores,
+                        metrics: Arc::clone(&metrics),
+                    },
+                    config.prewarm,
+                    config.reuse,
+                    config.limits.concurrency,
+                )
+                .await
+                .map_err(instantiate_failed)?,
+            ),
             Pre::Websocket(pre) => {
                 trial::<WebsocketService>(&pre, &stores)
                     .await
@@ -276,9 +271,9 @@ impl Handler {
         B: http_body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        if !matches!(self.kind, Kind::Http(_) | Kind::Http3 { .. }) {
+        let Kind::Http(pool) = &self.kind else {
             return Err(GatewayError::UpgradeRequired);
-        }
+        };
         let declared = request
             .headers()
             .get(http::header::CONTENT_LENGTH)
@@ -314,21 +309,20 @@ impl Handler {
             cancelled: Cancelled(Some(self.metrics.cancelled.clone())),
             hub: Arc::clone(hub),
         };
-        let (receiver, task) = match &self.kind {
-            Kind::Http(pool) => self.start_p2(pool, request, scheme, guest).await?,
-            Kind::Http3 { pre, stores } => {
-                let instance = self.instantiate(http3::instantiate(pre, stores)).await?;
-                http3::start(
-                    instance,
-                    request,
-                    &scheme,
-                    self.config.limits.timeout,
-                    guest,
-                )
+        let ready = self.instantiate(pool.take()).await?;
+        let (receiver, task) = match ready.guest {
+            Instance::P2(proxy) => {
+                let store = ready.store;
+                self.start_p2(pool, store, proxy, request, scheme, guest)?
             }
-            Kind::Websocket { .. } | Kind::Sse { .. } => {
-                return Err(GatewayError::UpgradeRequired);
-            }
+            Instance::P3(service) => http3::start(
+                (ready.store, service),
+                pool.returner(),
+                request,
+                &scheme,
+                self.config.limits.timeout,
+                guest,
+            ),
         };
         let head = tokio::select! {
             biased;
@@ -384,9 +378,11 @@ impl Handler {
 
     /// Hands `request` to a WASI 0.2 instance from `pool`, on a task of its
     /// own; returns where its response head arrives, and the task.
-    async fn start_p2<B>(
+    fn start_p2<B>(
         &self,
         pool: &Pool,
+        mut store: wasmtime::Store<Host>,
+        proxy: wasmtime_wasi_http::p2::bindings::Proxy,
         request: Request<CappedBody<B>>,
         scheme: Scheme,
         guest: Guest,
@@ -395,7 +391,6 @@ impl Handler {
         B: http_body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let Ready { mut store, proxy } = self.instantiate(pool.take()).await?;
         let deadline = Instant::now() + self.config.limits.timeout;
         store.data_mut().deadline = deadline;
         store.data_mut().attachment.hub = Some(Arc::clone(&guest.hub));
@@ -430,7 +425,10 @@ impl Handler {
                 // Only a run that ended well gives its instance back; a
                 // trap, a timeout or an exhausted memory cap drops it.
                 (Outcome::Finished, Some(returner)) => {
-                    returner.give_back(Ready { store, proxy });
+                    returner.give_back(Ready {
+                        store,
+                        guest: Instance::P2(proxy),
+                    });
                 }
                 (Outcome::Finished, None) => {}
             }

@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 use tokio_util::task::AbortOnDropHandle;
 use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
+use wasmtime_wasi_http::p3::bindings::{Service, ServicePre};
 
 use super::host::{Host, INSTANTIATE_LIMIT, StoreMaker, far_future};
 use crate::config::Reuse;
@@ -25,12 +26,28 @@ use crate::control::metrics::HandlerMetrics;
 /// An instantiated guest waiting for its request.
 pub(super) struct Ready {
     pub(super) store: Store<Host>,
-    pub(super) proxy: Proxy,
+    pub(super) guest: Instance,
+}
+
+/// The instantiated component, by the wasi:http it speaks.
+pub(super) enum Instance {
+    /// WASI 0.2 (`incoming-handler`).
+    P2(Proxy),
+    /// WASI 0.3 (`handler`).
+    P3(Service),
+}
+
+/// How a handler's components are instantiated, by the wasi:http they speak.
+pub(super) enum HttpPre {
+    /// WASI 0.2.
+    P2(ProxyPre<Host>),
+    /// WASI 0.3.
+    P3(ServicePre<Host>),
 }
 
 /// What every instance of one handler is made with.
 pub(super) struct Blueprint {
-    pub(super) pre: ProxyPre<Host>,
+    pub(super) pre: HttpPre,
     pub(super) stores: StoreMaker,
     pub(super) metrics: Arc<HandlerMetrics>,
 }
@@ -228,14 +245,21 @@ async fn refill(shared: Arc<Shared>) {
 impl Blueprint {
     async fn instantiate(&self) -> wasmtime::Result<Ready> {
         let started = std::time::Instant::now();
-        let mut store = self.stores.make(self.pre.engine());
+        let engine = match &self.pre {
+            HttpPre::P2(pre) => pre.engine(),
+            HttpPre::P3(pre) => pre.instance_pre().engine(),
+        };
+        let mut store = self.stores.make(engine);
         store.data_mut().deadline = std::time::Instant::now() + INSTANTIATE_LIMIT;
-        let proxy = self.pre.instantiate_async(&mut store).await?;
+        let guest = match &self.pre {
+            HttpPre::P2(pre) => Instance::P2(pre.instantiate_async(&mut store).await?),
+            HttpPre::P3(pre) => Instance::P3(pre.instantiate_async(&mut store).await?),
+        };
         // Waiting in the pool costs nothing; each request sets its own.
         store.data_mut().deadline = far_future();
         self.metrics
             .instantiation
             .observe(started.elapsed().as_secs_f64());
-        Ok(Ready { store, proxy })
+        Ok(Ready { store, guest })
     }
 }

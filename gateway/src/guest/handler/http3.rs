@@ -1,5 +1,6 @@
-//! One request on a WASI 0.3 component (the `wasi:http/service` world): a
-//! fresh instance, the request handed over as a `wasi:http/types.request`,
+//! One request on a WASI 0.3 component (the `wasi:http/service` world): an
+//! instance from the handler's pool, the request handed over as a
+//! `wasi:http/types.request`,
 //! the response head passed back as soon as the guest returns it, while the
 //! store's event loop keeps running (it streams the body both ways, and
 //! runs whatever the guest does after responding, as 0.3 allows) until the
@@ -7,9 +8,11 @@
 //!
 //! Invariant: the whole run (the handler, both bodies, work after the
 //! response) is one `run_concurrent` under the request's deadline, on the
-//! request's own task: whatever the guest does, the run ends by then and
-//! its instance is dropped, and its permit and outcome are accounted
-//! exactly as for 0.2.
+//! request's own task: whatever the guest does, the run ends by then, and
+//! its permit and outcome are accounted exactly as for 0.2. With `reuse`,
+//! only a run that ended well (no task left, no trap, in time) gives its
+//! instance back, so no request's work is still running when the next one
+//! starts.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,34 +22,18 @@ use tokio::sync::oneshot;
 use tokio_util::task::AbortOnDropHandle;
 use wasmtime::Store;
 use wasmtime_wasi_http::WasiHttpView as _;
-use wasmtime_wasi_http::p3::bindings::{Service, ServicePre};
+use wasmtime_wasi_http::p3::bindings::Service;
 
 use super::{Guest, HeadReceiver, Outcome, Scheme};
-use crate::guest::host::{Host, INSTANTIATE_LIMIT, StoreMaker, far_future};
+use crate::guest::host::Host;
+use crate::guest::pool::{Instance, Ready, Returner};
 use crate::http::body::{CappedBody, ResponseBody};
-
-/// A 0.3 instance ready for its request.
-pub(super) struct Instance {
-    store: Store<Host>,
-    service: Service,
-}
-
-/// Instantiates `pre` in a fresh store made by `stores`.
-pub(super) async fn instantiate(
-    pre: &ServicePre<Host>,
-    stores: &StoreMaker,
-) -> wasmtime::Result<Instance> {
-    let mut store = stores.make(pre.instance_pre().engine());
-    store.data_mut().deadline = Instant::now() + INSTANTIATE_LIMIT;
-    let service = pre.instantiate_async(&mut store).await?;
-    store.data_mut().deadline = far_future();
-    Ok(Instance { store, service })
-}
 
 /// Starts `request` on `instance`, on a task of its own, with `timeout`
 /// from now; returns where the response head arrives, and the task.
 pub(super) fn start<B>(
-    instance: Instance,
+    instance: (Store<Host>, Service),
+    returner: Option<Returner>,
     request: Request<CappedBody<B>>,
     scheme: &Scheme,
     timeout: std::time::Duration,
@@ -56,7 +43,7 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
     B::Error: Into<wasmtime_wasi_http::Error>,
 {
-    let Instance { mut store, service } = instance;
+    let (mut store, service) = instance;
     let deadline = Instant::now() + timeout;
     store.data_mut().deadline = deadline;
     store.data_mut().attachment.hub = Some(Arc::clone(&guest.hub));
@@ -74,7 +61,7 @@ where
             let hooks = store.data_mut().http().hooks;
             wasmtime_wasi_http::p3::Request::from_http(hooks, request)
         };
-        let serve = store.run_concurrent(async move |accessor| -> wasmtime::Result<()> {
+        let serve = store.run_concurrent(async |accessor| -> wasmtime::Result<()> {
             match service.handle(accessor, request).await? {
                 Ok(response) => {
                     let response =
@@ -97,8 +84,17 @@ where
         drop(permit);
         cancelled.disarm();
         let outcome = run.outcome(result, store.data().memory_denied());
-        if let Outcome::Failed(_) = outcome {
-            let _ = failed.send(());
+        match (&outcome, returner) {
+            (Outcome::Failed(_), _) => {
+                let _ = failed.send(());
+            }
+            (Outcome::Finished, Some(returner)) => {
+                returner.give_back(Ready {
+                    store,
+                    guest: Instance::P3(service),
+                });
+            }
+            (Outcome::Finished, None) => {}
         }
         outcome
     }));
