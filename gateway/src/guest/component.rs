@@ -78,14 +78,20 @@ pub struct Loaded {
 
 /// A pre-instance, typed by the world the component implements.
 pub enum Pre {
-    /// `wasi:http/proxy` (WASI 0.2).
-    Http(ProxyPre<Host>),
-    /// `wasi:http/service` (WASI 0.3).
-    Http3(ServicePre<Host>),
+    /// A wasi:http handler, 0.2 or 0.3.
+    Http(HttpPre),
     /// `wasmgate:streaming/websocket-service`.
     Websocket(WebsocketServicePre<Host>),
     /// `wasmgate:streaming/sse-service`.
     Sse(SseServicePre<Host>),
+}
+
+/// A wasi:http handler's pre-instance, by the version it speaks.
+pub enum HttpPre {
+    /// `wasi:http/proxy` (WASI 0.2, `incoming-handler`).
+    P2(ProxyPre<Host>),
+    /// `wasi:http/service` (WASI 0.3, `handler`).
+    P3(ServicePre<Host>),
 }
 
 /// Where a loaded component's machine code came from.
@@ -208,12 +214,12 @@ pub fn load(
     let pre = match world {
         // Told apart by their exports: 0.3's `handler`, else 0.2's
         // `incoming-handler`.
-        HandlerWorld::Http => match ServicePre::new(instance_pre.clone()) {
-            Ok(service) => Pre::Http3(service),
+        HandlerWorld::Http => Pre::Http(match ServicePre::new(instance_pre.clone()) {
+            Ok(service) => HttpPre::P3(service),
             Err(_) => ProxyPre::new(instance_pre)
-                .map(Pre::Http)
+                .map(HttpPre::P2)
                 .map_err(|error| LoadError::NotHttpHandler(format!("{error:#}")))?,
-        },
+        }),
         HandlerWorld::Websocket => WebsocketServicePre::new(instance_pre)
             .map(Pre::Websocket)
             .map_err(|error| {

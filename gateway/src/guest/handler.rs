@@ -27,7 +27,7 @@ use super::engine::is_pool_full;
 use super::host::{DeadlineExceeded, Host, StoreMaker, hostcall_fuel};
 use super::log::LogBudget;
 use super::outbound::OutboundClient;
-use super::pool::{Blueprint, HttpPre, Instance, Pool, Ready};
+use super::pool::{Blueprint, Instance, Pool, Ready, Returner};
 use super::pubsub::Hub;
 use super::sse::Session as SseSession;
 use super::stream::{Opening, Refused, Stream, StreamSetup, trial};
@@ -135,6 +135,24 @@ impl HeadReceiver {
     }
 }
 
+/// Reports a failed run (so its body ends in an error, not cleanly), and
+/// gives the instance of a run that ended well back for reuse; a trap, a
+/// timeout or an exhausted memory cap drops it.
+fn conclude(
+    outcome: &Outcome,
+    failed: oneshot::Sender<()>,
+    returner: Option<Returner>,
+    ready: Ready,
+) {
+    match (outcome, returner) {
+        (Outcome::Failed(_), _) => {
+            let _ = failed.send(());
+        }
+        (Outcome::Finished, Some(returner)) => returner.give_back(ready),
+        (Outcome::Finished, None) => {}
+    }
+}
+
 /// How a guest's run ended.
 enum Outcome {
     Finished,
@@ -155,7 +173,7 @@ impl Handler {
         let metrics = services.metrics;
         let label: Arc<str> = Arc::from(name.as_str());
         let kind = match loaded.pre {
-            Pre::Http(_) | Pre::Http3(_) => "http",
+            Pre::Http(_) => "http",
             Pre::Websocket(_) => "websocket",
             Pre::Sse(_) => "sse",
         };
@@ -185,21 +203,7 @@ impl Handler {
             Pre::Http(pre) => Kind::Http(
                 Pool::start(
                     Blueprint {
-                        pre: HttpPre::P2(pre),
-                        stores,
-                        metrics: Arc::clone(&metrics),
-                    },
-                    config.prewarm,
-                    config.reuse,
-                    config.limits.concurrency,
-                )
-                .await
-                .map_err(instantiate_failed)?,
-            ),
-            Pre::Http3(pre) => Kind::Http(
-                Pool::start(
-                    Blueprint {
-                        pre: HttpPre::P3(pre),
+                        pre,
                         stores,
                         metrics: Arc::clone(&metrics),
                     },
@@ -418,20 +422,11 @@ impl Handler {
             drop(permit);
             cancelled.disarm();
             let outcome = run.outcome(result, store.data().memory_denied());
-            match (&outcome, returner) {
-                (Outcome::Failed(_), _) => {
-                    let _ = failed.send(());
-                }
-                // Only a run that ended well gives its instance back; a
-                // trap, a timeout or an exhausted memory cap drops it.
-                (Outcome::Finished, Some(returner)) => {
-                    returner.give_back(Ready {
-                        store,
-                        guest: Instance::P2(proxy),
-                    });
-                }
-                (Outcome::Finished, None) => {}
-            }
+            let ready = Ready {
+                store,
+                guest: Instance::P2(proxy),
+            };
+            conclude(&outcome, failed, returner, ready);
             outcome
         }));
         Ok((HeadReceiver::P2(receiver), task))

@@ -29,7 +29,7 @@ pub mod stream;
 pub mod websocket;
 
 pub use cache::{CompileCache, ContentHash};
-pub use component::{ComponentFile, LoadError, Loaded, Origin, Pre};
+pub use component::{ComponentFile, HttpPre, LoadError, Loaded, Origin, Pre};
 pub use engine::GuestEngine;
 pub use handler::{Handler, Services};
 pub use host::Host;

@@ -16,9 +16,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_util::task::AbortOnDropHandle;
 use wasmtime::Store;
-use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
-use wasmtime_wasi_http::p3::bindings::{Service, ServicePre};
+use wasmtime_wasi_http::p2::bindings::Proxy;
+use wasmtime_wasi_http::p3::bindings::Service;
 
+use super::component::HttpPre;
 use super::host::{Host, INSTANTIATE_LIMIT, StoreMaker, far_future};
 use crate::config::Reuse;
 use crate::control::metrics::HandlerMetrics;
@@ -35,14 +36,6 @@ pub(super) enum Instance {
     P2(Proxy),
     /// WASI 0.3 (`handler`).
     P3(Service),
-}
-
-/// How a handler's components are instantiated, by the wasi:http they speak.
-pub(super) enum HttpPre {
-    /// WASI 0.2.
-    P2(ProxyPre<Host>),
-    /// WASI 0.3.
-    P3(ServicePre<Host>),
 }
 
 /// What every instance of one handler is made with.

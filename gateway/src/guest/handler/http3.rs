@@ -24,7 +24,7 @@ use wasmtime::Store;
 use wasmtime_wasi_http::WasiHttpView as _;
 use wasmtime_wasi_http::p3::bindings::Service;
 
-use super::{Guest, HeadReceiver, Outcome, Scheme};
+use super::{Guest, HeadReceiver, Outcome, Scheme, conclude};
 use crate::guest::host::Host;
 use crate::guest::pool::{Instance, Ready, Returner};
 use crate::http::body::{CappedBody, ResponseBody};
@@ -84,18 +84,11 @@ where
         drop(permit);
         cancelled.disarm();
         let outcome = run.outcome(result, store.data().memory_denied());
-        match (&outcome, returner) {
-            (Outcome::Failed(_), _) => {
-                let _ = failed.send(());
-            }
-            (Outcome::Finished, Some(returner)) => {
-                returner.give_back(Ready {
-                    store,
-                    guest: Instance::P3(service),
-                });
-            }
-            (Outcome::Finished, None) => {}
-        }
+        let ready = Ready {
+            store,
+            guest: Instance::P3(service),
+        };
+        conclude(&outcome, failed, returner, ready);
         outcome
     }));
     (HeadReceiver::P3(receiver), task)
