@@ -10,7 +10,8 @@
 #   wasmtime-p3     `wasmtime serve -S p3` on the same component (its p3 default:
 #                   an instance serves up to 128 requests, 16 at once)
 #   native          a plain hyper server answering the same bytes (the ceiling)
-# Rounds alternate between the targets so drift on a shared machine hits all of
+# Each row also gives the serving process's CPU time (user + system, from
+# /proc) per answered request. Rounds alternate between the targets so drift on a shared machine hits all of
 # them alike; the medians of the rounds are reported, with ratios.
 #
 # Usage: loadtests/baseline.sh            (DURATION=10s CONCURRENCY=50 ROUNDS=3)
@@ -32,6 +33,7 @@ cargo build --release --locked -p wasmgate -p wasmgate-loadtests
 source loadtests/lib.sh
 
 start wasmgate 'listening on https://' ./target/release/wasmgate up --config loadtests/wasmgate-bench.toml
+gateway_pid=${pids[-1]}
 gateway_http="http://$(http_addr wasmgate)"
 gateway_https=$(sed -n 's|^listening on https://127.0.0.1:\(.*\)|https://localhost:\1|p' "$work/wasmgate.log" | head -1)
 
@@ -39,19 +41,32 @@ start wasmtime 'Serving HTTP on' wasmtime serve --addr 127.0.0.1:0 -S cli -W tim
   -O pooling-allocator=y,pooling-memory-keep-resident=4194304,pooling-table-keep-resident=65536,pooling-pagemap-scan=y \
   handlers/wasm/hello.wasm
 wasmtime_http=$(grep -oE 'http://[0-9.:]+' "$work/wasmtime.log" | head -1)
+wasmtime_pid=${pids[-1]}
 
 start wasmtime-reuse 'Serving HTTP on' wasmtime serve --addr 127.0.0.1:0 -S cli -W timeout=30s \
   -O pooling-allocator=y,pooling-memory-keep-resident=4194304,pooling-table-keep-resident=65536,pooling-pagemap-scan=y \
   --max-instance-reuse-count 128 handlers/wasm/hello.wasm
 wasmtime_reuse_http=$(grep -oE 'http://[0-9.:]+' "$work/wasmtime-reuse.log" | head -1)
+wasmtime_reuse_pid=${pids[-1]}
 
 start wasmtime-p3 'Serving HTTP on' wasmtime serve --addr 127.0.0.1:0 -S cli,p3 -W timeout=30s \
   -O pooling-allocator=y,pooling-memory-keep-resident=4194304,pooling-table-keep-resident=65536,pooling-pagemap-scan=y \
   handlers/wasm/hello-p3.wasm
 wasmtime_p3_http=$(grep -oE 'http://[0-9.:]+' "$work/wasmtime-p3.log" | head -1)
+wasmtime_p3_pid=${pids[-1]}
 
 start native 'listening on http://' ./target/release/native-hello
 native_http="http://$(http_addr native)"
+native_pid=${pids[-1]}
+
+# The process serving each target, whose CPU time (user + system, from
+# /proc) is read around its rounds.
+declare -A server=(
+  [wasmgate]=$gateway_pid [wasmgate-h2]=$gateway_pid [wasmgate-reuse]=$gateway_pid
+  [wasmgate-p3]=$gateway_pid [wasmtime]=$wasmtime_pid [wasmtime-reuse]=$wasmtime_reuse_pid
+  [wasmtime-p3]=$wasmtime_p3_pid [native]=$native_pid
+)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 declare -A url=(
   [wasmgate]="$gateway_http/hello"
@@ -78,16 +93,18 @@ targets=(wasmgate wasmgate-h2 wasmgate-reuse wasmtime wasmtime-reuse wasmgate-p3
 echo "oha -z $DURATION -c $CONCURRENCY, $ROUNDS alternating rounds, $(nproc) cores shared by server and load generator"
 for round in $(seq 1 "$ROUNDS"); do
   for target in "${targets[@]}"; do
+    before=$(cpu_ticks "${server[$target]}")
     # shellcheck disable=SC2086
     oha -z "$DURATION" -c "$CONCURRENCY" --no-tui --output-format json ${extra[$target]} "${url[$target]}" \
       >"$work/$target.$round.json"
+    echo $(( $(cpu_ticks "${server[$target]}") - before )) >"$work/$target.$round.cpu"
     echo "  round $round: $target done"
   done
 done
 
-python3 - "$work" "$ROUNDS" "${targets[@]}" <<'PY'
+python3 - "$work" "$ROUNDS" "$(getconf CLK_TCK)" "${targets[@]}" <<'PY'
 import json, statistics, sys
-work, rounds, targets = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+work, rounds, tick, targets = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
 rows = {}
 for target in targets:
     runs = [json.load(open(f"{work}/{target}.{r}.json")) for r in range(1, rounds + 1)]
@@ -100,10 +117,16 @@ for target in targets:
     # "aborted due to deadline": those are not failures.
     errors = sum(n for run in runs for kind, n in run.get("errorDistribution", {}).items()
                  if "aborted due to deadline" not in kind)
-    rows[target] = (rps, p50, p99, ok, bad + errors)
-print(f"{'target':<15} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'200s':>9} {'failed':>7}")
-for target, (rps, p50, p99, ok, failed) in rows.items():
-    print(f"{target:<15} {rps:>10.0f} {p50:>8.2f} {p99:>8.2f} {ok:>9} {failed:>7}")
+    # Server CPU (user + system) per answered request, in microseconds.
+    cpu = statistics.median(
+        int(open(f"{work}/{target}.{r}.cpu").read()) / tick * 1e6
+        / max(sum(int(n) for n in run["statusCodeDistribution"].values()), 1)
+        for r, run in zip(range(1, rounds + 1), runs)
+    )
+    rows[target] = (rps, p50, p99, ok, bad + errors, cpu)
+print(f"{'target':<15} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'200s':>9} {'failed':>7} {'cpu µs/req':>10}")
+for target, (rps, p50, p99, ok, failed, cpu) in rows.items():
+    print(f"{target:<15} {rps:>10.0f} {p50:>8.2f} {p99:>8.2f} {ok:>9} {failed:>7} {cpu:>10.1f}")
 gw, h2, wt, native = (rows[t][0] for t in ("wasmgate", "wasmgate-h2", "wasmtime", "native"))
 print(f"wasmgate / wasmtime serve (HTTP/1.1): {gw / wt:.2f}x req/s, p99 {rows['wasmgate'][2] / rows['wasmtime'][2]:.2f}x")
 print(f"wasmgate / native hyper   (HTTP/1.1): {gw / native:.2f}x req/s")
