@@ -6,13 +6,14 @@
 #   wasmtime        `wasmtime serve` 48 at its best: -S cli, pooling allocator with
 #                   keep-resident + pagemap scan, -W timeout (wasmgate always has a deadline)
 #   wasmtime-reuse  the same with --max-instance-reuse-count 128
-#   wasmgate-p3     the WASI 0.3 hello (hello-p3), fresh instance per request
+#   wasmgate-p3     the WASI 0.3 hello (hello-p3), an instance per request
 #   wasmtime-p3     `wasmtime serve -S p3` on the same component (its p3 default:
 #                   an instance serves up to 128 requests, 16 at once)
 #   native          a plain hyper server answering the same bytes (the ceiling)
 # Each row also gives the serving process's CPU time (user + system, from
-# /proc) per answered request. Rounds alternate between the targets so drift on a shared machine hits all of
-# them alike; the medians of the rounds are reported, with ratios.
+# /proc) per answered request. Rounds alternate between the targets so drift
+# on a shared machine hits all of them alike; the medians of the rounds are
+# reported, with ratios.
 #
 # Usage: loadtests/baseline.sh            (DURATION=10s CONCURRENCY=50 ROUNDS=3)
 # Installs oha and wasmtime-cli 48.0.8 with cargo if they are missing.
