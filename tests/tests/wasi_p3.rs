@@ -183,8 +183,18 @@ async fn a_wasi_0_3_instance_is_reused_only_when_asked_and_never_after_a_failure
     let gateway = TestGateway::start(CONFIG);
     let mut client = Client::http1(gateway.http()).await;
     let mut counts = Vec::new();
+    let series = r#"wasmgate_pool_reused_instances{handler="reused"}"#;
     for _ in 0..4 {
-        counts.push(client.get("/reused?count").await.text());
+        let count = client.get("/reused?count").await.text();
+        // The client has its answer before the guest's run is over: wait
+        // until the instance is back (or, after its third, dropped).
+        let waiting = if count == "3\n" { 0.0 } else { 1.0 };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while metric(&gateway, series).await != waiting {
+            assert!(Instant::now() < deadline, "{series} never read {waiting}");
+            tokio::task::yield_now().await;
+        }
+        counts.push(count);
     }
     assert_eq!(
         counts,

@@ -48,6 +48,8 @@ pub struct Metrics {
     pub instantiation: HistogramVec,
     /// Instances ready in each handler's pool.
     pub pool_ready: IntGaugeVec,
+    /// Instances that served a request waiting for the next (`reuse`), by handler.
+    pub pool_reused: IntGaugeVec,
     /// Component loads by handler and outcome (loaded, failed).
     pub swaps: IntCounterVec,
     /// Time to compile a component (cache misses only), by handler.
@@ -157,6 +159,11 @@ impl Metrics {
                 "Time to instantiate a guest.",
                 &["handler"],
                 LATENCY_BUCKETS,
+            )?,
+            pool_reused: gauge(
+                "wasmgate_pool_reused_instances",
+                "Instances that served a request and wait to serve the next (handlers with reuse).",
+                &["handler"],
             )?,
             pool_ready: gauge(
                 "wasmgate_pool_ready_instances",
@@ -308,6 +315,7 @@ impl Metrics {
             cancelled: outcome("cancelled"),
             instantiation: self.instantiation.with_label_values(&[name]),
             pool_ready: self.pool_ready.with_label_values(&[name]),
+            pool_reused: self.pool_reused.with_label_values(&[name]),
             streams_open: self.streams_open.with_label_values(&[name, kind]),
             messages_in: self.stream_messages.with_label_values(&[name, "in"]),
             messages_out: self.stream_messages.with_label_values(&[name, "out"]),
@@ -376,6 +384,8 @@ pub struct HandlerMetrics {
     pub instantiation: Histogram,
     /// Ready instances in the pool.
     pub pool_ready: IntGauge,
+    /// Instances waiting to be reused.
+    pub pool_reused: IntGauge,
     /// Open streams.
     pub streams_open: IntGauge,
     /// Messages from stream clients.

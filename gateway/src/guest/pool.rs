@@ -95,6 +95,11 @@ impl Returner {
         if reused.len() < shared.max_reused {
             reused.push((ready, Instant::now()));
         }
+        shared
+            .blueprint
+            .metrics
+            .pool_reused
+            .set(reused.len() as i64);
     }
 }
 
@@ -199,18 +204,20 @@ impl Shared {
         let idle = self.reuse?.idle;
         let mut reused = self.reused();
         let (ready, returned) = reused.pop()?;
-        if returned.elapsed() <= idle {
-            return Some(ready);
+        let fresh = returned.elapsed() <= idle;
+        if !fresh {
+            // This one and every older one waited too long.
+            reused.clear();
         }
-        // This one and every older one waited too long.
-        reused.clear();
-        None
+        self.blueprint.metrics.pool_reused.set(reused.len() as i64);
+        fresh.then_some(ready)
     }
 
     /// Drops the instances that waited longer than `idle`.
     fn expire(&self, idle: Duration) {
-        self.reused()
-            .retain(|(_, returned)| returned.elapsed() <= idle);
+        let mut reused = self.reused();
+        reused.retain(|(_, returned)| returned.elapsed() <= idle);
+        self.blueprint.metrics.pool_reused.set(reused.len() as i64);
     }
 }
 
