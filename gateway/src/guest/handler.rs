@@ -135,21 +135,35 @@ impl HeadReceiver {
     }
 }
 
-/// Reports a failed run (so its body ends in an error, not cleanly), and
-/// gives the instance of a run that ended well back for reuse; a trap, a
-/// timeout or an exhausted memory cap drops it.
-fn conclude(
-    outcome: &Outcome,
-    failed: oneshot::Sender<()>,
-    returner: Option<Returner>,
-    ready: Ready,
-) {
-    match (outcome, returner) {
-        (Outcome::Failed(_), _) => {
-            let _ = failed.send(());
+impl Guest {
+    /// Ends a run that `result` says how it went: frees its permit, counts
+    /// and logs its outcome, reports a failure (so its body ends in an
+    /// error, not cleanly), and gives the instance of a run that ended well
+    /// back for reuse; a trap, a timeout or an exhausted memory cap drops it.
+    fn end(
+        self,
+        result: Result<wasmtime::Result<()>, tokio::time::error::Elapsed>,
+        ready: Ready,
+        returner: Option<Returner>,
+    ) -> Outcome {
+        let Self {
+            permit,
+            run,
+            failed,
+            cancelled,
+            hub: _,
+        } = self;
+        drop(permit);
+        cancelled.disarm();
+        let outcome = run.outcome(result, ready.store.data().memory_denied());
+        match (&outcome, returner) {
+            (Outcome::Failed(_), _) => {
+                let _ = failed.send(());
+            }
+            (Outcome::Finished, Some(returner)) => returner.give_back(ready),
+            (Outcome::Finished, None) => {}
         }
-        (Outcome::Finished, Some(returner)) => returner.give_back(ready),
-        (Outcome::Finished, None) => {}
+        outcome
     }
 }
 
@@ -408,26 +422,15 @@ impl Handler {
             .map_err(|error| GatewayError::Internal(format!("{error:#}")))?;
         let returner = pool.returner();
         let task = AbortOnDropHandle::new(tokio::spawn(async move {
-            let Guest {
-                permit,
-                run,
-                failed,
-                cancelled,
-                hub: _,
-            } = guest;
             let call = proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, incoming, outparam);
             let result = tokio::time::timeout_at(deadline.into(), call).await;
-            drop(permit);
-            cancelled.disarm();
-            let outcome = run.outcome(result, store.data().memory_denied());
             let ready = Ready {
                 store,
                 guest: Instance::P2(proxy),
             };
-            conclude(&outcome, failed, returner, ready);
-            outcome
+            guest.end(result, ready, returner)
         }));
         Ok((HeadReceiver::P2(receiver), task))
     }

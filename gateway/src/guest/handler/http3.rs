@@ -24,7 +24,7 @@ use wasmtime::Store;
 use wasmtime_wasi_http::WasiHttpView as _;
 use wasmtime_wasi_http::p3::bindings::Service;
 
-use super::{Guest, HeadReceiver, Outcome, Scheme, conclude};
+use super::{Guest, HeadReceiver, Outcome, Scheme};
 use crate::guest::host::Host;
 use crate::guest::pool::{Instance, Ready, Returner};
 use crate::http::body::{CappedBody, ResponseBody};
@@ -50,13 +50,6 @@ where
     let request = absolute(request, scheme);
     let (sender, receiver) = oneshot::channel::<Result<Response<ResponseBody>, String>>();
     let task = AbortOnDropHandle::new(tokio::spawn(async move {
-        let Guest {
-            permit,
-            run,
-            failed,
-            cancelled,
-            hub: _,
-        } = guest;
         let (request, request_io) = {
             let hooks = store.data_mut().http().hooks;
             wasmtime_wasi_http::p3::Request::from_http(hooks, request)
@@ -81,15 +74,11 @@ where
         let result = tokio::time::timeout_at(deadline.into(), serve)
             .await
             .map(|ran| ran.and_then(|inner| inner));
-        drop(permit);
-        cancelled.disarm();
-        let outcome = run.outcome(result, store.data().memory_denied());
         let ready = Ready {
             store,
             guest: Instance::P3(service),
         };
-        conclude(&outcome, failed, returner, ready);
-        outcome
+        guest.end(result, ready, returner)
     }));
     (HeadReceiver::P3(receiver), task)
 }
