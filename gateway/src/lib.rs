@@ -57,6 +57,7 @@
 //!   hot swap.
 //! - [`start`]: start-up, serving and the drain, for `main`.
 //! - [`cli`]: helpers of the command line that are not on the request path.
+//! - [`private_files`]: directories and files only this user may write.
 
 // Every public item says what it is: `cargo doc` is the crate map's detail.
 #![warn(missing_docs)]
@@ -69,6 +70,7 @@ pub mod deploy;
 pub mod edge;
 pub mod guest;
 pub mod http;
+pub mod private_files;
 pub mod start;
 
 pub use start::{Gateway, Prepared, StartError, file_problems};

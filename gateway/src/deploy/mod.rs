@@ -8,7 +8,7 @@
 //! each handler that lives only in memory (its candidate, whether its
 //! previous version is kept warm).
 //!
-//! May use: `config` only. The control plane (`control::live`,
+//! May use: `config`, and `private_files` for the store. The control plane (`control::live`,
 //! `control::rollout`) acts on this state; nothing here loads a component
 //! or publishes a snapshot.
 //!

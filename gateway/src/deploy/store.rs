@@ -11,13 +11,13 @@
 //! directory the same state lives in memory only.
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::HandlerName;
+use crate::private_files::{self, Unsafe};
 
 /// One version a handler has served.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -274,32 +274,23 @@ impl VersionStore {
 /// Creates `dir` owner-only, or checks that an existing one is ours and
 /// not writable by others (what is stored here gets run).
 fn private_dir(dir: &Path) -> Result<(), String> {
-    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|error| format!("{}: {error}", dir.display()))?;
-    let meta = std::fs::metadata(dir).map_err(|error| format!("{}: {error}", dir.display()))?;
-    if meta.uid() != rustix::process::geteuid().as_raw() || meta.mode() & 0o022 != 0 {
-        return Err(format!(
+    private_files::ensure_dir(dir).map_err(|problem| match problem {
+        Unsafe::Io(error) => format!("{}: {error}", dir.display()),
+        Unsafe::Owner(_) | Unsafe::Writable(_) => format!(
             "{}: owned by another user or writable by others",
             dir.display()
-        ));
-    }
-    Ok(())
+        ),
+    })
 }
 
-/// Writes `bytes` to a fresh file beside `path`, then renames it over `path`.
+/// Writes `bytes` to a new owner-only file beside `path`, then renames it
+/// over `path`.
 fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let staging = path.with_extension(format!("tmp{}", std::process::id()));
-    let written = std::fs::File::create(&staging)
-        .and_then(|mut file| file.write_all(bytes).and_then(|()| file.sync_all()))
-        .and_then(|()| std::fs::rename(&staging, path));
-    written.map_err(|error| {
-        let _ = std::fs::remove_file(&staging);
-        format!("{}: {error}", path.display())
-    })
+    // A staging file left by a process that died with this pid.
+    let _ = std::fs::remove_file(&staging);
+    private_files::replace(&staging, path, bytes)
+        .map_err(|error| format!("{}: {error}", path.display()))
 }
 
 #[cfg(test)]

@@ -20,6 +20,8 @@ use sha2::{Digest as _, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+use crate::private_files::{self, Unsafe};
+
 /// SHA-256 of a component file, in hex.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ContentHash(String);
@@ -55,24 +57,20 @@ pub struct CompileCache {
 impl CompileCache {
     /// Opens (creating if needed) the cache in `dir` for `engine`.
     pub fn open(dir: &Path, engine: &Engine) -> io::Result<Self> {
-        use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
-        let meta = std::fs::metadata(dir)?;
-        let user = rustix::process::geteuid().as_raw();
-        if meta.uid() != user {
-            return Err(io::Error::other(format!(
-                "it belongs to user {} (not {user}): compiled code planted there would run",
-                meta.uid()
-            )));
-        }
-        if meta.mode() & 0o022 != 0 {
-            return Err(io::Error::other(format!(
-                "other users may write to it (mode {:o}): compiled code planted there would run; chmod 700 it",
-                meta.mode() & 0o777
-            )));
+        match private_files::ensure_dir(dir) {
+            Ok(()) => {}
+            Err(Unsafe::Io(error)) => return Err(error),
+            Err(Unsafe::Owner(owner)) => {
+                let user = rustix::process::geteuid().as_raw();
+                return Err(io::Error::other(format!(
+                    "it belongs to user {owner} (not {user}): compiled code planted there would run"
+                )));
+            }
+            Err(Unsafe::Writable(mode)) => {
+                return Err(io::Error::other(format!(
+                    "other users may write to it (mode {mode:o}): compiled code planted there would run; chmod 700 it"
+                )));
+            }
         }
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
@@ -128,10 +126,8 @@ impl CompileCache {
         let written = component
             .serialize()
             .map_err(|error| io::Error::other(format!("{error:#}")))
-            .and_then(|bytes| write_new(&staging, &bytes))
-            .and_then(|()| std::fs::rename(&staging, &entry));
+            .and_then(|bytes| private_files::replace(&staging, &entry, &bytes));
         if let Err(error) = written {
-            let _ = std::fs::remove_file(&staging);
             tracing::warn!(entry = %entry.display(), "cannot write a cache entry: {error}");
         }
     }
@@ -178,20 +174,6 @@ fn remove(path: &Path) {
     }
 }
 
-/// Writes `bytes` to a file that must not exist yet (no following a link
-/// or writing into someone else's file), readable by this user only.
-fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,7 +210,7 @@ mod tests {
         std::fs::write(&target, b"keep").expect("write");
         let staging = dir.path().join(".entry.partial");
         std::os::unix::fs::symlink(&target, &staging).expect("symlink");
-        assert!(write_new(&staging, b"planted").is_err());
+        assert!(private_files::write_new(&staging, b"planted").is_err());
         assert_eq!(std::fs::read(&target).expect("read"), b"keep");
     }
 
