@@ -788,14 +788,21 @@ impl<'a> Checker<'a> {
 
 /// systemd's `CacheDirectory=`, else the XDG cache, else none.
 fn default_cache_dir() -> Option<PathBuf> {
+    default_dir("CACHE_DIRECTORY", "XDG_CACHE_HOME", ".cache")
+}
+
+/// The directory systemd names in `systemd` (its `*Directory=` setting),
+/// else `wasmgate` under the XDG directory in `xdg`, else under `home_dir`
+/// in the home directory; none when none of them is set.
+fn default_dir(systemd: &str, xdg: &str, home_dir: &str) -> Option<PathBuf> {
     let var = |name| {
         std::env::var_os(name)
             .filter(|value| !value.is_empty())
             .map(PathBuf::from)
     };
-    var("CACHE_DIRECTORY")
-        .or_else(|| var("XDG_CACHE_HOME").map(|dir| dir.join("wasmgate")))
-        .or_else(|| var("HOME").map(|home| home.join(".cache").join("wasmgate")))
+    var(systemd)
+        .or_else(|| var(xdg).map(|dir| dir.join("wasmgate")))
+        .or_else(|| var("HOME").map(|home| home.join(home_dir).join("wasmgate")))
 }
 
 /// A certificate name: a host name, or `*.` and a host name of at least two labels.

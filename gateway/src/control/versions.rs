@@ -195,7 +195,7 @@ pub fn plan_handler(
                 // hand): the file is the best there is.
                 tracing::warn!(
                     handler = name.as_str(),
-                    version = &sha[..12.min(sha.len())],
+                    version = crate::deploy::short(&sha),
                     "the stable version is missing from the store; serving the configured file"
                 );
                 plan.swap = true;
@@ -206,7 +206,7 @@ pub fn plan_handler(
                         sha256: Some(sha.clone()),
                         plan: Plan::Failed(LoadError::Stored(format!(
                             "{} is missing and the configured file cannot be read",
-                            &sha[..12.min(sha.len())]
+                            crate::deploy::short(&sha)
                         ))),
                         keep: None,
                         signed_by: None,
@@ -307,7 +307,7 @@ impl VersionLoader<'_> {
 
     /// Version `sha` from the store, its bytes checked against its name.
     fn stored(&self, sha: &str) -> Result<ComponentFile, LoadError> {
-        let short = &sha[..12.min(sha.len())];
+        let short = crate::deploy::short(sha);
         let path = self
             .cx
             .deployments

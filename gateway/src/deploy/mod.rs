@@ -33,6 +33,12 @@ use crate::config::deploy::{BlueGreenPlan, CanaryPlan};
 pub use audit::{Audit, Entry};
 pub use store::{History, VersionStore};
 
+/// A version's short name in logs, labels and messages: the first 12 hex
+/// digits of its SHA-256 (all of it if a stored history holds less).
+pub fn short(sha256: &str) -> &str {
+    sha256.get(..12).unwrap_or(sha256)
+}
+
 /// A version taking part of a handler's traffic beside its stable version.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Candidate {

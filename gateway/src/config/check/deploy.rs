@@ -234,12 +234,5 @@ impl Checker<'_> {
 
 /// systemd's `StateDirectory=`, else the XDG state directory, else none.
 fn default_state_dir() -> Option<PathBuf> {
-    let var = |name| {
-        std::env::var_os(name)
-            .filter(|value| !value.is_empty())
-            .map(PathBuf::from)
-    };
-    var("STATE_DIRECTORY")
-        .or_else(|| var("XDG_STATE_HOME").map(|dir| dir.join("wasmgate")))
-        .or_else(|| var("HOME").map(|home| home.join(".local/state/wasmgate")))
+    super::default_dir("STATE_DIRECTORY", "XDG_STATE_HOME", ".local/state")
 }

@@ -123,9 +123,7 @@ impl Settle<'_, '_> {
                 }
                 Plan::Failed(error) => Err(error),
             };
-            let short = sha256
-                .as_deref()
-                .map_or("-", |sha| &sha[..12.min(sha.len())]);
+            let short = sha256.as_deref().map_or("-", crate::deploy::short);
             match (role, started) {
                 (Role::Stable, Ok(handler)) => {
                     if planned.swap && !stable_carried {

@@ -227,7 +227,7 @@ impl Controller {
 
     /// The requests `version` of `handler` has answered so far.
     fn tally(&self, handler: &HandlerName, sha: &str) -> Tally {
-        let short = &sha[..12.min(sha.len())];
+        let short = crate::deploy::short(sha);
         let metrics = &self.app.metrics;
         let count = |outcome| {
             metrics

@@ -234,7 +234,7 @@ impl Controller {
         );
         tracing::info!(
             handler = handler.as_str(),
-            version = &sha[..12],
+            version = crate::deploy::short(&sha),
             strategy = strategy.label(),
             %actor,
             "rollout started"
@@ -317,7 +317,7 @@ impl Controller {
         if from.as_ref() == Some(&target) {
             return Err(Refusal::Invalid(format!(
                 "{} is already stable",
-                &target[..12]
+                crate::deploy::short(&target)
             )));
         }
         if self
@@ -329,7 +329,7 @@ impl Controller {
         {
             return Err(Refusal::Invalid(format!(
                 "{} is no longer in the version store",
-                &target[..12]
+                crate::deploy::short(&target)
             )));
         }
         self.app.deployments.set_candidate(handler, None);
@@ -362,7 +362,7 @@ impl Controller {
                 .unwrap_or_default();
             return Err(Refusal::Failed(format!(
                 "{} did not load: {reason}",
-                &target[..12]
+                crate::deploy::short(&target)
             )));
         }
         self.schedule_cooling(handler, KEEP_WARM_AFTER_CANARY);
@@ -411,7 +411,7 @@ impl Controller {
         self.count_end(handler, &self.app.metrics.rollout_promotions);
         tracing::info!(
             handler = handler.as_str(),
-            version = &candidate.sha256[..12],
+            version = crate::deploy::short(&candidate.sha256),
             "promoted"
         );
         self.audit(
@@ -439,7 +439,7 @@ impl Controller {
         self.count_end(handler, &self.app.metrics.rollout_rollbacks);
         tracing::warn!(
             handler = handler.as_str(),
-            version = &candidate.sha256[..12],
+            version = crate::deploy::short(&candidate.sha256),
             "rolled back: {why}"
         );
         self.audit(
