@@ -39,6 +39,14 @@ pub async fn metric(gateway: &TestGateway, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Installs `source` as `dir/target` like a deployment tool: written
+/// aside, then renamed into place.
+pub fn install(dir: &std::path::Path, target: &str, source: &std::path::Path) {
+    let staging = dir.join(format!(".{target}.staging"));
+    std::fs::copy(source, &staging).expect("copy");
+    std::fs::rename(&staging, dir.join(target)).expect("rename");
+}
+
 /// What the `hello` example answers.
 pub const HELLO_BODY: &str = "Hello from wasmgate!\n";
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 use serde_json::Value;
 use wasmgate_tests::client::{self, Client};
-use wasmgate_tests::{TestGateway, free_port, handlers_dir, metric, run_cli};
+use wasmgate_tests::{TestGateway, free_port, handlers_dir, install, metric, run_cli};
 
 /// `version.wasm` (v1 at start) on `/version`, with `policy` added to its
 /// handler table; the admin listener on `admin_port` so the CLI finds it.
@@ -44,19 +44,12 @@ fn fixture(name: &str) -> PathBuf {
     handlers_dir().join(format!("{name}.wasm"))
 }
 
-/// Installs like a deployment tool: written aside, renamed into place.
-fn install(handlers: &Path, source: &Path) {
-    let staging = handlers.join(".version.wasm.staging");
-    std::fs::copy(source, &staging).expect("copy");
-    std::fs::rename(&staging, handlers.join("version.wasm")).expect("rename");
-}
-
 /// A gateway directory whose `handlers/version.wasm` is `first`.
 fn prepared(first: &Path) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
     let handlers = dir.path().join("handlers");
     std::fs::create_dir(&handlers).expect("handlers dir");
-    install(&handlers, first);
+    install(&handlers, "version.wasm", first);
     dir
 }
 
@@ -320,8 +313,11 @@ async fn a_bad_canary_from_a_file_drop_is_rolled_back_by_the_gateway() {
     let policy = r#"rollout = { strategy = "canary", steps = [10, 50], interval = "1s", max_failures = 2, min_requests = 10 }"#;
     let gateway = start(policy, &fixture("version-v1"), &[("FAIL_PERCENT", "33")]);
     let load = Load::start(&gateway, 4);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    install(&gateway.dir().join("handlers"), &fixture("flaky"));
+    install(
+        &gateway.dir().join("handlers"),
+        "version.wasm",
+        &fixture("flaky"),
+    );
     gateway.wait_for_log("rollout started");
     let started = Instant::now();
     gateway.wait_for_log("rolled back");
@@ -391,7 +387,9 @@ async fn a_bad_canary_from_a_file_drop_is_rolled_back_by_the_gateway() {
 
     // The same file stays out: a reload does not start it again.
     gateway.signal("HUP");
-    gateway.wait_for_log("cause=SIGHUP");
+    gateway.wait_for_log("generation published cause=SIGHUP");
+    // Nothing announces a rollout that does not start: give the controller
+    // the time a start takes (well under this) before looking.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(status(&gateway).await["rollout"].is_null());
 }
@@ -553,7 +551,7 @@ async fn only_signed_components_load_when_keys_are_trusted() {
             "bad_signature",
         ),
     ] {
-        install(&handlers, file);
+        install(&handlers, "version.wasm", file);
         gateway.wait_for_log(reason);
         assert_eq!(
             versions_served(&gateway, 5, &[]).await.v1,
@@ -564,7 +562,7 @@ async fn only_signed_components_load_when_keys_are_trusted() {
             format!(r#"wasmgate_signature_refused_total{{handler="version",reason="{label}"}}"#);
         assert_eq!(metric(&gateway, &series).await, 1.0, "{label}");
     }
-    install(&handlers, &v2);
+    install(&handlers, "version.wasm", &v2);
     let deadline = Instant::now() + Duration::from_secs(10);
     while versions_served(&gateway, 1, &[]).await.v2 == 0 {
         assert!(Instant::now() < deadline, "the signed v2 never served");

@@ -14,7 +14,7 @@ use http::StatusCode;
 use tokio_tungstenite::tungstenite::Message;
 use wasmgate_tests::client::{self, Client};
 use wasmgate_tests::ws::{connect, next};
-use wasmgate_tests::{TestGateway, handlers_dir};
+use wasmgate_tests::{TestGateway, handlers_dir, install};
 
 /// `handlers/version.wasm` (v1 at start) on `/version`, capped at 32 MiB of
 /// memory; compiled components cached in the gateway's directory.
@@ -37,13 +37,6 @@ handler = "version"
 
 fn fixture(name: &str) -> PathBuf {
     handlers_dir().join(format!("{name}.wasm"))
-}
-
-/// Installs like a deployment tool: write elsewhere, then rename into place.
-fn install(dir: &Path, target: &str, source: &Path) {
-    let staging = dir.join(format!(".{target}.staging"));
-    std::fs::copy(source, &staging).expect("copy");
-    std::fs::rename(&staging, dir.join(target)).expect("rename");
 }
 
 /// Installs like `cp`: truncate and rewrite the file in place.

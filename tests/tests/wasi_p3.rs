@@ -3,14 +3,14 @@
 //! and drain; bodies stream both ways, trailers pass, and work a guest does
 //! after answering runs, bounded by the handler's time limit.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt as _;
 use wasmgate_tests::client::{self, Client};
-use wasmgate_tests::{TestGateway, handlers_dir, metric};
+use wasmgate_tests::{TestGateway, handlers_dir, install, metric};
 
 /// The 0.3 fixture on /p3 (2 s, 32 MiB, 1 MiB bodies) and the 0.3 hello
 /// example on /hello.
@@ -229,18 +229,12 @@ path = "/version"
 handler = "version"
 "#;
 
-fn install(handlers: &Path, source: &Path) {
-    let staging = handlers.join(".version.wasm.staging");
-    std::fs::copy(source, &staging).expect("copy");
-    std::fs::rename(&staging, handlers.join("version.wasm")).expect("rename");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_route_swaps_between_wasi_0_2_and_0_3_under_load_without_a_failed_request() {
     let dir = tempfile::tempdir().expect("dir");
     let handlers = dir.path().join("handlers");
     std::fs::create_dir(&handlers).expect("handlers");
-    install(&handlers, &fixture("version-v1"));
+    install(&handlers, "version.wasm", &fixture("version-v1"));
     let gateway = TestGateway::start_in(dir, SWAP);
     let stop = Arc::new(AtomicBool::new(false));
     let loops: Vec<_> = (0..4)
@@ -261,15 +255,23 @@ async fn a_route_swaps_between_wasi_0_2_and_0_3_under_load_without_a_failed_requ
             })
         })
         .collect();
+    let mut probe = Client::http1(gateway.http()).await;
     for round in 0..6 {
-        let next = if round % 2 == 0 {
-            "p3-stream"
+        let (next, answer) = if round % 2 == 0 {
+            ("p3-stream", "p3\n")
         } else {
-            "version-v1"
+            ("version-v1", "v1\n")
         };
-        install(&handlers, &fixture(next));
+        install(&handlers, "version.wasm", &fixture(next));
         gateway.wait_for_generation(round + 2);
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        // The load meets the new version for a while: until a request of
+        // our own has met it 20 times.
+        let mut met = 0;
+        while met < 20 {
+            if probe.get("/version").await.text() == answer {
+                met += 1;
+            }
+        }
     }
     stop.store(true, Ordering::Relaxed);
     let (mut v1, mut p3) = (0, 0);
