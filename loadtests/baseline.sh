@@ -7,21 +7,24 @@
 #                   keep-resident + pagemap scan, -W timeout (wasmgate always has a deadline)
 #   wasmtime-reuse  the same with --max-instance-reuse-count 128
 #   wasmgate-p3     the WASI 0.3 hello (hello-p3), an instance per request
+#   wasmgate-p3-shared  the same, `reuse = { max_requests = 128, max_concurrent = 16 }`
 #   wasmtime-p3     `wasmtime serve -S p3` on the same component (its p3 default:
 #                   an instance serves up to 128 requests, 16 at once)
 #   native          a plain hyper server answering the same bytes (the ceiling)
 # Each row also gives the serving process's CPU time (user + system, from
-# /proc) per answered request. Rounds alternate between the targets so drift
-# on a shared machine hits all of them alike; the medians of the rounds are
-# reported, with ratios.
+# /proc) per answered request, and its resident memory at the end of the
+# row's last round (the wasmgate rows share one process). Every target runs
+# at each concurrency in CONCURRENCY. Rounds alternate between the targets
+# so drift on a shared machine hits all of them alike; the medians of the
+# rounds are reported, with ratios.
 #
-# Usage: loadtests/baseline.sh            (DURATION=10s CONCURRENCY=50 ROUNDS=3)
+# Usage: loadtests/baseline.sh     (DURATION=10s CONCURRENCY="1 50" ROUNDS=3)
 # Installs oha and wasmtime-cli 48.0.8 with cargo if they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10s}
-CONCURRENCY=${CONCURRENCY:-50}
+CONCURRENCY=${CONCURRENCY:-1 50}
 ROUNDS=${ROUNDS:-3}
 WASMTIME_VERSION=48.0.8
 
@@ -64,10 +67,11 @@ native_pid=${pids[-1]}
 # /proc) is read around its rounds.
 declare -A server=(
   [wasmgate]=$gateway_pid [wasmgate-h2]=$gateway_pid [wasmgate-reuse]=$gateway_pid
-  [wasmgate-p3]=$gateway_pid [wasmtime]=$wasmtime_pid [wasmtime-reuse]=$wasmtime_reuse_pid
+  [wasmgate-p3]=$gateway_pid [wasmgate-p3-shared]=$gateway_pid [wasmtime]=$wasmtime_pid [wasmtime-reuse]=$wasmtime_reuse_pid
   [wasmtime-p3]=$wasmtime_p3_pid [native]=$native_pid
 )
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
 declare -A url=(
   [wasmgate]="$gateway_http/hello"
@@ -76,6 +80,7 @@ declare -A url=(
   [wasmtime]="$wasmtime_http/hello"
   [wasmtime-reuse]="$wasmtime_reuse_http/hello"
   [wasmgate-p3]="$gateway_http/p3/hello"
+  [wasmgate-p3-shared]="$gateway_http/p3-shared/hello"
   [wasmtime-p3]="$wasmtime_p3_http/hello"
   [native]="$native_http/hello"
 )
@@ -86,29 +91,35 @@ declare -A extra=(
   [wasmtime]=""
   [wasmtime-reuse]=""
   [wasmgate-p3]=""
+  [wasmgate-p3-shared]=""
   [wasmtime-p3]=""
   [native]=""
 )
-targets=(wasmgate wasmgate-h2 wasmgate-reuse wasmtime wasmtime-reuse wasmgate-p3 wasmtime-p3 native)
+targets=(wasmgate wasmgate-h2 wasmgate-reuse wasmtime wasmtime-reuse wasmgate-p3 wasmgate-p3-shared wasmtime-p3 native)
 
-echo "oha -z $DURATION -c $CONCURRENCY, $ROUNDS alternating rounds, $(nproc) cores shared by server and load generator"
+for c in $CONCURRENCY; do
+echo
+echo "oha -z $DURATION -c $c, $ROUNDS alternating rounds, $(nproc) cores shared by server and load generator"
 for round in $(seq 1 "$ROUNDS"); do
   for target in "${targets[@]}"; do
     before=$(cpu_ticks "${server[$target]}")
     # shellcheck disable=SC2086
-    oha -z "$DURATION" -c "$CONCURRENCY" --no-tui --output-format json ${extra[$target]} "${url[$target]}" \
-      >"$work/$target.$round.json"
-    echo $(( $(cpu_ticks "${server[$target]}") - before )) >"$work/$target.$round.cpu"
+    oha -z "$DURATION" -c "$c" --no-tui --output-format json ${extra[$target]} "${url[$target]}" \
+      >"$work/$target.c$c.$round.json"
+    echo $(( $(cpu_ticks "${server[$target]}") - before )) >"$work/$target.c$c.$round.cpu"
+    rss_kib "${server[$target]}" >"$work/$target.c$c.rss"
     echo "  round $round: $target done"
   done
 done
 
-python3 - "$work" "$ROUNDS" "$(getconf CLK_TCK)" "${targets[@]}" <<'PY'
+python3 - "$work" "$ROUNDS" "$(getconf CLK_TCK)" "$c" "${targets[@]}" <<'PY'
 import json, statistics, sys
-work, rounds, tick, targets = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+work, rounds, tick, c, targets = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5:]
 rows = {}
 for target in targets:
-    runs = [json.load(open(f"{work}/{target}.{r}.json")) for r in range(1, rounds + 1)]
+    target_c = f"{target}.c{c}"
+
+    runs = [json.load(open(f"{work}/{target_c}.{r}.json")) for r in range(1, rounds + 1)]
     rps = statistics.median(run["summary"]["requestsPerSec"] for run in runs)
     p50 = statistics.median(run["latencyPercentiles"]["p50"] for run in runs) * 1e3
     p99 = statistics.median(run["latencyPercentiles"]["p99"] for run in runs) * 1e3
@@ -120,14 +131,15 @@ for target in targets:
                  if "aborted due to deadline" not in kind)
     # Server CPU (user + system) per answered request, in microseconds.
     cpu = statistics.median(
-        int(open(f"{work}/{target}.{r}.cpu").read()) / tick * 1e6
+        int(open(f"{work}/{target_c}.{r}.cpu").read()) / tick * 1e6
         / max(sum(int(n) for n in run["statusCodeDistribution"].values()), 1)
         for r, run in zip(range(1, rounds + 1), runs)
     )
-    rows[target] = (rps, p50, p99, ok, bad + errors, cpu)
-print(f"{'target':<15} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'200s':>9} {'failed':>7} {'cpu µs/req':>10}")
-for target, (rps, p50, p99, ok, failed, cpu) in rows.items():
-    print(f"{target:<15} {rps:>10.0f} {p50:>8.2f} {p99:>8.2f} {ok:>9} {failed:>7} {cpu:>10.1f}")
+    rss = int(open(f"{work}/{target_c}.rss").read()) / 1024
+    rows[target] = (rps, p50, p99, ok, bad + errors, cpu, rss)
+print(f"{'target':<19} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'200s':>9} {'failed':>7} {'cpu µs/req':>10} {'RSS MiB':>8}")
+for target, (rps, p50, p99, ok, failed, cpu, rss) in rows.items():
+    print(f"{target:<19} {rps:>10.0f} {p50:>8.2f} {p99:>8.2f} {ok:>9} {failed:>7} {cpu:>10.1f} {rss:>8.1f}")
 gw, h2, wt, native = (rows[t][0] for t in ("wasmgate", "wasmgate-h2", "wasmtime", "native"))
 print(f"wasmgate / wasmtime serve (HTTP/1.1): {gw / wt:.2f}x req/s, p99 {rows['wasmgate'][2] / rows['wasmtime'][2]:.2f}x")
 print(f"wasmgate / native hyper   (HTTP/1.1): {gw / native:.2f}x req/s")
@@ -138,4 +150,7 @@ print(f"wasmgate reuse / native hyper:         {reuse / native:.2f}x req/s")
 print(f"wasmgate reuse / wasmgate fresh:       {reuse / gw:.2f}x req/s")
 p3, wt_p3 = rows["wasmgate-p3"][0], rows["wasmtime-p3"][0]
 print(f"wasmgate 0.3 / wasmtime serve 0.3:      {p3 / wt_p3:.2f}x req/s, p99 {rows['wasmgate-p3'][2] / rows['wasmtime-p3'][2]:.2f}x")
+shared = rows["wasmgate-p3-shared"][0]
+print(f"wasmgate 0.3 shared / wasmtime serve 0.3: {shared / wt_p3:.2f}x req/s, p99 {rows['wasmgate-p3-shared'][2] / rows['wasmtime-p3'][2]:.2f}x")
 PY
+done

@@ -36,9 +36,18 @@ limits = { body = "1KiB" }
 path = "{handlers}/p3-stream.wasm"
 reuse = { max_requests = 3 }
 
+[handler.shared]
+path = "{handlers}/p3-stream.wasm"
+limits = { timeout = "2s", memory = "32MiB" }
+reuse = { max_requests = 20, max_concurrent = 16 }
+
 [[route]]
 path = "/p3"
 handler = "p3"
+
+[[route]]
+path = "/shared"
+handler = "shared"
 
 [[route]]
 path = "/reused"
@@ -69,12 +78,15 @@ async fn a_wasi_0_3_component_is_served_over_http1_and_h2_with_streamed_bodies_a
     );
     assert_eq!(h1.get("/p3").await.text(), "p3\n");
 
-    for mut client in [
-        Client::http1(gateway.http()).await,
-        Client::h2c(gateway.http()).await,
+    // On an instance of its own, and on one shared by concurrent requests.
+    for (base, mut client) in [
+        ("/p3", Client::http1(gateway.http()).await),
+        ("/p3", Client::h2c(gateway.http()).await),
+        ("/shared", Client::http1(gateway.http()).await),
+        ("/shared", Client::h2c(gateway.http()).await),
     ] {
         let request = client
-            .request("GET", "/p3?chunks=50")
+            .request("GET", &format!("{base}?chunks=50"))
             .header("te", "trailers")
             .body(client::empty())
             .expect("valid");
@@ -97,12 +109,14 @@ async fn a_wasi_0_3_component_is_served_over_http1_and_h2_with_streamed_bodies_a
 
     // The request body streams in and back out.
     let upload: Vec<u8> = (0..512 * 1024).map(|i| (i % 251) as u8).collect();
-    for mut client in [
-        Client::http1(gateway.http()).await,
-        Client::h2c(gateway.http()).await,
+    for (base, mut client) in [
+        ("/p3", Client::http1(gateway.http()).await),
+        ("/p3", Client::h2c(gateway.http()).await),
+        ("/shared", Client::http1(gateway.http()).await),
+        ("/shared", Client::h2c(gateway.http()).await),
     ] {
         let request = client
-            .request("POST", "/p3?echo")
+            .request("POST", &format!("{base}?echo"))
             .body(client::full(upload.clone()))
             .expect("valid");
         let reply = client.send(request).await.expect("answered");
@@ -210,6 +224,85 @@ async fn a_wasi_0_3_instance_is_reused_only_when_asked_and_never_after_a_failure
     // Without `reuse`, a fresh instance every time.
     for _ in 0..2 {
         assert_eq!(client.get("/p3?count").await.text(), "1\n");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_requests_share_one_wasi_0_3_instance_at_once_and_a_failure_retires_it() {
+    let gateway = TestGateway::start(CONFIG);
+    // 16 clients at once, each held 500 ms inside the guest: on one
+    // instance, they are its requests 1 to 16, and the last one in finds
+    // the 15 others still there.
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        let http = gateway.http();
+        held.push(tokio::spawn(async move {
+            let mut client = Client::http1(http).await;
+            client.get("/shared?hold=500").await.text()
+        }));
+    }
+    let mut served = Vec::new();
+    let mut most_at_once = 0;
+    for answer in held {
+        let answer = answer.await.expect("client task");
+        // "served S, with N at once"
+        let numbers: Vec<u32> = answer
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|part| part.parse().ok())
+            .collect();
+        let [number, at_once] = numbers[..] else {
+            panic!("unexpected answer {answer:?}");
+        };
+        served.push(number);
+        most_at_once = most_at_once.max(at_once);
+    }
+    served.sort_unstable();
+    assert_eq!(served, (1..=16).collect::<Vec<_>>(), "one instance");
+    assert_eq!(most_at_once, 16, "all 16 inside the guest at once");
+
+    let mut client = Client::http1(gateway.http()).await;
+    let shared = |outcome: &str| {
+        format!(r#"wasmgate_guest_outcomes_total{{handler="shared",outcome="{outcome}"}}"#)
+    };
+    // A trap retires the instance: the next request meets a fresh one.
+    assert_eq!(client.get("/shared?trap").await.status.as_u16(), 500);
+    assert_eq!(metric(&gateway, &shared("trap")).await, 1.0);
+    assert_eq!(client.get("/shared?count").await.text(), "1\n");
+    // So does an exhausted memory cap.
+    assert_eq!(client.get("/shared?grow=64").await.status.as_u16(), 500);
+    assert_eq!(metric(&gateway, &shared("out_of_memory")).await, 1.0);
+    assert_eq!(client.get("/shared?count").await.text(), "1\n");
+    // A guest that goes on computing after its answer holds the instance's
+    // event loop: its client has the whole answer at once, the guest is
+    // stopped at the request's deadline (its timeout, as on a fresh
+    // instance), and the instance is retired.
+    let started = Instant::now();
+    let spun = client.get("/shared?spin-after").await;
+    assert_eq!(spun.text(), "answered\n");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    wait_for_metric(&gateway, &shared("timeout"), 1.0).await;
+    assert_eq!(client.get("/shared?count").await.text(), "1\n");
+    // A guest that does not answer in time: 504 for its client, at its
+    // own deadline, whatever the instance's other requests do.
+    let started = Instant::now();
+    let late = client.get("/shared?hold=5000").await;
+    assert_eq!(late.status.as_u16(), 504);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(metric(&gateway, &shared("timeout")).await, 2.0);
+    assert_eq!(client.get("/shared?count").await.text(), "1\n");
+}
+
+/// Waits until `series` reads `value` (a guest's run may end after its
+/// client has the answer).
+async fn wait_for_metric(gateway: &TestGateway, series: &str, value: f64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(gateway, series).await != value {
+        assert!(Instant::now() < deadline, "{series} never read {value}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

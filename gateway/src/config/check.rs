@@ -35,6 +35,10 @@ const MAX_SIZE: u64 = 16 << 30;
 const MAX_COUNT: usize = 1_000_000;
 /// The most guest instances the pooling allocator is asked to reserve.
 const MAX_INSTANCES: u32 = 100_000;
+/// The most requests one instance serves at once: all of them share its
+/// one store, its memory cap and its deadline, so a few hundred is already
+/// a lot.
+const MAX_CONCURRENT_PER_INSTANCE: u32 = 1024;
 
 impl<'a> Checker<'a> {
     pub(super) fn new(base: &'a Path, problems: &'a mut ProblemList) -> Self {
@@ -728,8 +732,16 @@ impl<'a> Checker<'a> {
                 format!("{max_requests} is not between 1 and {MAX_COUNT}"),
             );
         }
+        let max_concurrent = raw.max_concurrent.unwrap_or(defaults.max_concurrent);
+        if max_concurrent == 0 || max_concurrent > MAX_CONCURRENT_PER_INSTANCE {
+            self.problems.push(
+                format!("{key}.max_concurrent"),
+                format!("{max_concurrent} is not between 1 and {MAX_CONCURRENT_PER_INSTANCE}"),
+            );
+        }
         Reuse {
             max_requests: max_requests.clamp(1, MAX_COUNT as u32),
+            max_concurrent: max_concurrent.clamp(1, MAX_CONCURRENT_PER_INSTANCE),
             idle: self.duration(&format!("{key}.idle"), raw.idle, defaults.idle),
         }
     }

@@ -341,14 +341,18 @@ pub struct HandlerConfig {
     pub reuse: Option<Reuse>,
 }
 
-/// `reuse = { max_requests, idle }`: an instance whose request ended well
-/// serves the next one, one request at a time. What a guest keeps in memory
-/// then survives between requests; an instance that trapped, timed out or
-/// ran out of memory is never reused.
+/// `reuse = { max_requests, max_concurrent, idle }`: an instance whose
+/// request ended well serves the next one (a WASI 0.3 instance, up to
+/// `max_concurrent` at once). What a guest keeps in memory then survives
+/// between requests; an instance that trapped, timed out or ran out of
+/// memory is never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reuse {
     /// Requests one instance serves before it is dropped.
     pub max_requests: u32,
+    /// Requests one WASI 0.3 instance serves at once (a 0.2 instance serves
+    /// one at a time whatever this says).
+    pub max_concurrent: u32,
     /// How long an instance may wait for its next request.
     pub idle: Duration,
 }
@@ -357,6 +361,7 @@ impl Default for Reuse {
     fn default() -> Self {
         Self {
             max_requests: 128,
+            max_concurrent: 1,
             idle: Duration::from_secs(1),
         }
     }

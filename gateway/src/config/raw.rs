@@ -178,6 +178,7 @@ pub(super) struct RawHandler {
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RawReuse {
     pub(super) max_requests: Option<u32>,
+    pub(super) max_concurrent: Option<u32>,
     pub(super) idle: Option<String>,
 }
 

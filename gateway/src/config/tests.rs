@@ -643,7 +643,7 @@ rollout = {{ strategy = "blue-green", smoke = "healthz", steps = [10] }}
 #[test]
 fn reuse_is_opt_in_bounded_and_for_http_handlers_only() {
     let config = parse(&format!(
-        "{MINIMAL}\n[handler.api]\nreuse = {{ max_requests = 50, idle = \"250ms\" }}\n\n[handler.warm]\nreuse = {{}}\n"
+        "{MINIMAL}\n[handler.api]\nreuse = {{ max_requests = 50, max_concurrent = 16, idle = \"250ms\" }}\n\n[handler.warm]\nreuse = {{}}\n"
     ))
     .expect("valid");
     let handler = |name: &str| config.handlers[&HandlerName::parse(name).expect("name")].clone();
@@ -656,13 +656,14 @@ fn reuse_is_opt_in_bounded_and_for_http_handlers_only() {
         handler("api").reuse,
         Some(Reuse {
             max_requests: 50,
+            max_concurrent: 16,
             idle: Duration::from_millis(250)
         })
     );
     assert_eq!(handler("warm").reuse, Some(Reuse::default()));
 
     let found = problems(&format!(
-        "{MINIMAL}\n[handler.ws]\nworld = \"websocket\"\nreuse = {{}}\n\n[handler.zero]\nreuse = {{ max_requests = 0 }}\n"
+        "{MINIMAL}\n[handler.ws]\nworld = \"websocket\"\nreuse = {{}}\n\n[handler.zero]\nreuse = {{ max_requests = 0, max_concurrent = 0 }}\n"
     ));
     let file = "/etc/wasmgate/gw.toml";
     for expected in [
@@ -670,6 +671,7 @@ fn reuse_is_opt_in_bounded_and_for_http_handlers_only() {
             "{file}: handler.ws.reuse: applies to HTTP handlers: a WebSocket or SSE stream already keeps its instance"
         ),
         format!("{file}: handler.zero.reuse.max_requests: 0 is not between 1 and 1000000"),
+        format!("{file}: handler.zero.reuse.max_concurrent: 0 is not between 1 and 1024"),
     ] {
         assert!(
             found.contains(&expected),

@@ -21,7 +21,7 @@ use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 
 use super::bindings::{SseService, SseServicePre, WebsocketService, WebsocketServicePre};
 use super::cache::ContentHash;
-use super::component::Pre;
+use super::component::{HttpPre, Pre};
 use super::component::{LoadError, Loaded};
 use super::engine::is_pool_full;
 use super::host::{DeadlineExceeded, Host, StoreMaker, hostcall_fuel};
@@ -34,6 +34,7 @@ use super::stream::{Opening, Refused, Stream, StreamSetup, trial};
 use super::websocket::Session;
 
 mod http3;
+mod shared;
 use crate::config::{EnvGrant, HandlerConfig, HandlerName, StreamLimits};
 use crate::control::metrics::{HandlerMetrics, Metrics};
 use crate::http::body::{CappedBody, ResponseBody, Tripped};
@@ -92,8 +93,9 @@ enum Kind {
     /// wasi:http 0.2 or 0.3: one pooled, pre-instantiated instance per
     /// request (or, with `reuse`, per few requests in a row); a 0.3 run
     /// lasts until the guest has no task left (its body, work after the
-    /// response).
-    Http(Pool),
+    /// response). With `reuse.max_concurrent` above 1, a 0.3 component's
+    /// instances are shared by concurrent requests ([`shared`]).
+    Http(Pool, Option<shared::Workers>),
     /// One instance per WebSocket connection, made when it opens.
     Websocket {
         pre: WebsocketServicePre<Host>,
@@ -111,7 +113,9 @@ enum Kind {
 struct Guest {
     permit: OwnedSemaphorePermit,
     run: GuestRun,
-    failed: oneshot::Sender<()>,
+    /// Told when the run failed, before the body's sender goes (a shared
+    /// instance's worker takes it, as only it knows when that is).
+    failed: Option<oneshot::Sender<()>>,
     cancelled: Cancelled,
     hub: Arc<Hub>,
 }
@@ -146,6 +150,16 @@ impl Guest {
         ready: Ready,
         returner: Option<Returner>,
     ) -> Outcome {
+        let outcome = self.close(RunEnd::from(result), ready.store.data().memory_denied());
+        if let (Outcome::Finished, Some(returner)) = (&outcome, returner) {
+            returner.give_back(ready);
+        }
+        outcome
+    }
+
+    /// Frees the permit, counts and logs how the run ended, and reports a
+    /// failure to the body if it still can.
+    fn close(self, end: RunEnd, memory_denied: bool) -> Outcome {
         let Self {
             permit,
             run,
@@ -155,15 +169,29 @@ impl Guest {
         } = self;
         drop(permit);
         cancelled.disarm();
-        let outcome = run.outcome(result, ready.store.data().memory_denied());
-        match (&outcome, returner) {
-            (Outcome::Failed(_), _) => {
-                let _ = failed.send(());
-            }
-            (Outcome::Finished, Some(returner)) => returner.give_back(ready),
-            (Outcome::Finished, None) => {}
+        let outcome = run.outcome(end, memory_denied);
+        if let (Outcome::Failed(_), Some(failed)) = (&outcome, failed) {
+            let _ = failed.send(());
         }
         outcome
+    }
+}
+
+/// How a guest's run ended, before it is counted.
+enum RunEnd {
+    Finished,
+    TimedOut,
+    Failed(wasmtime::Error),
+}
+
+impl From<Result<wasmtime::Result<()>, tokio::time::error::Elapsed>> for RunEnd {
+    fn from(result: Result<wasmtime::Result<()>, tokio::time::error::Elapsed>) -> Self {
+        match result {
+            Ok(Ok(())) => Self::Finished,
+            Ok(Err(error)) if error.is::<DeadlineExceeded>() => Self::TimedOut,
+            Ok(Err(error)) => Self::Failed(error),
+            Err(_elapsed) => Self::TimedOut,
+        }
     }
 }
 
@@ -214,8 +242,13 @@ impl Handler {
         let instantiate_failed =
             |error: wasmtime::Error| LoadError::Instantiate(format!("{error:#}"));
         let kind = match loaded.pre {
-            Pre::Http(pre) => Kind::Http(
-                Pool::start(
+            Pre::Http(pre) => {
+                // Only a 0.3 instance can take requests concurrently.
+                let shared = config
+                    .reuse
+                    .filter(|reuse| reuse.max_concurrent > 1 && matches!(pre, HttpPre::P3(_)))
+                    .map(|reuse| shared::Workers::new(reuse, Arc::clone(&label)));
+                let pool = Pool::start(
                     Blueprint {
                         pre,
                         stores,
@@ -226,8 +259,9 @@ impl Handler {
                     config.limits.concurrency,
                 )
                 .await
-                .map_err(instantiate_failed)?,
-            ),
+                .map_err(instantiate_failed)?;
+                Kind::Http(pool, shared)
+            }
             Pre::Websocket(pre) => {
                 trial::<WebsocketService>(&pre, &stores)
                     .await
@@ -289,7 +323,7 @@ impl Handler {
         B: http_body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let Kind::Http(pool) = &self.kind else {
+        let Kind::Http(pool, shared) = &self.kind else {
             return Err(GatewayError::UpgradeRequired);
         };
         let declared = request
@@ -323,24 +357,19 @@ impl Handler {
         let guest = Guest {
             permit,
             run,
-            failed,
+            failed: Some(failed),
             cancelled: Cancelled(Some(self.metrics.cancelled.clone())),
             hub: Arc::clone(hub),
         };
-        let ready = self.instantiate(pool.take()).await?;
-        let (receiver, task) = match ready.guest {
-            Instance::P2(proxy) => {
-                let store = ready.store;
-                self.start_p2(pool, store, proxy, request, scheme, guest)?
+        let (receiver, mut task) = match shared {
+            Some(workers) => {
+                let timeout = self.config.limits.timeout;
+                let instance = self.instantiate(pool.take());
+                workers
+                    .dispatch(request, &scheme, timeout, guest, instance)
+                    .await?
             }
-            Instance::P3(service) => http3::start(
-                (ready.store, service),
-                pool.returner(),
-                request,
-                &scheme,
-                self.config.limits.timeout,
-                guest,
-            ),
+            None => self.start_own(pool, request, scheme, guest).await?,
         };
         let head = tokio::select! {
             biased;
@@ -348,6 +377,15 @@ impl Handler {
             // The body broke a limit before the guest answered: the client
             // gets 413 or 408 at once.
             Ok(why) = &mut body_cut => return Err(self.body_cut(why, task, body_timeout)),
+            // The run was settled without an answer while its guest still
+            // holds the head's sender (a shared instance's request at its
+            // deadline): the client is not kept waiting for the instance.
+            ended = &mut task => {
+                if let Ok(why) = body_cut.try_recv() {
+                    return Err(self.body_cut(why, task, body_timeout));
+                }
+                return Err(self.unanswered(ended, route));
+            }
         };
         // An answer made after the body broke a limit (an error page, a trap
         // on the failed read) is about the body: 413 or 408.
@@ -367,16 +405,54 @@ impl Handler {
                 Err(error)
             }
             // The store (and with it the sender) is gone: the run is over.
-            Err(_) => match task.await {
-                Ok(Outcome::Failed(error)) => Err(error),
-                Ok(Outcome::Finished) => {
-                    let error = GatewayError::GuestNoResponse;
-                    self.log(route, &error);
-                    Err(error)
-                }
-                Err(join) => Err(GatewayError::Internal(format!("guest task failed: {join}"))),
-            },
+            Err(_) => Err(self.unanswered(task.await, route)),
         }
+    }
+
+    /// The error for a run that ended without a response head.
+    fn unanswered(
+        &self,
+        ended: Result<Outcome, tokio::task::JoinError>,
+        route: &str,
+    ) -> GatewayError {
+        match ended {
+            Ok(Outcome::Failed(error)) => error,
+            Ok(Outcome::Finished) => {
+                let error = GatewayError::GuestNoResponse;
+                self.log(route, &error);
+                error
+            }
+            Err(join) => GatewayError::Internal(format!("guest task failed: {join}")),
+        }
+    }
+
+    /// Starts `request` on an instance of its own (fresh, or reused one
+    /// request after another).
+    async fn start_own<B>(
+        &self,
+        pool: &Pool,
+        request: Request<CappedBody<B>>,
+        scheme: Scheme,
+        guest: Guest,
+    ) -> Result<(HeadReceiver, AbortOnDropHandle<Outcome>), GatewayError>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let ready = self.instantiate(pool.take()).await?;
+        Ok(match ready.guest {
+            Instance::P2(proxy) => {
+                self.start_p2(pool, ready.store, proxy, request, scheme, guest)?
+            }
+            Instance::P3(service) => http3::start(
+                (ready.store, service),
+                pool.returner(),
+                request,
+                &scheme,
+                self.config.limits.timeout,
+                guest,
+            ),
+        })
     }
 
     /// An instance from `instantiating`; a full instance pool is 503.
@@ -557,25 +633,17 @@ impl GuestRun {
     /// Classifies and logs the end of a run. The log line is written here
     /// because only the task sees failures that happen after the response
     /// head was sent.
-    fn outcome(
-        self,
-        result: Result<wasmtime::Result<()>, tokio::time::error::Elapsed>,
-        memory_denied: bool,
-    ) -> Outcome {
-        let error = match result {
-            Ok(Ok(())) => {
+    fn outcome(self, end: RunEnd, memory_denied: bool) -> Outcome {
+        let error = match end {
+            RunEnd::Finished => {
                 self.metrics.ok.inc();
                 return Outcome::Finished;
             }
-            Ok(Err(error)) if error.is::<DeadlineExceeded>() => {
+            RunEnd::TimedOut => {
                 self.metrics.timeout.inc();
                 GatewayError::GuestTimeout(self.timeout)
             }
-            Err(_elapsed) => {
-                self.metrics.timeout.inc();
-                GatewayError::GuestTimeout(self.timeout)
-            }
-            Ok(Err(error)) => {
+            RunEnd::Failed(error) => {
                 tracing::debug!(
                     route = &*self.route,
                     handler = &*self.handler,
@@ -618,7 +686,8 @@ fn trap_summary(error: &wasmtime::Error) -> String {
 /// had left.
 struct AbortOnFailure {
     inner: ResponseBody,
-    failure: oneshot::Receiver<()>,
+    /// `None` once told, either way.
+    failure: Option<oneshot::Receiver<()>>,
     guest: Option<AbortOnDropHandle<Outcome>>,
     /// Bytes still owed when the head announced a length.
     remaining: Option<u64>,
@@ -638,7 +707,7 @@ impl AbortOnFailure {
         response.map(|inner| {
             Self {
                 inner,
-                failure,
+                failure: Some(failure),
                 guest,
                 remaining,
             }
@@ -674,16 +743,21 @@ impl http_body::Body for AbortOnFailure {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         use std::task::Poll;
-        let polled = match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
-            // The guest's task reports a failure before its store drops the
-            // body, so by the time the body has ended the report is in.
-            Poll::Ready(None) if self.failure.try_recv().is_ok() => {
-                Poll::Ready(Some(Err(wasmtime_wasi_http::Error::InternalError(Some(
+        // A failure is reported before the store drops the body's sender, so
+        // by the time the body has ended the report is in; it also cuts a
+        // body still flowing (a shared instance outliving the request's
+        // deadline).
+        if let Some(failure) = &mut self.failure
+            && let Poll::Ready(told) = std::pin::Pin::new(failure).poll(cx)
+        {
+            self.failure = None;
+            if told.is_ok() {
+                return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::InternalError(Some(
                     "the guest failed before finishing its response".into(),
-                )))))
+                )))));
             }
-            other => other,
-        };
+        }
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
         if let (Poll::Ready(Some(Ok(frame))), Some(remaining)) = (&polled, &mut self.remaining) {
             let sent = frame.data_ref().map_or(0, |data| data.len() as u64);
             *remaining = remaining.saturating_sub(sent);

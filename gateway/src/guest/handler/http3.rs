@@ -86,7 +86,7 @@ where
 /// 0.3 takes the scheme and authority from the request's URI, never from a
 /// `Host` header (a forbidden header it strips): an HTTP/1.1 request's
 /// origin-form URI gets both (the host header always exists by now).
-fn absolute<B>(request: Request<B>, scheme: &Scheme) -> Request<B> {
+pub(super) fn absolute<B>(request: Request<B>, scheme: &Scheme) -> Request<B> {
     if request.uri().scheme().is_some() {
         return request;
     }
