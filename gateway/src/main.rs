@@ -178,6 +178,36 @@ struct BuildArgs {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_arena_eager_commit` and `mi_option_purge_delay`
+/// (their indices in mimalloc v3's `mi_option_e`; libmimalloc-sys names
+/// only the older options).
+const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Commits mimalloc's arenas as they are used rather than whole, and gives
+/// memory freed for a second back to the system: an idle gateway otherwise
+/// keeps about 15 MiB of arena resident that it does not use (default
+/// config: 51 → 36 MiB RSS). Lazy commit alone cost 3.5% req/s on the
+/// hello baseline (pages decommitted 10 ms after being freed, recommitted
+/// by the next request); with the 1 s purge delay, 0.999x
+/// (`loadtests/ab.sh`). mimalloc reads its options when it reserves its
+/// first arena, at the process's first allocation, before `main`: this
+/// runs as an ELF constructor, ahead of that.
+extern "C" fn tune_allocator() {
+    // SAFETY: mi_option_set only stores an integer in mimalloc's option
+    // table; any value is valid for these options.
+    #[allow(unsafe_code, reason = "setting mimalloc options; see SAFETY")]
+    unsafe {
+        libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0);
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 1000);
+    }
+}
+
+#[allow(unsafe_code, reason = "an ELF constructor; see tune_allocator")]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static TUNE_ALLOCATOR: extern "C" fn() = tune_allocator;
+
 const DEFAULT_CONFIG: &str = "config/wasmgate.toml";
 
 const EXIT_RUNTIME: u8 = 1;
