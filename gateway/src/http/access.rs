@@ -35,8 +35,9 @@ pub struct Access {
     pub method: http::Method,
     /// The `Host` or `:authority`, if any.
     pub host: Option<String>,
-    /// The path, without the query (which may carry secrets).
-    pub path: String,
+    /// The request's URI, logged by its path only (the query may carry
+    /// secrets); kept whole because cloning it shares its bytes.
+    pub uri: http::Uri,
     /// The response status.
     pub status: u16,
     /// Route id and handler name, `-` when none matched.
@@ -215,7 +216,7 @@ fn write(access: &Access, bytes: u64, ending: Ending, format: AccessLog) {
             "{} \"{} {}\" host={} status={} bytes={} ms={:.3} route={} handler={} generation={} outcome={}",
             access.client,
             access.method,
-            access.path,
+            access.uri.path(),
             host,
             access.status,
             bytes,
@@ -232,7 +233,7 @@ fn write(access: &Access, bytes: u64, ending: Ending, format: AccessLog) {
                 "client": access.client.to_string(),
                 "method": access.method.as_str(),
                 "host": host,
-                "path": access.path,
+                "path": access.uri.path(),
                 "status": access.status,
                 "bytes": bytes,
                 "duration_ms": duration_ms,

@@ -100,9 +100,14 @@ pub fn forwarding_headers(headers: &mut HeaderMap, hop: &Hop<'_>) {
             headers.remove(name);
         }
     }
-    let mut element = format!("for={};proto={}", forwarded_node(client), hop.proto);
+    let mut element = String::with_capacity(64);
+    element.push_str("for=");
+    forwarded_node(&mut element, client);
+    element.push_str(";proto=");
+    element.push_str(hop.proto);
     if let Some(host) = hop.host {
-        element.push_str(&format!(";host={}", quoted(host)));
+        element.push_str(";host=");
+        quoted(&mut element, host);
     }
     append(headers, header::FORWARDED, &element);
     append(headers, X_FORWARDED_FOR, &client.to_string());
@@ -121,6 +126,13 @@ pub fn forwarding_headers(headers: &mut HeaderMap, hop: &Hop<'_>) {
 
 /// Appends `value` to the one comma-separated `name` header.
 fn append(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    // Usually the first: no joining (this runs on every request).
+    if !headers.contains_key(&name) {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+        return;
+    }
     let mut joined: Vec<&str> = headers
         .get_all(&name)
         .iter()
@@ -132,23 +144,28 @@ fn append(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     }
 }
 
-/// RFC 7239 node: IPv6 addresses are bracketed and quoted.
-fn forwarded_node(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
-    }
+/// RFC 7239 node, onto `out`: IPv6 addresses are bracketed and quoted.
+fn forwarded_node(out: &mut String, ip: IpAddr) {
+    use std::fmt::Write as _;
+    // Writing to a String cannot fail.
+    let _ = match ip {
+        IpAddr::V4(v4) => write!(out, "{v4}"),
+        IpAddr::V6(v6) => write!(out, "\"[{v6}]\""),
+    };
 }
 
-/// RFC 7239 value: a token as is, anything else (`:` of a port) quoted.
-fn quoted(value: &str) -> String {
+/// RFC 7239 value, onto `out`: a token as is, anything else (`:` of a
+/// port) quoted.
+fn quoted(out: &mut String, value: &str) {
     let token = value
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c));
     if token {
-        value.to_string()
+        out.push_str(value);
     } else {
-        format!("\"{}\"", value.replace(['\\', '"'], ""))
+        out.push('"');
+        out.extend(value.chars().filter(|c| !matches!(c, '\\' | '"')));
+        out.push('"');
     }
 }
 

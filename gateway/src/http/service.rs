@@ -23,6 +23,13 @@ use crate::http::conn::ConnectionInfo;
 use crate::http::error::{Blame, GatewayError, rescue};
 use crate::http::front_door;
 
+/// `-`, the route or handler of a request that has none, shared rather than
+/// allocated per request.
+fn none() -> Arc<str> {
+    static NONE: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from("-"));
+    Arc::clone(&NONE)
+}
+
 /// Serves one request; never fails at the hyper level. Every request is
 /// counted and access-logged when its response ends.
 pub async fn handle(
@@ -42,10 +49,10 @@ pub async fn handle(
             client: connection.peer,
             method: method.clone(),
             host: request_host(&request),
-            path: request.uri().path().to_string(),
+            uri: request.uri().clone(),
             status: 0,
-            route: Arc::from("-"),
-            handler: Arc::from("-"),
+            route: none(),
+            handler: none(),
             generation: snapshot.generation,
         },
         app.settings.access_log,
@@ -60,11 +67,11 @@ pub async fn handle(
     };
     let redirect = listener.and_then(|listener| listener.redirect);
     let (mut response, route, handler, series) = match (challenge, redirect) {
-        (Some(answer), _) => (answer, Arc::from("-"), Arc::from("-"), None),
+        (Some(answer), _) => (answer, none(), none(), None),
         (None, Some(redirect)) => {
             let response =
                 front_door::https_redirect(redirect, host, connection.local, request.uri());
-            (response, Arc::from("-"), Arc::from("-"), None)
+            (response, none(), none(), None)
         }
         (None, None) => {
             let mut request = request;
@@ -109,13 +116,12 @@ async fn dispatch(
     Arc<str>,
     Option<VersionSeries>,
 ) {
-    let none = || Arc::<str>::from("-");
     let Some(route) = snapshot.router.route(host, request.uri().path()) else {
         tracing::debug!(path = request.uri().path(), host, "no route");
         return (rescue(&GatewayError::NoRoute), none(), none(), None);
     };
     let route_id = Arc::clone(&route.id);
-    let handler_name: Arc<str> = Arc::from(route.handler.as_str());
+    let handler_name = Arc::clone(&route.handler_label);
     let Some(deployed) = snapshot.handlers.get(&route.handler) else {
         // Its component has never loaded (the reason was logged at load time).
         let error = GatewayError::HandlerUnavailable(route.handler.to_string());
