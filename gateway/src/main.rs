@@ -276,8 +276,14 @@ const EXIT_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 
 fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
-    // Logging never blocks a worker: lines go through a queue to a writer thread.
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    // Logging never blocks a worker: lines go through a queue to a writer
+    // thread, which writes what has queued up in one go (it flushes each
+    // time the queue runs empty): a write per line was 5% of the gateway's
+    // CPU serving reused instances under load, one access log line each.
+    let (writer, guard) = tracing_appender::non_blocking(std::io::BufWriter::with_capacity(
+        64 << 10,
+        std::io::stderr(),
+    ));
     let filter = EnvFilter::try_from_env("WASMGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -89,8 +89,7 @@ impl Returner {
         host.attachment.hub = None;
         let mut reused = shared.reused();
         if let Some(reuse) = shared.reuse {
-            // The oldest come first: drop those that waited too long.
-            reused.retain(|(_, returned)| returned.elapsed() <= reuse.idle);
+            shared.drop_expired(&mut reused, reuse.idle);
         }
         if reused.len() < shared.max_reused {
             reused.push((ready, Instant::now()));
@@ -216,8 +215,19 @@ impl Shared {
     /// Drops the instances that waited longer than `idle`.
     fn expire(&self, idle: Duration) {
         let mut reused = self.reused();
-        reused.retain(|(_, returned)| returned.elapsed() <= idle);
+        self.drop_expired(&mut reused, idle);
         self.blueprint.metrics.pool_reused.set(reused.len() as i64);
+    }
+
+    /// Drops from `reused` (oldest first) those that waited longer than
+    /// `idle`: one clock reading, and no look past the first still fresh.
+    fn drop_expired(&self, reused: &mut Vec<(Ready, Instant)>, idle: Duration) {
+        let now = Instant::now();
+        let expired = reused
+            .iter()
+            .take_while(|(_, returned)| now.duration_since(*returned) > idle)
+            .count();
+        reused.drain(..expired);
     }
 }
 
