@@ -120,6 +120,10 @@ struct Guest {
     hub: Arc<Hub>,
 }
 
+/// A request handed to its guest: where the response head arrives, and the
+/// task whose end is the run's.
+type Started = (HeadReceiver, AbortOnDropHandle<Outcome>);
+
 /// Where a guest's response head (or its error code, as text) arrives.
 enum HeadReceiver {
     /// From 0.2's `response-outparam`.
@@ -427,64 +431,35 @@ impl Handler {
     }
 
     /// Starts `request` on an instance of its own (fresh, or reused one
-    /// request after another).
+    /// request after another): a 0.3 one through [`http3`], a 0.2 one here.
     async fn start_own<B>(
         &self,
         pool: &Pool,
         request: Request<CappedBody<B>>,
         scheme: Scheme,
         guest: Guest,
-    ) -> Result<(HeadReceiver, AbortOnDropHandle<Outcome>), GatewayError>
+    ) -> Result<Started, GatewayError>
     where
         B: http_body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let ready = self.instantiate(pool.take()).await?;
-        Ok(match ready.guest {
-            Instance::P2(proxy) => {
-                self.start_p2(pool, ready.store, proxy, request, scheme, guest)?
+        let proxy = match ready.guest {
+            Instance::P2(proxy) => proxy,
+            Instance::P3(service) => {
+                return Ok(http3::start(
+                    (ready.store, service),
+                    pool.returner(),
+                    request,
+                    &scheme,
+                    self.config.limits.timeout,
+                    guest,
+                ));
             }
-            Instance::P3(service) => http3::start(
-                (ready.store, service),
-                pool.returner(),
-                request,
-                &scheme,
-                self.config.limits.timeout,
-                guest,
-            ),
-        })
-    }
-
-    /// An instance from `instantiating`; a full instance pool is 503.
-    async fn instantiate<T>(
-        &self,
-        instantiating: impl std::future::Future<Output = wasmtime::Result<T>>,
-    ) -> Result<T, GatewayError> {
-        instantiating.await.map_err(|error| {
-            if is_pool_full(&error) {
-                self.metrics.refused.inc();
-                GatewayError::Saturated("the instance pool".into())
-            } else {
-                GatewayError::Internal(format!("instantiating the guest: {error:#}"))
-            }
-        })
-    }
-
-    /// Hands `request` to a WASI 0.2 instance from `pool`, on a task of its
-    /// own; returns where its response head arrives, and the task.
-    fn start_p2<B>(
-        &self,
-        pool: &Pool,
-        mut store: wasmtime::Store<Host>,
-        proxy: wasmtime_wasi_http::p2::bindings::Proxy,
-        request: Request<CappedBody<B>>,
-        scheme: Scheme,
-        guest: Guest,
-    ) -> Result<(HeadReceiver, AbortOnDropHandle<Outcome>), GatewayError>
-    where
-        B: http_body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
-        B::Error: Into<wasmtime_wasi_http::Error>,
-    {
+        };
+        // WASI 0.2: the handler runs on a task of its own, and the head
+        // arrives through its response-outparam.
+        let mut store = ready.store;
         let deadline = Instant::now() + self.config.limits.timeout;
         store.data_mut().deadline = deadline;
         store.data_mut().attachment.hub = Some(Arc::clone(&guest.hub));
@@ -509,6 +484,21 @@ impl Handler {
             guest.end(result, ready, returner)
         }));
         Ok((HeadReceiver::P2(receiver), task))
+    }
+
+    /// An instance from `instantiating`; a full instance pool is 503.
+    async fn instantiate<T>(
+        &self,
+        instantiating: impl std::future::Future<Output = wasmtime::Result<T>>,
+    ) -> Result<T, GatewayError> {
+        instantiating.await.map_err(|error| {
+            if is_pool_full(&error) {
+                self.metrics.refused.inc();
+                GatewayError::Saturated("the instance pool".into())
+            } else {
+                GatewayError::Internal(format!("instantiating the guest: {error:#}"))
+            }
+        })
     }
 
     /// The answer to a request whose body broke a limit. An oversized body's

@@ -24,7 +24,7 @@ use wasmtime::Store;
 use wasmtime_wasi_http::WasiHttpView as _;
 use wasmtime_wasi_http::p3::bindings::Service;
 
-use super::{Guest, HeadReceiver, Outcome, Scheme};
+use super::{Guest, HeadReceiver, Scheme, Started};
 use crate::guest::host::Host;
 use crate::guest::pool::{Instance, Ready, Returner};
 use crate::http::body::{CappedBody, ResponseBody};
@@ -38,7 +38,7 @@ pub(super) fn start<B>(
     scheme: &Scheme,
     timeout: std::time::Duration,
     guest: Guest,
-) -> (HeadReceiver, AbortOnDropHandle<Outcome>)
+) -> Started
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
     B::Error: Into<wasmtime_wasi_http::Error>,

@@ -37,7 +37,7 @@ use wasmtime::component::Accessor;
 use wasmtime_wasi_http::WasiHttpView as _;
 use wasmtime_wasi_http::p3::bindings::Service;
 
-use super::{Guest, HeadReceiver, Outcome, RunEnd, Scheme, trap_summary};
+use super::{Guest, HeadReceiver, RunEnd, Scheme, Started, trap_summary};
 use crate::guest::host::{DeadlineExceeded, Host, far_future};
 use crate::guest::pool::{Instance, Ready};
 use crate::http::body::{CappedBody, ResponseBody};
@@ -92,7 +92,7 @@ impl Workers {
         timeout: Duration,
         mut guest: Guest,
         instance: F,
-    ) -> Result<(HeadReceiver, AbortOnDropHandle<Outcome>), GatewayError>
+    ) -> Result<Started, GatewayError>
     where
         B: http_body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
