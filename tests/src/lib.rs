@@ -39,6 +39,20 @@ pub async fn metric(gateway: &TestGateway, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Waits (at most 5 s) until `series` reads `value`: a guest's run may end
+/// after its client already has the answer, and the gauges and counters
+/// that report it are the signal to wait on.
+pub async fn wait_for_metric(gateway: &TestGateway, series: &str, value: f64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while metric(gateway, series).await != value {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{series} never read {value}"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
 /// Installs `source` as `dir/target` like a deployment tool: written
 /// aside, then renamed into place.
 pub fn install(dir: &std::path::Path, target: &str, source: &std::path::Path) {

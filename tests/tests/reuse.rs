@@ -3,10 +3,10 @@
 //! past a trap, an exhausted memory cap, `max_requests` or `idle`; without
 //! `reuse`, every request gets a fresh instance.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wasmgate_tests::client::Client;
-use wasmgate_tests::{TestGateway, metric};
+use wasmgate_tests::{TestGateway, wait_for_metric};
 
 /// The counter fixture three ways: reused (3 requests at most, 32 MiB),
 /// reused with a short idle time, and fresh per request (the default).
@@ -75,11 +75,7 @@ async fn settled(gateway: &TestGateway, handler: &str, answer: &str) {
         _ => return,
     };
     let series = format!(r#"wasmgate_pool_reused_instances{{handler="{handler}"}}"#);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while metric(gateway, &series).await != waiting {
-        assert!(Instant::now() < deadline, "{series} never read {waiting}");
-        tokio::task::yield_now().await;
-    }
+    wait_for_metric(gateway, &series, waiting).await;
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt as _;
 use wasmgate_tests::client::{self, Client};
-use wasmgate_tests::{TestGateway, handlers_dir, install, metric};
+use wasmgate_tests::{TestGateway, handlers_dir, install, metric, wait_for_metric};
 
 /// The 0.3 fixture on /p3 (2 s, 32 MiB, 1 MiB bodies) and the 0.3 hello
 /// example on /hello.
@@ -203,11 +203,7 @@ async fn a_wasi_0_3_instance_is_reused_only_when_asked_and_never_after_a_failure
         // The client has its answer before the guest's run is over: wait
         // until the instance is back (or, after its third, dropped).
         let waiting = if count == "3\n" { 0.0 } else { 1.0 };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while metric(&gateway, series).await != waiting {
-            assert!(Instant::now() < deadline, "{series} never read {waiting}");
-            tokio::task::yield_now().await;
-        }
+        wait_for_metric(&gateway, series, waiting).await;
         counts.push(count);
     }
     assert_eq!(
@@ -294,16 +290,6 @@ async fn sixteen_requests_share_one_wasi_0_3_instance_at_once_and_a_failure_reti
     );
     assert_eq!(metric(&gateway, &shared("timeout")).await, 2.0);
     assert_eq!(client.get("/shared?count").await.text(), "1\n");
-}
-
-/// Waits until `series` reads `value` (a guest's run may end after its
-/// client has the answer).
-async fn wait_for_metric(gateway: &TestGateway, series: &str, value: f64) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while metric(gateway, series).await != value {
-        assert!(Instant::now() < deadline, "{series} never read {value}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// `handlers/version.wasm` on /version, swapped under load.
