@@ -755,7 +755,7 @@ impl<'a> Checker<'a> {
         let mut routes = Vec::new();
         for (index, route) in raw.into_iter().enumerate() {
             let key = format!("route[{index}]");
-            let handler = HandlerName(route.handler);
+            let handler = HandlerName(route.handler.into());
             if !handlers.contains_key(&handler) {
                 self.problems.push(
                     format!("{key}.handler"),

@@ -290,8 +290,9 @@ pub struct SniCert {
 }
 
 /// A handler's name: the key in `[handler.NAME]`, also its default file name.
+/// Shared text: every request's logs and metrics carry it, by a clone.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct HandlerName(String);
+pub struct HandlerName(std::sync::Arc<str>);
 
 impl HandlerName {
     /// Checks `name`: lowercase letters, digits, `-` and `_`, starting with a letter.
@@ -299,12 +300,17 @@ impl HandlerName {
         let mut chars = name.chars();
         let valid = chars.next().is_some_and(|first| first.is_ascii_lowercase())
             && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-        valid.then(|| Self(name.to_string()))
+        valid.then(|| Self(name.into()))
     }
 
     /// The name as written in the config.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The name as logs and metrics labels carry it (no copy).
+    pub fn label(&self) -> std::sync::Arc<str> {
+        std::sync::Arc::clone(&self.0)
     }
 }
 

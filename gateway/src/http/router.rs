@@ -17,8 +17,6 @@ pub struct Route {
     pub id: std::sync::Arc<str>,
     /// The handler serving this route.
     pub handler: HandlerName,
-    /// Its name as every request's logs and metrics carry it, made once.
-    pub handler_label: std::sync::Arc<str>,
 }
 
 /// Host → path table.
@@ -57,7 +55,6 @@ impl Router {
             router.routes.push(Route {
                 id: format!("route[{}]", config.index).into(),
                 handler: config.handler.clone(),
-                handler_label: config.handler.as_str().into(),
             });
             let table = match &config.host {
                 Some(host) => router.by_host.entry(host.clone()).or_default(),
@@ -80,7 +77,6 @@ impl Router {
             router.routes.push(Route {
                 id: format!("auto:{name}").into(),
                 handler: name.clone(),
-                handler_label: name.as_str().into(),
             });
             insert_prefix(&mut router.automatic, &format!("/{name}"), slot).map_err(|reason| {
                 RouteConflict {

@@ -121,7 +121,7 @@ async fn dispatch(
         return (rescue(&GatewayError::NoRoute), none(), none(), None);
     };
     let route_id = Arc::clone(&route.id);
-    let handler_name = Arc::clone(&route.handler_label);
+    let handler_name = route.handler.label();
     let Some(deployed) = snapshot.handlers.get(&route.handler) else {
         // Its component has never loaded (the reason was logged at load time).
         let error = GatewayError::HandlerUnavailable(route.handler.to_string());
