@@ -217,7 +217,7 @@ impl Handler {
         previous: Option<&Self>,
     ) -> Result<Self, LoadError> {
         let metrics = services.metrics;
-        let label: Arc<str> = Arc::from(name.as_str());
+        let label = name.label();
         let kind = match loaded.pre {
             Pre::Http(_) => "http",
             Pre::Websocket(_) => "websocket",
@@ -230,10 +230,7 @@ impl Handler {
             memory: usize::try_from(config.limits.memory).unwrap_or(usize::MAX),
             outbound: config.outbound.iter().cloned().collect(),
             allow_private: config.allow_private,
-            topic_scope: config
-                .topic_scope
-                .clone()
-                .unwrap_or_else(|| Arc::from(name.as_str())),
+            topic_scope: config.topic_scope.clone().unwrap_or_else(|| name.label()),
             max_publish: config.stream.max_message,
             pubsub_refused: metrics.pubsub_refused.clone(),
             log_budget: Arc::new(LogBudget::new(
@@ -375,27 +372,26 @@ impl Handler {
             }
             None => self.start_own(pool, request, scheme, guest).await?,
         };
-        let head = tokio::select! {
+        let first = tokio::select! {
             biased;
-            head = receiver.recv() => head,
+            head = receiver.recv() => Ok(head),
             // The body broke a limit before the guest answered: the client
             // gets 413 or 408 at once.
             Ok(why) = &mut body_cut => return Err(self.body_cut(why, task, body_timeout)),
             // The run was settled without an answer while its guest still
             // holds the head's sender (a shared instance's request at its
             // deadline): the client is not kept waiting for the instance.
-            ended = &mut task => {
-                if let Ok(why) = body_cut.try_recv() {
-                    return Err(self.body_cut(why, task, body_timeout));
-                }
-                return Err(self.unanswered(ended, route));
-            }
+            ended = &mut task => Err(ended),
         };
-        // An answer made after the body broke a limit (an error page, a trap
-        // on the failed read) is about the body: 413 or 408.
+        // An answer (or an end) after the body broke a limit (an error
+        // page, a trap on the failed read) is about the body: 413 or 408.
         if let Ok(why) = body_cut.try_recv() {
             return Err(self.body_cut(why, task, body_timeout));
         }
+        let head = match first {
+            Ok(head) => head,
+            Err(ended) => return Err(self.unanswered(ended, route)),
+        };
         match head {
             Ok(Ok(response)) => {
                 let guest = (!head_only).then_some(task);

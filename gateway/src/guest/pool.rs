@@ -89,7 +89,7 @@ impl Returner {
         host.attachment.hub = None;
         let mut reused = shared.reused();
         if let Some(reuse) = shared.reuse {
-            shared.drop_expired(&mut reused, reuse.idle);
+            drop_expired(&mut reused, reuse.idle);
         }
         if reused.len() < shared.max_reused {
             reused.push((ready, Instant::now()));
@@ -215,20 +215,20 @@ impl Shared {
     /// Drops the instances that waited longer than `idle`.
     fn expire(&self, idle: Duration) {
         let mut reused = self.reused();
-        self.drop_expired(&mut reused, idle);
+        drop_expired(&mut reused, idle);
         self.blueprint.metrics.pool_reused.set(reused.len() as i64);
     }
+}
 
-    /// Drops from `reused` (oldest first) those that waited longer than
-    /// `idle`: one clock reading, and no look past the first still fresh.
-    fn drop_expired(&self, reused: &mut Vec<(Ready, Instant)>, idle: Duration) {
-        let now = Instant::now();
-        let expired = reused
-            .iter()
-            .take_while(|(_, returned)| now.duration_since(*returned) > idle)
-            .count();
-        reused.drain(..expired);
-    }
+/// Drops from `reused` (oldest first) those that waited longer than
+/// `idle`: one clock reading, and no look past the first still fresh.
+fn drop_expired(reused: &mut Vec<(Ready, Instant)>, idle: Duration) {
+    let now = Instant::now();
+    let expired = reused
+        .iter()
+        .take_while(|(_, returned)| now.duration_since(*returned) > idle)
+        .count();
+    reused.drain(..expired);
 }
 
 async fn refill(shared: Arc<Shared>) {

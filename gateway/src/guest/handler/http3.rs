@@ -21,6 +21,7 @@ use http::{Request, Response};
 use tokio::sync::oneshot;
 use tokio_util::task::AbortOnDropHandle;
 use wasmtime::Store;
+use wasmtime::component::Accessor;
 use wasmtime_wasi_http::WasiHttpView as _;
 use wasmtime_wasi_http::p3::bindings::Service;
 
@@ -50,21 +51,9 @@ where
     let request = absolute(request, scheme);
     let (sender, receiver) = oneshot::channel::<Result<Response<ResponseBody>, String>>();
     let task = AbortOnDropHandle::new(tokio::spawn(async move {
-        let (request, request_io) = {
-            let hooks = store.data_mut().http().hooks;
-            wasmtime_wasi_http::p3::Request::from_http(hooks, request)
-        };
         let serve = store.run_concurrent(async |accessor| -> wasmtime::Result<()> {
-            match service.handle(accessor, request).await? {
-                Ok(response) => {
-                    let response =
-                        accessor.with(|mut store| response.into_http(&mut store, request_io))?;
-                    let _ = sender.send(Ok(response));
-                }
-                Err(code) => {
-                    let _ = sender.send(Err(format!("{code:?}")));
-                }
-            }
+            let answer = respond(accessor, &service, request).await?;
+            let _ = sender.send(answer);
             // The body is written, and anything the guest does after
             // answering runs, from this event loop: keep it turning until
             // the guest has no task left (the deadline bounds it).
@@ -81,6 +70,39 @@ where
         guest.end(result, ready, returner)
     }));
     (HeadReceiver::P3(receiver), task)
+}
+
+/// The transfer of a request's body into the guest, which the response's
+/// conversion takes over.
+type RequestIo = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+>;
+
+/// The guest's answer to `request`, from inside its store's event loop:
+/// the response (its body streams from the store as it is read) or the
+/// guest's error code, as text. Fresh and shared 0.3 instances both ask
+/// through here.
+pub(super) async fn respond<B>(
+    accessor: &Accessor<Host>,
+    service: &Service,
+    request: Request<B>,
+) -> wasmtime::Result<Result<Response<ResponseBody>, String>>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
+    let (request, request_io) = accessor.with(|mut store| {
+        let hooks = store.data_mut().http().hooks;
+        let (request, io) = wasmtime_wasi_http::p3::Request::from_http(hooks, request);
+        // Boxed: its type names the borrow of the store, its value does
+        // not outlive it.
+        let io: RequestIo = Box::pin(io);
+        (request, io)
+    });
+    Ok(match service.handle(accessor, request).await? {
+        Ok(response) => Ok(accessor.with(|mut store| response.into_http(&mut store, request_io))?),
+        Err(code) => Err(format!("{code:?}")),
+    })
 }
 
 /// 0.3 takes the scheme and authority from the request's URI, never from a

@@ -34,7 +34,6 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::task::AbortOnDropHandle;
 use wasmtime::Store;
 use wasmtime::component::Accessor;
-use wasmtime_wasi_http::WasiHttpView as _;
 use wasmtime_wasi_http::p3::bindings::Service;
 
 use super::{Guest, HeadReceiver, RunEnd, Scheme, Started, trap_summary};
@@ -45,12 +44,6 @@ use crate::http::error::GatewayError;
 
 /// A request's body, as the worker takes it whatever its source.
 type RequestBody = UnsyncBoxBody<bytes::Bytes, wasmtime_wasi_http::Error>;
-
-/// The request body's transfer into the guest, which the response's
-/// conversion takes over.
-type RequestIo = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
->;
 
 /// How each admitted request ends, as its own task learns it: how the run
 /// ended, and whether the instance had been refused memory by then.
@@ -141,22 +134,34 @@ impl Workers {
         Ok((HeadReceiver::P3(receiver), task))
     }
 
-    /// Starts a worker on `instance` and admits into its door.
+    /// Starts a worker (the task serving its instance) on `instance` and
+    /// admits into its door.
     async fn open(
         &self,
         admission: Box<Admission>,
         instance: impl std::future::Future<Output = Result<Ready, GatewayError>>,
         hub: &Arc<crate::guest::pubsub::Hub>,
     ) -> Result<(Arc<Door>, u64), GatewayError> {
-        let Ready { store, guest } = instance.await?;
+        let Ready { mut store, guest } = instance.await?;
         let Instance::P3(service) = guest else {
             return Err(GatewayError::Internal(
                 "a WASI 0.2 instance cannot be shared".into(),
             ));
         };
-        let door = start_worker(store, service, hub, self.idle, Arc::clone(&self.label));
+        let (jobs, receiver) = mpsc::unbounded_channel();
+        let door = Arc::new(Door::new(jobs, self.max_concurrent, self.max_requests));
+        store.data_mut().attachment.hub = Some(Arc::clone(hub));
+        store.data_mut().deadline = far_future();
+        tokio::spawn(run_worker(
+            store,
+            service,
+            Arc::clone(&door),
+            receiver,
+            self.idle,
+            Arc::clone(&self.label),
+        ));
         // A new door has room for its first request.
-        let id = door.admit(admission, self).map_err(|_| {
+        let id = door.admit(admission).map_err(|_| {
             GatewayError::Internal("a new shared instance refused its first request".into())
         })?;
         lock(&self.doors).push(Arc::clone(&door));
@@ -169,7 +174,7 @@ impl Workers {
         let mut doors = lock(&self.doors);
         doors.retain(|door| door.is_open());
         for door in doors.iter() {
-            match door.admit(admission, self) {
+            match door.admit(admission) {
                 Ok(id) => return Ok((Arc::clone(door), id)),
                 Err(refused) => admission = refused,
             }
@@ -212,6 +217,9 @@ struct InFlight {
 /// The way into one shared instance, and what it is serving.
 struct Door {
     state: Mutex<DoorState>,
+    /// Requests admitted at once, and in all.
+    max_concurrent: usize,
+    max_requests: u64,
     /// Told when the instance goes from idle to busy, so the worker's outer
     /// timer picks up the new deadline.
     busy: Notify,
@@ -228,15 +236,30 @@ struct DoorState {
 }
 
 impl Door {
+    /// An open door whose admitted jobs go to `jobs`.
+    fn new(jobs: mpsc::UnboundedSender<Job>, max_concurrent: usize, max_requests: u32) -> Self {
+        Self {
+            state: Mutex::new(DoorState {
+                jobs: Some(jobs),
+                admitted: 0,
+                in_flight: HashMap::new(),
+                busy_until: None,
+            }),
+            max_concurrent,
+            max_requests: u64::from(max_requests),
+            busy: Notify::new(),
+        }
+    }
+
     fn is_open(&self) -> bool {
         self.lock().jobs.is_some()
     }
 
     /// Admits `admission` if the door is open and has room; returns its id.
-    fn admit(&self, admission: Box<Admission>, workers: &Workers) -> Result<u64, Box<Admission>> {
+    fn admit(&self, admission: Box<Admission>) -> Result<u64, Box<Admission>> {
         let mut state = self.lock();
-        let room = state.in_flight.len() < workers.max_concurrent
-            && state.admitted < u64::from(workers.max_requests);
+        let room =
+            state.in_flight.len() < self.max_concurrent && state.admitted < self.max_requests;
         let Some(jobs) = state.jobs.as_ref().filter(|_| room) else {
             return Err(admission);
         };
@@ -257,7 +280,7 @@ impl Door {
         state.busy_until = state.busy_until.max(Some(deadline));
         state.admitted = id;
         state.in_flight.insert(id, InFlight { failed, done });
-        if state.admitted >= u64::from(workers.max_requests) {
+        if state.admitted >= self.max_requests {
             state.jobs = None;
         }
         drop(state);
@@ -359,37 +382,6 @@ fn lost() -> Settled {
     )
 }
 
-/// Starts the task that serves `store`'s instance; returns its door.
-fn start_worker(
-    mut store: Store<Host>,
-    service: Service,
-    hub: &Arc<crate::guest::pubsub::Hub>,
-    idle: Duration,
-    label: Arc<str>,
-) -> Arc<Door> {
-    let (jobs, receiver) = mpsc::unbounded_channel();
-    let door = Arc::new(Door {
-        state: Mutex::new(DoorState {
-            jobs: Some(jobs),
-            admitted: 0,
-            in_flight: HashMap::new(),
-            busy_until: None,
-        }),
-        busy: Notify::new(),
-    });
-    store.data_mut().attachment.hub = Some(Arc::clone(hub));
-    store.data_mut().deadline = far_future();
-    tokio::spawn(run_worker(
-        store,
-        service,
-        Arc::clone(&door),
-        receiver,
-        idle,
-        label,
-    ));
-    door
-}
-
 async fn run_worker(
     mut store: Store<Host>,
     service: Service,
@@ -479,18 +471,8 @@ async fn serve_one(accessor: &Accessor<Host>, service: &Service, door: &Door, jo
         deadline,
     } = job;
     let served = tokio::time::timeout_at(deadline.into(), async {
-        let (request, request_io) = accessor.with(|mut store| {
-            let hooks = store.data_mut().http().hooks;
-            let (request, io) = wasmtime_wasi_http::p3::Request::from_http(hooks, request);
-            // Boxed: its type names the borrow of the store, its value
-            // does not outlive it.
-            let io: RequestIo = Box::pin(io);
-            (request, io)
-        });
-        match service.handle(accessor, request).await? {
+        match super::http3::respond(accessor, service, request).await? {
             Ok(response) => {
-                let response =
-                    accessor.with(|mut store| response.into_http(&mut store, request_io))?;
                 let (watch, finished) = oneshot::channel::<()>();
                 // The body holds `watch`: it is done when it is dropped.
                 let response = response.map(|body| {
@@ -504,7 +486,7 @@ async fn serve_one(accessor: &Accessor<Host>, service: &Service, door: &Door, jo
                 let _ = finished.await;
             }
             Err(code) => {
-                let _ = head.send(Err(format!("{code:?}")));
+                let _ = head.send(Err(code));
             }
         }
         wasmtime::Result::Ok(())
