@@ -11,6 +11,7 @@ use bytesize::ByteSize;
 mod deploy;
 mod tls;
 
+use super::compose::{Capability, ConfigValue, Grants, find_cycle};
 use super::raw;
 use super::{
     AccessLog, Config, DEFAULT_ADMIN, DEFAULT_GRACE_PERIOD, DEFAULT_HANDLERS_DIR,
@@ -49,7 +50,24 @@ impl<'a> Checker<'a> {
         let gateway = self.gateway(raw.gateway);
         let listeners = self.listeners(raw.listener);
         let deploy = self.deploy(raw.deploy);
-        let (handlers, handler_deploy) = self.handlers(&gateway, raw.handler);
+        let (mut handlers, mut handler_deploy) =
+            self.handlers(&gateway, raw.handler, Section::Handler);
+        let (components, component_deploy) =
+            self.handlers(&gateway, raw.component, Section::Component);
+        for (name, component) in components {
+            if handlers.contains_key(&name) {
+                self.problems.push(
+                    format!("component.{name}"),
+                    format!("[handler.{name}] has the same name; handlers and components share one namespace"),
+                );
+                continue;
+            }
+            handlers.insert(name, component);
+        }
+        for (name, deploy) in component_deploy {
+            handler_deploy.entry(name).or_insert(deploy);
+        }
+        self.composition(&handlers);
         let prewarmed = handlers
             .values()
             .map(|handler| handler.prewarm)
@@ -567,6 +585,7 @@ impl<'a> Checker<'a> {
         &mut self,
         gateway: &GatewaySettings,
         raw: BTreeMap<String, raw::RawHandler>,
+        section: Section,
     ) -> (
         BTreeMap<HandlerName, HandlerConfig>,
         BTreeMap<HandlerName, HandlerDeploy>,
@@ -575,14 +594,21 @@ impl<'a> Checker<'a> {
         let mut handlers = BTreeMap::new();
         let mut deploys = BTreeMap::new();
         for (name, mut handler) in raw {
-            let key = format!("handler.{name}");
+            let key = format!("{}.{name}", section.key());
             let Some(handler_name) = HandlerName::parse(&name) else {
                 self.problems.push(
                     &key,
-                    "a handler name is lowercase letters, digits, `-` and `_`, starting with a letter",
+                    format!(
+                        "a {} name is lowercase letters, digits, `-` and `_`, starting with a letter",
+                        section.key()
+                    ),
                 );
                 continue;
             };
+            if section == Section::Component {
+                self.handler_only(&key, &mut handler);
+            }
+            let composed = self.composed(&key, &mut handler, section);
             let path = match handler.path {
                 Some(path) => self.resolve(path),
                 None => handlers_dir.join(format!("{name}.wasm")),
@@ -633,6 +659,7 @@ impl<'a> Checker<'a> {
                 })
                 .collect();
             let world = match handler.world.as_deref() {
+                _ if section == Section::Component => HandlerWorld::Component,
                 None | Some("http") => HandlerWorld::Http,
                 Some("websocket") => HandlerWorld::Websocket,
                 Some("sse") => HandlerWorld::Sse,
@@ -702,7 +729,11 @@ impl<'a> Checker<'a> {
                 .map(|raw| self.reuse(&format!("{key}.reuse"), raw, world));
             let config = HandlerConfig {
                 path,
-                prewarm: handler.pool.prewarm.unwrap_or(DEFAULT_PREWARM),
+                prewarm: match section {
+                    Section::Handler => handler.pool.prewarm.unwrap_or(DEFAULT_PREWARM),
+                    // Instantiated by whoever imports it, never pooled.
+                    Section::Component => 0,
+                },
                 env,
                 outbound,
                 allow_private: handler.allow_private.unwrap_or(false),
@@ -711,10 +742,179 @@ impl<'a> Checker<'a> {
                 world,
                 stream,
                 reuse,
+                imports: composed.imports,
+                interceptors: composed.interceptors,
+                capabilities: composed.capabilities,
+                config: composed.config,
             };
+            self.grants_cover(&key, &config);
             handlers.insert(handler_name, config);
         }
         (handlers, deploys)
+    }
+
+    /// Refuses the keys a `[component]` cannot have: it has no route, so no
+    /// world, stream, pool, reuse or rollout of its own.
+    fn handler_only(&mut self, key: &str, raw: &mut raw::RawHandler) {
+        let present = [
+            ("world", raw.world.take().is_some()),
+            ("stream", raw.stream.take().is_some()),
+            ("reuse", raw.reuse.take().is_some()),
+            ("pool", raw.pool.prewarm.take().is_some()),
+            ("split", raw.split.take().is_some()),
+            ("rollout", raw.rollout.take().is_some()),
+        ];
+        for (field, _) in present.iter().filter(|(_, present)| *present) {
+            self.problems.push(
+                format!("{key}.{field}"),
+                "applies to handlers only: a component is instantiated by the handlers that import it, and swaps with its file",
+            );
+        }
+    }
+
+    /// Imports, interceptors, capabilities and configuration values.
+    fn composed(&mut self, key: &str, raw: &mut raw::RawHandler, section: Section) -> Composed {
+        let mut names = |field: &str, list: &[String]| -> Vec<HandlerName> {
+            let mut seen = HashSet::new();
+            list.iter()
+                .enumerate()
+                .filter_map(|(index, name)| {
+                    let parsed = HandlerName::parse(name);
+                    if parsed.is_none() {
+                        self.problems.push(
+                            format!("{key}.{field}[{index}]"),
+                            format!("`{name}` is not a component name"),
+                        );
+                    } else if !seen.insert(name.clone()) {
+                        self.problems.push(
+                            format!("{key}.{field}[{index}]"),
+                            format!("`{name}` is listed twice"),
+                        );
+                        return None;
+                    }
+                    parsed
+                })
+                .collect()
+        };
+        let imports = names("imports", &raw.imports);
+        let interceptors = names("interceptors", &raw.interceptors);
+        let capabilities = match raw.capabilities.take() {
+            None => match section {
+                Section::Handler => Grants::handler_default(),
+                Section::Component => Grants::component_default(),
+            },
+            Some(list) => Grants::of(list.iter().enumerate().filter_map(|(index, name)| {
+                let capability = Capability::parse(name);
+                if capability.is_none() {
+                    let known: Vec<&str> = Capability::ALL.iter().map(|c| c.name()).collect();
+                    self.problems.push(
+                        format!("{key}.capabilities[{index}]"),
+                        format!(
+                            "`{name}` is not a capability; the capabilities are {}",
+                            known.join(", ")
+                        ),
+                    );
+                }
+                capability
+            })),
+        };
+        let config = std::mem::take(&mut raw.config)
+            .into_iter()
+            .filter_map(|(name, value)| {
+                let text = match value {
+                    raw::RawValue::Text(text) => text,
+                    raw::RawValue::Integer(number) => number.to_string(),
+                    raw::RawValue::Float(number) => number.to_string(),
+                    raw::RawValue::Bool(flag) => flag.to_string(),
+                };
+                match ConfigValue::parse(&text) {
+                    Ok(value) => Some((name, value)),
+                    Err(reason) => {
+                        self.problems.push(format!("{key}.config.{name}"), reason);
+                        None
+                    }
+                }
+            })
+            .collect();
+        Composed {
+            imports,
+            interceptors,
+            capabilities,
+            config,
+        }
+    }
+
+    /// Settings that only mean something with a capability need it granted.
+    fn grants_cover(&mut self, key: &str, config: &HandlerConfig) {
+        let needs = [
+            ("outbound", !config.outbound.is_empty(), Capability::Http),
+            (
+                "env",
+                config.env != EnvGrant::Keys(Vec::new()),
+                Capability::Env,
+            ),
+            ("config", !config.config.is_empty(), Capability::Config),
+        ];
+        for (field, set, capability) in needs {
+            if set && !config.capabilities.has(capability) {
+                self.problems.push(
+                    format!("{key}.{field}"),
+                    format!("needs the `{capability}` capability: add \"{capability}\" to {key}.capabilities"),
+                );
+            }
+        }
+    }
+
+    /// Every import and interceptor names a `[component]`, and none depends
+    /// on itself through them.
+    fn composition(&mut self, all: &BTreeMap<HandlerName, HandlerConfig>) {
+        let mut edges: BTreeMap<HandlerName, Vec<HandlerName>> = BTreeMap::new();
+        for (name, config) in all {
+            let section = if config.world == HandlerWorld::Component {
+                "component"
+            } else {
+                "handler"
+            };
+            if section == "handler" && !config.interceptors.is_empty() {
+                self.problems.push(
+                    format!("handler.{name}.interceptors"),
+                    "interceptors wrap the calls into a [component]'s exports; put them on the component",
+                );
+            }
+            for (field, list) in [
+                ("imports", &config.imports),
+                ("interceptors", &config.interceptors),
+            ] {
+                for (index, target) in list.iter().enumerate() {
+                    let key = format!("{section}.{name}.{field}[{index}]");
+                    match all.get(target) {
+                        None => self
+                            .problems
+                            .push(key, format!("no [component.{target}] is configured")),
+                        Some(found) if found.world != HandlerWorld::Component => {
+                            self.problems.push(
+                                key,
+                                format!(
+                                    "`{target}` is a [handler]; only a [component] can be {}",
+                                    if field == "imports" {
+                                        "imported"
+                                    } else {
+                                        "an interceptor"
+                                    }
+                                ),
+                            );
+                        }
+                        Some(_) => edges.entry(name.clone()).or_default().push(target.clone()),
+                    }
+                }
+            }
+        }
+        if let Some(cycle) = find_cycle(&edges) {
+            self.problems.push(
+                "component",
+                format!("components depend on each other in a cycle ({cycle}) through imports or interceptors"),
+            );
+        }
     }
 
     fn reuse(&mut self, key: &str, raw: raw::RawReuse, world: HandlerWorld) -> Reuse {
@@ -756,11 +956,16 @@ impl<'a> Checker<'a> {
         for (index, route) in raw.into_iter().enumerate() {
             let key = format!("route[{index}]");
             let handler = HandlerName(route.handler.into());
-            if !handlers.contains_key(&handler) {
-                self.problems.push(
+            match handlers.get(&handler) {
+                None => self.problems.push(
                     format!("{key}.handler"),
                     format!("no [handler.{handler}] is configured"),
-                );
+                ),
+                Some(found) if found.world == HandlerWorld::Component => self.problems.push(
+                    format!("{key}.handler"),
+                    format!("`{handler}` is a [component], which no route can serve; route to a [handler] that imports it"),
+                ),
+                Some(_) => {}
             }
             let host = route.host.and_then(|host| match check_server_name(&host) {
                 Ok(host) => Some(host),
@@ -870,4 +1075,28 @@ pub(super) fn parse_route_path(path: &str) -> Result<RoutePath, String> {
     } else {
         RoutePath::Exact(pattern.to_string())
     })
+}
+
+/// Which table an entry was written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Section {
+    Handler,
+    Component,
+}
+
+impl Section {
+    fn key(self) -> &'static str {
+        match self {
+            Self::Handler => "handler",
+            Self::Component => "component",
+        }
+    }
+}
+
+/// A handler's or component's composition settings, checked.
+struct Composed {
+    imports: Vec<HandlerName>,
+    interceptors: Vec<HandlerName>,
+    capabilities: Grants,
+    config: BTreeMap<String, ConfigValue>,
 }

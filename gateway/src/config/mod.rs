@@ -9,6 +9,7 @@
 //! gateway behaves the same whatever its working directory.
 
 mod check;
+pub mod compose;
 pub mod deploy;
 mod raw;
 
@@ -18,6 +19,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use compose::{Capability, ConfigValue, Grants};
 pub use deploy::{DeploySettings, HandlerDeploy};
 
 /// A validated gateway configuration.
@@ -29,7 +31,8 @@ pub struct Config {
     pub gateway: GatewaySettings,
     /// Sockets to accept connections on, in file order.
     pub listeners: Vec<ListenerConfig>,
-    /// Guest components by name.
+    /// Guest components by name: `[handler.NAME]` and `[component.NAME]`
+    /// (world [`HandlerWorld::Component`]) share one namespace.
     pub handlers: BTreeMap<HandlerName, HandlerConfig>,
     /// Routes in file order; the router decides precedence.
     pub routes: Vec<RouteConfig>,
@@ -345,6 +348,15 @@ pub struct HandlerConfig {
     pub stream: StreamLimits,
     /// Serve more than one request per instance (opt-in; HTTP handlers only).
     pub reuse: Option<Reuse>,
+    /// `[component]`s whose exports satisfy its imports, wired at load.
+    pub imports: Vec<HandlerName>,
+    /// `[component]`s exporting `wasmgate:interceptor/advice`, called around
+    /// every call into this component's exports (in order).
+    pub interceptors: Vec<HandlerName>,
+    /// The host capabilities it may import.
+    pub capabilities: Grants,
+    /// Its `wasi:config/store` values (`config.KEY`), resolved at load.
+    pub config: BTreeMap<String, ConfigValue>,
 }
 
 /// `reuse = { max_requests, max_concurrent, idle }`: an instance whose
@@ -486,6 +498,9 @@ pub enum HandlerWorld {
     Websocket,
     /// `wasmgate:streaming/sse-service`: one instance per event stream.
     Sse,
+    /// A `[component.NAME]`: no route of its own; its exports serve the
+    /// imports of whoever lists it (an instance per importing instance).
+    Component,
 }
 
 impl HandlerConfig {
@@ -503,6 +518,10 @@ impl HandlerConfig {
             world: HandlerWorld::Http,
             stream: StreamLimits::default(),
             reuse: None,
+            imports: Vec::new(),
+            interceptors: Vec::new(),
+            capabilities: Grants::handler_default(),
+            config: BTreeMap::new(),
         }
     }
 }

@@ -19,6 +19,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) handler: BTreeMap<String, RawHandler>,
     #[serde(default)]
+    pub(super) component: BTreeMap<String, RawHandler>,
+    #[serde(default)]
     pub(super) route: Vec<RawRoute>,
     pub(super) admin: Option<RawAdmin>,
     pub(super) acme: Option<RawAcme>,
@@ -173,6 +175,23 @@ pub(super) struct RawHandler {
     pub(super) rollout: Option<RawRollout>,
     pub(super) trusted_keys: Option<Vec<PathBuf>>,
     pub(super) reuse: Option<RawReuse>,
+    #[serde(default)]
+    pub(super) imports: Vec<String>,
+    #[serde(default)]
+    pub(super) interceptors: Vec<String>,
+    pub(super) capabilities: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) config: BTreeMap<String, RawValue>,
+}
+
+/// A `config.KEY` value: text, or a number or boolean taken as its text.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawValue {
+    Text(String),
+    Integer(i64),
+    Float(f64),
+    Bool(bool),
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -60,6 +60,9 @@ pub struct Metrics {
     pub stream_messages: IntCounterVec,
     /// Guest stdout/stderr lines not logged (over the handler's log rate).
     pub guest_log_dropped: IntCounterVec,
+    /// Calls into a component's exports through wired imports, by
+    /// component and outcome (ok, failed, refused by an interceptor).
+    pub component_calls: IntCounterVec,
     /// ACME orders by domain and outcome (issued, failed).
     pub acme_orders: IntCounterVec,
     /// When each ACME-managed certificate expires (Unix seconds), by domain.
@@ -196,6 +199,11 @@ impl Metrics {
                 "Guest stdout/stderr lines not logged because their handler was over its log rate.",
                 &["handler"],
             )?,
+            component_calls: counter(
+                "wasmgate_component_calls_total",
+                "Calls into components' exports through wired imports, by component and outcome (ok, failed, refused).",
+                &["component", "outcome"],
+            )?,
             acme_orders: counter(
                 "wasmgate_acme_orders_total",
                 "ACME certificate orders, by domain and outcome (issued, failed).",
@@ -324,6 +332,16 @@ impl Metrics {
         }
     }
 
+    /// The call counters of the component called `name`, by outcome.
+    pub fn component_calls(&self, name: &str) -> ComponentCalls {
+        let outcome = |outcome: &str| self.component_calls.with_label_values(&[name, outcome]);
+        ComponentCalls {
+            ok: outcome("ok"),
+            failed: outcome("failed"),
+            refused: outcome("refused"),
+        }
+    }
+
     /// Counts one answered request.
     pub fn request(
         &self,
@@ -363,6 +381,16 @@ impl VersionSeries {
         }
         self.duration.observe(elapsed.as_secs_f64());
     }
+}
+
+/// One component's call counters, resolved once when it starts.
+pub struct ComponentCalls {
+    /// The call returned.
+    pub ok: IntCounter,
+    /// The call (or an interceptor's) trapped or ran past its deadline.
+    pub failed: IntCounter,
+    /// An interceptor refused the call.
+    pub refused: IntCounter,
 }
 
 /// One handler's collectors, resolved once so the request path only

@@ -294,6 +294,7 @@ impl VersionLoader<'_> {
                 self.cx.cache,
                 &bytes,
                 self.config.world,
+                &self.config.capabilities,
             ) {
                 Ok(loaded) => Plan::Start(loaded),
                 Err(error) => Plan::Failed(error),

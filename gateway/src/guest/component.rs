@@ -13,9 +13,10 @@ use wasmtime_wasi_http::p3::bindings::ServicePre;
 
 use super::bindings::{SseServicePre, WebsocketServicePre};
 use super::cache::{CompileCache, ContentHash};
+use super::capability;
 use super::engine::GuestEngine;
 use super::host::Host;
-use crate::config::HandlerWorld;
+use crate::config::{Grants, HandlerWorld};
 
 /// Why a file cannot serve as a handler.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +53,39 @@ pub enum LoadError {
     /// The component does not export the stream handler interface its world needs.
     #[error("the component does not export wasmgate:streaming/{0}@0.1: {1}")]
     NotStreamHandler(&'static str, String),
+    /// The component imports a host capability it was not granted.
+    #[error(transparent)]
+    Ungranted(#[from] capability::Ungranted),
+    /// The component imports an interface no listed component exports.
+    #[error(
+        "imports `{interface}`, which no host capability provides and {listed}: list the component that exports it in `imports`"
+    )]
+    Unwired {
+        /// The import.
+        interface: String,
+        /// What was looked at.
+        listed: String,
+    },
+    /// An import and the export wired to it disagree on a function's type.
+    #[error(
+        "imports `{interface}`, but its function `{function}` does not match the one component `{component}` exports: {reason}"
+    )]
+    Mismatch {
+        /// The interface.
+        interface: String,
+        /// The function.
+        function: String,
+        /// The component exporting it.
+        component: String,
+        /// How they differ.
+        reason: String,
+    },
+    /// Wiring imports to components failed otherwise.
+    #[error("cannot be wired: {0}")]
+    Wiring(String),
+    /// A `config.KEY` value cannot be resolved.
+    #[error("{0}")]
+    Config(String),
     /// The component cannot be instantiated (e.g. its initial memory exceeds
     /// the handler's limit).
     #[error("the component cannot be instantiated: {0}")]
@@ -84,6 +118,17 @@ pub enum Pre {
     Websocket(WebsocketServicePre<Host>),
     /// `wasmgate:streaming/sse-service`.
     Sse(SseServicePre<Host>),
+    /// A component linked only when started, once the components its
+    /// imports are wired to have started (and every `[component]`).
+    Unlinked(Unlinked),
+}
+
+/// A compiled component waiting for its wiring.
+#[derive(Clone)]
+pub struct Unlinked {
+    pub(super) component: Component,
+    /// Its imports no host capability serves.
+    pub(super) foreign: Vec<String>,
 }
 
 /// A wasi:http handler's pre-instance, by the version it speaks.
@@ -181,6 +226,7 @@ pub fn load(
     cache: Option<&CompileCache>,
     file: &ComponentFile,
     world: HandlerWorld,
+    grants: &Grants,
 ) -> Result<Loaded, LoadError> {
     let started = Instant::now();
     let bytes = &file.bytes;
@@ -207,11 +253,30 @@ pub fn load(
             component
         }
     };
-    let instance_pre = engine
-        .linker()
-        .instantiate_pre(&component)
-        .map_err(|error| LoadError::Link(format!("{error:#}")))?;
-    let pre = match world {
+    let foreign = capability::check(engine.engine(), &component, grants)?;
+    let pre = if world == HandlerWorld::Component || !foreign.is_empty() {
+        Pre::Unlinked(Unlinked { component, foreign })
+    } else {
+        let instance_pre = engine
+            .linker()
+            .instantiate_pre(&component)
+            .map_err(|error| LoadError::Link(format!("{error:#}")))?;
+        typed(world, instance_pre)?
+    };
+    Ok(Loaded {
+        pre,
+        hash: file.hash.clone(),
+        origin,
+        load_time: started.elapsed(),
+    })
+}
+
+/// A linked component, checked against the world it is served as.
+pub(super) fn typed(
+    world: HandlerWorld,
+    instance_pre: wasmtime::component::InstancePre<Host>,
+) -> Result<Pre, LoadError> {
+    Ok(match world {
         // Told apart by their exports: 0.3's `handler`, else 0.2's
         // `incoming-handler`.
         HandlerWorld::Http => Pre::Http(match ServicePre::new(instance_pre.clone()) {
@@ -228,11 +293,10 @@ pub fn load(
         HandlerWorld::Sse => SseServicePre::new(instance_pre)
             .map(Pre::Sse)
             .map_err(|error| LoadError::NotStreamHandler("sse-handler", format!("{error:#}")))?,
-    };
-    Ok(Loaded {
-        pre,
-        hash: file.hash.clone(),
-        origin,
-        load_time: started.elapsed(),
+        HandlerWorld::Component => {
+            return Err(LoadError::Wiring(
+                "a component is served through its exports, not a world".into(),
+            ));
+        }
     })
 }

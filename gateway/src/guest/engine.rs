@@ -76,6 +76,13 @@ impl GuestEngine {
             .and_then(|()| wasmtime_wasi_http::p3::add_to_linker(&mut linker))
             .map_err(|error| anyhow::anyhow!("{error:?}"))
             .context("linking WASI 0.3")?;
+        // A store's configuration values: its component's `config.*`, resolved
+        // at load (nothing at all without the `config` capability).
+        wasmtime_wasi_config::add_to_linker(&mut linker, |host: &mut Host| {
+            wasmtime_wasi_config::WasiConfig::from(&*host.config)
+        })
+        .map_err(|error| anyhow::anyhow!("{error:?}"))
+        .context("linking wasi:config")?;
         // The streaming imports reach only a store's pub/sub attachment.
         WebsocketService::add_to_linker::<Host, HasAttachment>(&mut linker, |host| {
             &mut host.attachment

@@ -21,8 +21,8 @@ use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 
 use super::bindings::{SseService, SseServicePre, WebsocketService, WebsocketServicePre};
 use super::cache::ContentHash;
-use super::component::{HttpPre, Pre};
-use super::component::{LoadError, Loaded};
+use super::component::{HttpPre, Pre, Unlinked, typed};
+use super::component::{LoadError, Loaded, Origin};
 use super::engine::is_pool_full;
 use super::host::{DeadlineExceeded, Host, StoreMaker, hostcall_fuel};
 use super::log::LogBudget;
@@ -32,16 +32,22 @@ use super::pubsub::Hub;
 use super::sse::Session as SseSession;
 use super::stream::{Opening, Refused, Stream, StreamSetup, trial};
 use super::websocket::Session;
+use super::wire::{self, Library};
 
 mod http3;
 mod shared;
-use crate::config::{EnvGrant, HandlerConfig, HandlerName, StreamLimits};
+use crate::config::{Capability, EnvGrant, HandlerConfig, HandlerName, HandlerWorld, StreamLimits};
 use crate::control::metrics::{HandlerMetrics, Metrics};
 use crate::http::body::{CappedBody, ResponseBody, Tripped};
 use crate::http::error::GatewayError;
 
 /// What starting a handler needs from the gateway besides its component.
 pub struct Services<'a> {
+    /// The engine and its linker, which wired components extend.
+    pub engine: &'a super::GuestEngine,
+    /// The `[component]`s started so far in this generation (every one a
+    /// handler's imports or interceptors name starts before it).
+    pub components: &'a HashMap<HandlerName, Arc<Handler>>,
     /// Where its metrics are registered.
     pub metrics: &'a Metrics,
     /// The `.env` file beside the config, for keys the process lacks.
@@ -71,6 +77,83 @@ fn granted_env(grant: &EnvGrant, dotenv: &HashMap<String, String>) -> Vec<(Strin
     }
 }
 
+/// A variable's value: the process environment's, else the `.env` file's.
+fn lookup_env(key: &str, dotenv: &HashMap<String, String>) -> Option<String> {
+    std::env::var(key).ok().or_else(|| dotenv.get(key).cloned())
+}
+
+/// A component after wiring: a typed pre-instance, or a `[component]`'s
+/// linked pre-instance with its compiled form and its interceptors.
+enum Linked {
+    Pre(Pre),
+    Component(
+        wasmtime::component::InstancePre<Host>,
+        wasmtime::component::Component,
+        Vec<Arc<Library>>,
+    ),
+}
+
+/// The components a handler was wired to, by name.
+type WiredTo = Vec<(HandlerName, Arc<Handler>)>;
+
+/// Links `unlinked` with its imports wired to the components `config`
+/// names, as started in `services.components`.
+fn wire_up(
+    name: &HandlerName,
+    config: &HandlerConfig,
+    unlinked: &Unlinked,
+    services: &Services<'_>,
+) -> Result<(Linked, WiredTo), LoadError> {
+    let mut wired_to = Vec::new();
+    let mut libraries =
+        |names: &[HandlerName], role: &str| -> Result<Vec<Arc<Library>>, LoadError> {
+            names
+                .iter()
+                .map(|dependency| {
+                    let handler = services.components.get(dependency).ok_or_else(|| {
+                        LoadError::Wiring(format!(
+                            "{role} `{dependency}` is not loaded (see its own error)"
+                        ))
+                    })?;
+                    let library = handler.library().ok_or_else(|| {
+                        LoadError::Wiring(format!("{role} `{dependency}` is not a [component]"))
+                    })?;
+                    wired_to.push((dependency.clone(), Arc::clone(handler)));
+                    Ok(Arc::clone(library))
+                })
+                .collect()
+        };
+    let imports = libraries(&config.imports, "import")?;
+    let advice = libraries(&config.interceptors, "interceptor")?;
+    let engine = services.engine.engine();
+    let mut linker = services.engine.linker().clone();
+    wire::link(
+        engine,
+        &mut linker,
+        &unlinked.component,
+        &unlinked.foreign,
+        &imports,
+    )?;
+    let instance_pre = linker
+        .instantiate_pre(&unlinked.component)
+        .map_err(|error| LoadError::Link(format!("{error:#}")))?;
+    let linked = match config.world {
+        HandlerWorld::Component => {
+            Linked::Component(instance_pre, unlinked.component.clone(), advice)
+        }
+        world => {
+            if !advice.is_empty() {
+                tracing::debug!(
+                    handler = name.as_str(),
+                    "interceptors apply to components' exports"
+                );
+            }
+            Linked::Pre(typed(world, instance_pre)?)
+        }
+    };
+    Ok((linked, wired_to))
+}
+
 /// How long a request may wait for a concurrency permit before it gets 503.
 const QUEUE_WAIT: Duration = Duration::from_millis(100);
 
@@ -86,6 +169,11 @@ pub struct Handler {
     config: HandlerConfig,
     hash: ContentHash,
     kind: Kind,
+    /// The components its imports and interceptors were wired to, by name:
+    /// when one of them is no longer the one serving, it is wired again.
+    wired_to: WiredTo,
+    /// What wiring it again starts from.
+    unlinked: Option<Unlinked>,
 }
 
 /// How the handler's instances are made and used.
@@ -106,6 +194,8 @@ enum Kind {
         pre: SseServicePre<Host>,
         stores: StoreMaker,
     },
+    /// A `[component]`: one instance per instance importing it.
+    Component(Arc<Library>),
 }
 
 /// What a guest's run takes along onto its task: its concurrency permit,
@@ -218,13 +308,32 @@ impl Handler {
     ) -> Result<Self, LoadError> {
         let metrics = services.metrics;
         let label = name.label();
-        let kind = match loaded.pre {
-            Pre::Http(_) => "http",
-            Pre::Websocket(_) => "websocket",
-            Pre::Sse(_) => "sse",
+        let kind = match config.world {
+            HandlerWorld::Http => "http",
+            HandlerWorld::Websocket => "websocket",
+            HandlerWorld::Sse => "sse",
+            HandlerWorld::Component => "component",
         };
+        let metrics_of = metrics;
         let metrics = Arc::new(metrics.handler(name.as_str(), kind));
+        let config_values = config
+            .config
+            .iter()
+            .map(|(key, value)| {
+                value
+                    .resolve(|variable| lookup_env(variable, services.dotenv))
+                    .map(|resolved| (key.clone(), resolved))
+                    .map_err(|missing| {
+                        LoadError::Config(format!(
+                            "config.{key} needs the environment variable {}, which is set neither in the process nor in .env, and gives no default (write ${{process:env:{}|default}})",
+                            missing.0, missing.0
+                        ))
+                    })
+            })
+            .collect::<Result<wasmtime_wasi_config::WasiConfigVariables, LoadError>>()?;
         let stores = StoreMaker {
+            logging: config.capabilities.has(Capability::Logging),
+            config: Arc::new(config_values),
             handler: Arc::clone(&label),
             env: granted_env(&config.env, services.dotenv),
             memory: usize::try_from(config.limits.memory).unwrap_or(usize::MAX),
@@ -242,7 +351,40 @@ impl Handler {
         };
         let instantiate_failed =
             |error: wasmtime::Error| LoadError::Instantiate(format!("{error:#}"));
-        let kind = match loaded.pre {
+        let (pre, unlinked, wired_to) = match loaded.pre {
+            Pre::Unlinked(unlinked) => {
+                let (linked, wired_to) = wire_up(name, config, &unlinked, services)?;
+                (linked, Some(unlinked), wired_to)
+            }
+            pre => (Linked::Pre(pre), None, Vec::new()),
+        };
+        let pre = match pre {
+            Linked::Pre(pre) => pre,
+            Linked::Component(instance_pre, component, advice) => {
+                let calls = metrics_of.component_calls(name.as_str());
+                let library = Library::new(
+                    label.clone(),
+                    component,
+                    instance_pre,
+                    stores,
+                    &advice,
+                    calls,
+                )?;
+                library.trial().await.map_err(instantiate_failed)?;
+                return Ok(Self {
+                    kind: Kind::Component(Arc::new(library)),
+                    label,
+                    metrics,
+                    loaded_at: std::time::SystemTime::now(),
+                    permits: Arc::new(Semaphore::new(1)),
+                    config: config.clone(),
+                    hash: loaded.hash,
+                    wired_to,
+                    unlinked,
+                });
+            }
+        };
+        let kind = match pre {
             Pre::Http(pre) => {
                 // Only a 0.3 instance can take requests concurrently.
                 let shared = config
@@ -275,6 +417,9 @@ impl Handler {
                     .map_err(instantiate_failed)?;
                 Kind::Sse { pre, stores }
             }
+            Pre::Unlinked(_) => {
+                return Err(LoadError::Wiring("linked twice".into()));
+            }
         };
         Ok(Self {
             kind,
@@ -289,7 +434,46 @@ impl Handler {
                 ),
             config: config.clone(),
             hash: loaded.hash,
+            wired_to,
+            unlinked,
         })
+    }
+
+    /// Whether every component it was wired to is still the one serving in
+    /// `components` (if not, [`Self::rewire`] makes the version that is).
+    pub fn wired_to_current(&self, components: &HashMap<HandlerName, Arc<Handler>>) -> bool {
+        self.wired_to.iter().all(|(name, wired)| {
+            components
+                .get(name)
+                .is_some_and(|current| Arc::ptr_eq(current, wired))
+        })
+    }
+
+    /// The same version wired to the components serving now: a new handler
+    /// (its own pool), from the compiled component it kept.
+    pub async fn rewire(
+        &self,
+        name: &HandlerName,
+        services: &Services<'_>,
+    ) -> Result<Self, LoadError> {
+        let Some(unlinked) = self.unlinked.clone() else {
+            return Err(LoadError::Wiring("nothing to wire".into()));
+        };
+        let loaded = Loaded {
+            pre: Pre::Unlinked(unlinked),
+            hash: self.hash.clone(),
+            origin: Origin::Cache,
+            load_time: Duration::ZERO,
+        };
+        Self::start(name, &self.config, loaded, services, Some(self)).await
+    }
+
+    /// The component's runtime, if this is a `[component]`.
+    pub fn library(&self) -> Option<&Arc<Library>> {
+        match &self.kind {
+            Kind::Component(library) => Some(library),
+            _ => None,
+        }
     }
 
     /// Whether this handler is exactly what `config` and a file whose

@@ -32,6 +32,20 @@ pub struct Host {
     pub(super) attachment: Attachment,
     /// Requests this instance has served to their end (with `reuse`).
     pub(super) served: u32,
+    /// Its configuration values (`wasi:config/store`).
+    pub(super) config: Arc<wasmtime_wasi_config::WasiConfigVariables>,
+    /// The instances of the components wired to its imports, by position in
+    /// its `imports`: made at the first call, kept for its own life.
+    pub(super) wired: Vec<Option<Linked>>,
+}
+
+/// One instance of a wired component (see [`super::wire`]), owned by the
+/// instance importing it.
+pub(super) struct Linked {
+    pub(super) store: wasmtime::Store<Host>,
+    pub(super) instance: wasmtime::component::Instance,
+    /// Its interceptors' instances, in order.
+    pub(super) advice: Vec<(wasmtime::Store<Host>, super::bindings::Interceptor)>,
 }
 
 impl Host {
@@ -39,10 +53,13 @@ impl Host {
     fn new(maker: &StoreMaker, limits: StoreLimits) -> Self {
         let (handler, env) = (&maker.handler, &maker.env);
         let mut wasi = WasiCtx::builder();
-        wasi.max_random_size(MAX_RANDOM)
-            .envs(env)
-            .stdout(GuestLog::new(&maker.log_budget, GuestStream::Stdout))
-            .stderr(GuestLog::new(&maker.log_budget, GuestStream::Stderr));
+        wasi.max_random_size(MAX_RANDOM).envs(env);
+        // Without the `logging` capability, output goes nowhere (the
+        // builder's default sink).
+        if maker.logging {
+            wasi.stdout(GuestLog::new(&maker.log_budget, GuestStream::Stdout))
+                .stderr(GuestLog::new(&maker.log_budget, GuestStream::Stderr));
+        }
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
         let mut http = WasiHttpCtx::new();
@@ -68,6 +85,8 @@ impl Host {
                 maker.pubsub_refused.clone(),
             ),
             served: 0,
+            config: Arc::clone(&maker.config),
+            wired: Vec::new(),
         }
     }
 }
@@ -122,6 +141,7 @@ impl wasmtime::ResourceLimiter for GuestLimits {
 
 /// Makes the stores of one handler: its environment, its memory cap, and
 /// the epoch callback that enforces each call's deadline.
+#[derive(Clone)]
 pub(super) struct StoreMaker {
     pub(super) handler: Arc<str>,
     pub(super) env: Vec<(String, String)>,
@@ -140,6 +160,10 @@ pub(super) struct StoreMaker {
     pub(super) pubsub_refused: prometheus::IntCounter,
     /// The handler's allowance of log lines, shared by its stores.
     pub(super) log_budget: Arc<LogBudget>,
+    /// Whether its stdout and stderr become log lines (`logging`).
+    pub(super) logging: bool,
+    /// Its configuration values, resolved at load.
+    pub(super) config: Arc<wasmtime_wasi_config::WasiConfigVariables>,
 }
 
 /// Resources (streams, fields, requests, pollables…) one guest may hold in
@@ -240,6 +264,8 @@ mod guard_tests {
                 Arc::from("guarded"),
                 prometheus::IntCounter::new("dropped", "test").expect("counter"),
             )),
+            logging: true,
+            config: Arc::default(),
         };
         let mut store = maker.make(&engine);
         assert_eq!(store.hostcall_fuel(), 64 * 1024 * 1024);

@@ -16,6 +16,7 @@
 
 pub mod bindings;
 pub mod cache;
+mod capability;
 pub mod component;
 pub mod engine;
 mod handler;
@@ -24,9 +25,11 @@ mod log;
 mod outbound;
 mod pool;
 pub mod pubsub;
+mod render;
 pub mod sse;
 pub mod stream;
 pub mod websocket;
+pub mod wire;
 
 pub use cache::{CompileCache, ContentHash};
 pub use component::{ComponentFile, HttpPre, LoadError, Loaded, Origin, Pre};

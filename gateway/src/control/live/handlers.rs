@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use super::{Counts, Deployed, Loader, Snapshot, Version};
 use crate::config::deploy::FULL;
-use crate::config::{Config, HandlerConfig, HandlerDeploy, HandlerName, ProblemList};
+use crate::config::{Config, HandlerConfig, HandlerDeploy, HandlerName, HandlerWorld, ProblemList};
 use crate::control::versions::{self, HandlerPlan, Plan, Planned, Role};
 use crate::deploy::Entry;
 use crate::deploy::signing::PublicKey;
@@ -80,6 +80,8 @@ pub(super) struct Settle<'a, 'b> {
     pub(super) problems: &'a mut ProblemList,
     pub(super) load_errors: &'a mut HashMap<HandlerName, String>,
     pub(super) unconfigured: bool,
+    /// The `[component]`s this generation has started so far.
+    pub(super) components: &'a HashMap<HandlerName, Arc<Handler>>,
 }
 
 impl Settle<'_, '_> {
@@ -106,9 +108,20 @@ impl Settle<'_, '_> {
                 stable_carried = matches!(plan, Plan::Carry(_));
             }
             let started = match plan {
-                Plan::Carry(running) => {
+                Plan::Carry(running) if running.wired_to_current(self.components) => {
                     self.counts.carried += 1;
                     Ok(running)
+                }
+                Plan::Carry(running) => {
+                    // A component it imports changed: the same version, wired
+                    // to the new one, takes over in the same generation.
+                    self.counts.carried += 1;
+                    let services = services(self.loader, self.components);
+                    tracing::info!(
+                        handler = name.as_str(),
+                        "wired again to a new version of a component it uses"
+                    );
+                    running.rewire(name, &services).await.map(Arc::new)
                 }
                 Plan::Start(loaded) => {
                     start(
@@ -118,6 +131,7 @@ impl Settle<'_, '_> {
                         loaded,
                         running_stable.as_deref(),
                         self.counts,
+                        self.components,
                     )
                     .await
                 }
@@ -136,6 +150,7 @@ impl Settle<'_, '_> {
                     let failure = Failure {
                         name,
                         path: &self.wanted.config.path,
+                        world: self.wanted.config.world,
                         error,
                         unconfigured: self.unconfigured,
                     };
@@ -179,6 +194,7 @@ impl Settle<'_, '_> {
             let failure = Failure {
                 name,
                 path: &self.wanted.config.path,
+                world: self.wanted.config.world,
                 error,
                 unconfigured: self.unconfigured,
             };
@@ -311,13 +327,10 @@ async fn start(
     loaded: Loaded,
     previous: Option<&Handler>,
     counts: &mut Counts,
+    components: &HashMap<HandlerName, Arc<Handler>>,
 ) -> Result<Arc<Handler>, LoadError> {
     let (origin, hash, load_time) = (loaded.origin, loaded.hash.clone(), loaded.load_time);
-    let services = Services {
-        metrics: loader.metrics,
-        dotenv: &loader.dotenv,
-        client: loader.client,
-    };
+    let services = services(loader, components);
     let handler = Handler::start(name, handler_config, loaded, &services, previous).await?;
     match origin {
         Origin::Compiled => {
@@ -346,10 +359,61 @@ async fn start(
     Ok(Arc::new(handler))
 }
 
+/// The table a handler's or component's keys are reported under.
+fn section(world: HandlerWorld) -> &'static str {
+    match world {
+        HandlerWorld::Component => "component",
+        _ => "handler",
+    }
+}
+
+fn services<'a>(
+    loader: &'a Loader<'_>,
+    components: &'a HashMap<HandlerName, Arc<Handler>>,
+) -> Services<'a> {
+    Services {
+        engine: loader.engine,
+        components,
+        metrics: loader.metrics,
+        dotenv: &loader.dotenv,
+        client: loader.client,
+    }
+}
+
+/// Orders `wanted` so that every component comes after those its imports
+/// and interceptors name (the config refuses cycles), keeping the order
+/// otherwise.
+pub(super) fn dependencies_first(wanted: &mut [Wanted]) {
+    let configs: HashMap<HandlerName, &HandlerConfig> =
+        wanted.iter().map(|w| (w.name.clone(), &w.config)).collect();
+    fn depth(
+        name: &HandlerName,
+        configs: &HashMap<HandlerName, &HandlerConfig>,
+        seen: usize,
+    ) -> usize {
+        let Some(config) = configs.get(name).filter(|_| seen <= configs.len()) else {
+            return 0;
+        };
+        config
+            .imports
+            .iter()
+            .chain(&config.interceptors)
+            .map(|dependency| 1 + depth(dependency, configs, seen + 1))
+            .max()
+            .unwrap_or(0)
+    }
+    let depths: HashMap<HandlerName, usize> = configs
+        .keys()
+        .map(|name| (name.clone(), depth(name, &configs, 0)))
+        .collect();
+    wanted.sort_by_key(|w| depths.get(&w.name).copied().unwrap_or(0));
+}
+
 /// A handler whose new version could not be loaded.
 struct Failure<'a> {
     name: &'a HandlerName,
     path: &'a Path,
+    world: HandlerWorld,
     error: LoadError,
     unconfigured: bool,
 }
@@ -367,6 +431,7 @@ impl Failure<'_> {
         let Self {
             name,
             path,
+            world: self_world,
             error,
             unconfigured,
         } = self;
@@ -384,7 +449,7 @@ impl Failure<'_> {
                     );
                 } else {
                     problems.push(
-                        format!("handler.{name}.path"),
+                        format!("{}.{name}.path", section(self_world)),
                         format!("{path}: {error} (the previous version keeps serving)"),
                     );
                 }
@@ -395,7 +460,10 @@ impl Failure<'_> {
                 None
             }
             None => {
-                problems.push(format!("handler.{name}.path"), format!("{path}: {error}"));
+                problems.push(
+                    format!("{}.{name}.path", section(self_world)),
+                    format!("{path}: {error}"),
+                );
                 None
             }
         }

@@ -27,7 +27,7 @@ use crate::http::router::Router;
 
 mod handlers;
 
-use handlers::{Settle, Wanted, plan, trusted_keys};
+use handlers::{Settle, Wanted, dependencies_first, plan, trusted_keys};
 
 /// Everything a request needs, for one generation of the configuration.
 pub struct Snapshot {
@@ -193,7 +193,7 @@ async fn assemble(
     } else {
         Vec::new()
     };
-    let wanted: Vec<Wanted> = config
+    let mut wanted: Vec<Wanted> = config
         .handlers
         .iter()
         .map(|(name, handler)| (name.clone(), handler.clone()))
@@ -208,6 +208,7 @@ async fn assemble(
             config: handler,
         })
         .collect();
+    dependencies_first(&mut wanted);
     let unconfigured: HashSet<HandlerName> =
         automatic.iter().map(|(name, _)| name.clone()).collect();
     let running: HashMap<HandlerName, Arc<Deployed>> = previous
@@ -217,6 +218,7 @@ async fn assemble(
     let mut handlers = HashMap::new();
     let mut load_errors = HashMap::new();
     let mut arrivals = Vec::new();
+    let mut components = HashMap::new();
     for (wanted, planned) in plan(loader, wanted, &running, keys).await {
         let name = wanted.name.clone();
         let running_stable = running
@@ -233,8 +235,12 @@ async fn assemble(
             problems: &mut problems,
             load_errors: &mut load_errors,
             unconfigured: unconfigured.contains(&name),
+            components: &components,
         };
         if let Some(deployed) = settle.versions(planned, running_stable).await {
+            if wanted.config.world == crate::config::HandlerWorld::Component {
+                components.insert(name.clone(), Arc::clone(deployed.stable()));
+            }
             handlers.insert(name, Arc::new(deployed));
         }
     }

@@ -1,0 +1,381 @@
+//! Composition, as the greeter tutorial (examples/greeter) walks through it:
+//! components wired by imports, configuration values, a capability granted
+//! to one component only, interceptors; and what is refused at load.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use http::StatusCode;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use wasmgate_tests::client::Client;
+use wasmgate_tests::{TestGateway, handlers_dir, install, run_cli, wait_for_metric};
+
+/// A gateway config: one listener, `/greet` served by the handler
+/// `greeter`, and `rest` (handlers and components).
+fn config(rest: &str) -> String {
+    format!(
+        "[gateway]\nhandlers_dir = \"{{dir}}/handlers\"\n\n[[listener]]\naddr = \"127.0.0.1:0\"\n\n\
+         [[route]]\npath = \"/greet\"\nhandler = \"greeter\"\n\n{rest}"
+    )
+}
+
+async fn greet(gateway: &TestGateway) -> (StatusCode, String) {
+    let reply = Client::http1(gateway.http()).await.get("/greet").await;
+    (reply.status, reply.text())
+}
+
+/// Step 1: one self-contained component.
+#[tokio::test]
+async fn step_1_a_greeter_says_hello() {
+    let gateway = TestGateway::start(&config(
+        "[handler.greeter]\npath = \"{handlers}/greeter-plain.wasm\"\n",
+    ));
+    assert_eq!(
+        greet(&gateway).await,
+        (StatusCode::OK, "Hello, World!".into())
+    );
+}
+
+const STEP_2: &str = "[handler.greeter]\npath = \"{handlers}/greeter.wasm\"\nimports = [\"translator\"]\n\n\
+                      [component.translator]\npath = \"{handlers}/translator.wasm\"\n";
+
+/// Step 2: the translator is wired to the greeter's import; it needs (and
+/// has) no capability at all.
+#[tokio::test]
+async fn step_2_a_translator_wired_to_the_greeter_says_aloha() {
+    let gateway = TestGateway::start(&config(STEP_2));
+    assert_eq!(
+        greet(&gateway).await,
+        (StatusCode::OK, "Aloha, World!".into())
+    );
+    wait_for_metric(
+        &gateway,
+        "wasmgate_component_calls_total{component=\"translator\",outcome=\"ok\"}",
+        1.0,
+    )
+    .await;
+}
+
+/// Step 3: the greeter's locale comes from its configuration.
+#[tokio::test]
+async fn step_3_the_locale_comes_from_config() {
+    let gateway = TestGateway::start(&config(&format!(
+        "{STEP_2}\n[handler.greeter.config]\nlocale = \"es-ES\"\n"
+    )));
+    assert_eq!(
+        greet(&gateway).await,
+        (StatusCode::OK, "Hola, World!".into())
+    );
+}
+
+/// A translation API: `GET /translate?locale=L&text=T` answers the text
+/// translated word by word (it knows more words than the local
+/// translator), and counts its requests.
+async fn translation_api() -> (SocketAddr, Arc<AtomicUsize>) {
+    let socket = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&asked);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = socket.accept().await {
+            let counter = Arc::clone(&counter);
+            tokio::spawn(async move {
+                let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let query = request.uri().query().unwrap_or_default().to_string();
+                    async move {
+                        let value = |key: &str| {
+                            url_decode(
+                                query
+                                    .split('&')
+                                    .find_map(|pair| pair.strip_prefix(&format!("{key}=")))
+                                    .unwrap_or_default(),
+                            )
+                        };
+                        let words: &[(&str, &str)] = match value("locale").as_str() {
+                            "es-ES" => &[("Hello", "Hola"), ("World", "Mundo")],
+                            "de-DE" => &[("Hello", "Hallo"), ("World", "Welt")],
+                            _ => &[],
+                        };
+                        let text = words
+                            .iter()
+                            .fold(value("text"), |text, (from, to)| text.replace(from, to));
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                            Bytes::from(text),
+                        )))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, asked)
+}
+
+fn url_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'%'
+            && let Some(byte) = text
+                .get(index + 1..index + 3)
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+        {
+            out.push(byte);
+            index += 3;
+            continue;
+        }
+        out.push(bytes[index]);
+        index += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The translator that asks the API: outgoing HTTP is granted to it, and
+/// only to it (the greeter never gets an outbound rule).
+fn api_translator(api: SocketAddr) -> String {
+    format!(
+        "[component.translator]\npath = \"{{handlers}}/translator-api.wasm\"\n\
+         capabilities = [\"http\", \"config\", \"logging\"]\noutbound = [\"127.0.0.1:{port}\"]\nallow_private = true\n\
+         config.api = \"http://127.0.0.1:{port}\"\n",
+        port = api.port()
+    )
+}
+
+/// Step 4: a translator that calls an external API, the one component
+/// granted outgoing HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_4_a_translator_granted_outgoing_http_asks_an_api() {
+    let (api, asked) = translation_api().await;
+    let gateway = TestGateway::start(&config(&format!(
+        "[handler.greeter]\npath = \"{{handlers}}/greeter.wasm\"\nimports = [\"translator\"]\nconfig.locale = \"es-ES\"\n\n{}",
+        api_translator(api)
+    )));
+    assert_eq!(
+        greet(&gateway).await,
+        (StatusCode::OK, "Hola, Mundo!".into())
+    );
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
+}
+
+const STEP_5: &str = "[handler.greeter]\npath = \"{handlers}/greeter.wasm\"\nimports = [\"translator\"]\n\
+                      config.locale = \"de-DE\"\n\n\
+                      [component.translator]\npath = \"{handlers}/translator.wasm\"\ninterceptors = [\"logger\"]\n\n\
+                      [component.logger]\npath = \"{handlers}/logger.wasm\"\n\
+                      capabilities = [\"logging\", \"config\"]\n";
+
+/// Step 5: the logging advice is called around every call into the
+/// translator, with the call's arguments and result.
+#[tokio::test]
+async fn step_5_an_interceptor_logs_around_every_call() {
+    let gateway = TestGateway::start(&config(STEP_5));
+    assert_eq!(
+        greet(&gateway).await,
+        (StatusCode::OK, "Hallo, Welt!".into())
+    );
+    gateway.wait_for_log(r#"Before translate(text: "Hello, World!", locale: "de-DE")"#);
+    gateway.wait_for_log(r#"After translate -> "Hallo, Welt!""#);
+    let log = gateway.log();
+    let before = log.find("Before translate").expect("before");
+    let after = log.find("After translate").expect("after");
+    assert!(before < after, "{log}");
+}
+
+/// An interceptor that refuses a call: the call never happens, the
+/// request fails (500), the refusal is logged and counted, and other
+/// calls carry on.
+#[tokio::test]
+async fn an_interceptor_may_refuse_a_call() {
+    let gateway = TestGateway::start(&config(
+        "[handler.greeter]\npath = \"{handlers}/greeter.wasm\"\nimports = [\"translator\"]\n\n\
+         [component.translator]\npath = \"{handlers}/translator.wasm\"\ninterceptors = [\"logger\"]\n\n\
+         [component.logger]\npath = \"{handlers}/logger.wasm\"\ncapabilities = [\"logging\", \"config\"]\n\
+         config.deny = \"Mallory\"\n",
+    ));
+    let mut client = Client::http1(gateway.http()).await;
+    let refused = client.get("/greet?name=Mallory").await;
+    assert_eq!(refused.status, StatusCode::INTERNAL_SERVER_ERROR);
+    gateway.wait_for_log("interceptor `logger` refused translator.translate: translate may not be called with Mallory");
+    let allowed = Client::http1(gateway.http())
+        .await
+        .get("/greet?name=Alice")
+        .await;
+    assert_eq!(
+        (allowed.status, allowed.text()),
+        (StatusCode::OK, "Aloha, Alice!".into())
+    );
+    wait_for_metric(
+        &gateway,
+        "wasmgate_component_calls_total{component=\"translator\",outcome=\"refused\"}",
+        1.0,
+    )
+    .await;
+}
+
+/// Runs `wasmgate check` on `config` (with `{handlers}` expanded) and
+/// returns its exit code and stderr.
+fn check(config: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = config
+        .replace("{handlers}", &handlers_dir().display().to_string())
+        .replace("{dir}", &dir.path().display().to_string());
+    let path = dir.path().join("gw.toml");
+    std::fs::write(&path, text).expect("write config");
+    let output = run_cli(
+        &["check", "--config", &path.display().to_string()],
+        dir.path(),
+    );
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_missing_import_is_refused_at_load_naming_the_interface() {
+    let (code, stderr) = check(&config(
+        "[handler.greeter]\npath = \"{handlers}/greeter.wasm\"\n",
+    ));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("handler.greeter.path")
+            && stderr.contains("imports `wasmgate:greeter/translate@0.1.0`, which no host capability provides and it lists no imports"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_ungranted_capability_is_refused_at_load_by_name() {
+    let (code, stderr) = check(&config(
+        "[handler.greeter]\npath = \"{handlers}/greeter.wasm\"\nimports = [\"translator\"]\n\n\
+         [component.translator]\npath = \"{handlers}/translator-api.wasm\"\ncapabilities = [\"config\"]\n\
+         config.api = \"http://127.0.0.1:9\"\n",
+    ));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("component.translator.path")
+            && stderr.contains("imports `wasi:http/outgoing-handler@")
+            && stderr.contains("which needs the `http` capability it was not granted"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_type_mismatch_between_import_and_export_is_refused_at_load() {
+    let (code, stderr) = check(&config(
+        "[handler.greeter]\npath = \"{handlers}/greeter.wasm\"\nimports = [\"translator\"]\n\n\
+         [component.translator]\npath = \"{handlers}/translator-mismatch.wasm\"\n",
+    ));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("handler.greeter.path")
+            && stderr.contains("imports `wasmgate:greeter/translate@0.1.0`, but its function `translate` does not match the one component `translator` exports: the importer passes 2 parameters, the export takes 1"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn config_values_need_their_variables_and_checks_say_which() {
+    let (code, stderr) = check(&config(
+        "[handler.greeter]\npath = \"{handlers}/greeter.wasm\"\nimports = [\"translator\"]\n\
+         config.locale = \"${process:env:WG_TEST_UNSET_LOCALE}\"\n\n\
+         [component.translator]\npath = \"{handlers}/translator.wasm\"\nconfig.x = \"1\"\n\
+         [component.spare]\npath = \"{handlers}/translator.wasm\"\nimports = [\"greeter\"]\n",
+    ));
+    assert_eq!(code, Some(2), "{stderr}");
+    for expected in [
+        "component.translator.config: needs the `config` capability",
+        "component.spare.imports[0]: `greeter` is a [handler]; only a [component] can be imported",
+    ] {
+        assert!(stderr.contains(expected), "{expected}\n{stderr}");
+    }
+    // Past the config's own checks, loading reports the variable.
+    let (code, stderr) = check(&config(
+        "[handler.greeter]\npath = \"{handlers}/greeter.wasm\"\nimports = [\"translator\"]\n\
+         config.locale = \"${process:env:WG_TEST_UNSET_LOCALE}\"\n\n\
+         [component.translator]\npath = \"{handlers}/translator.wasm\"\n",
+    ));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("config.locale needs the environment variable WG_TEST_UNSET_LOCALE"),
+        "{stderr}"
+    );
+}
+
+/// A new translator file swaps the greeter's wiring in the same
+/// generation: under steady load, every request answers 200, first the old
+/// greeting and then, for good, the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swapping_the_translator_under_load_changes_the_greeting_with_no_failed_request() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let handlers = dir.path().join("handlers");
+    std::fs::create_dir(&handlers).expect("handlers dir");
+    install(
+        &handlers,
+        "translator.wasm",
+        &handlers_dir().join("translator.wasm"),
+    );
+    let (api, _) = translation_api().await;
+    let gateway = TestGateway::start_in(
+        dir,
+        &config(&format!(
+            "[handler.greeter]\npath = \"{{handlers}}/greeter.wasm\"\nimports = [\"translator\"]\nconfig.locale = \"es-ES\"\n\n\
+             [component.translator]\ncapabilities = [\"http\", \"config\", \"logging\"]\noutbound = [\"127.0.0.1:{port}\"]\n\
+             allow_private = true\nconfig.api = \"http://127.0.0.1:{port}\"\n",
+            port = api.port()
+        )),
+    );
+    assert_eq!(
+        greet(&gateway).await,
+        (StatusCode::OK, "Hola, World!".into())
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let addr = gateway.http();
+    let load = {
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut client = Client::http1(addr).await;
+            while !stop.load(Ordering::SeqCst) {
+                let reply = client.get("/greet").await;
+                assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+                let text = reply.text();
+                if seen.last() != Some(&text) {
+                    seen.push(text);
+                }
+            }
+            seen
+        })
+    };
+    install(
+        &handlers,
+        "translator.wasm",
+        &handlers_dir().join("translator-api.wasm"),
+    );
+    gateway.wait_for_log("wired again to a new version of a component it uses");
+    // Requests after the swap was published meet the new translator.
+    let mut after = Client::http1(gateway.http()).await;
+    let mut swapped = false;
+    for _ in 0..100 {
+        if after.get("/greet").await.text() == "Hola, Mundo!" {
+            swapped = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(swapped, "{}", gateway.log());
+    stop.store(true, Ordering::SeqCst);
+    let seen = load.await.expect("load");
+    assert_eq!(
+        seen,
+        vec!["Hola, World!".to_string(), "Hola, Mundo!".to_string()]
+    );
+}
