@@ -166,7 +166,10 @@ impl Prepared {
         // after that can be missed.
         let watcher = if config.gateway.watch {
             let dir = &config.gateway.handlers_dir;
-            reload::watch(Arc::clone(&reloader), dir, &certificate_files(config))
+            let mut files = certificate_files(config);
+            // A change to an included config file reloads like one to the main file.
+            files.extend(config.includes.iter().cloned());
+            reload::watch(Arc::clone(&reloader), dir, &files)
                 .inspect_err(|error| {
                     tracing::warn!(
                         dir = %dir.display(),

@@ -123,6 +123,8 @@ impl<'a> Checker<'a> {
         }
         Config {
             source: path.to_path_buf(),
+            includes: Vec::new(),
+            origins: super::Origins::default(),
             gateway,
             listeners,
             handlers,

@@ -11,6 +11,7 @@
 mod check;
 pub mod compose;
 pub mod deploy;
+mod include;
 mod raw;
 
 use std::collections::BTreeMap;
@@ -21,12 +22,17 @@ use std::time::Duration;
 
 pub use compose::{Capability, ConfigValue, Grants};
 pub use deploy::{DeploySettings, HandlerDeploy};
+pub use include::Origins;
 
 /// A validated gateway configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The file this configuration was read from.
     pub source: PathBuf,
+    /// The files it includes (`include = [...]`, followed), in the order read.
+    pub includes: Vec<PathBuf>,
+    /// Which file each key came from (empty for a configuration in one file).
+    pub origins: Origins,
     /// Gateway-wide settings.
     pub gateway: GatewaySettings,
     /// Sockets to accept connections on, in file order.
@@ -630,11 +636,26 @@ impl ProblemList {
         self.problems.is_empty()
     }
 
+    /// Takes over `other`'s problems (each keeps its own file).
+    pub(crate) fn extend(&mut self, other: Self) {
+        self.problems.extend(other.problems);
+    }
+
     fn invalid(self, partial: Option<Box<Config>>) -> Invalid {
         Invalid {
             problems: Problems(self.problems),
             partial,
         }
+    }
+
+    /// The same problems, each moved to the file its key came from.
+    fn located(mut self, origins: &Origins) -> Self {
+        for problem in &mut self.problems {
+            if let Some(file) = origins.file_of(&problem.key) {
+                file.clone_into(&mut problem.file);
+            }
+        }
+        self
     }
 
     /// Everything reported.
@@ -673,26 +694,55 @@ impl Config {
         }
     }
 
-    /// Validates `text` as if read from `path`.
+    /// Validates `text` as if read from `path` (with the files it includes).
     pub fn parse(path: &Path, text: &str) -> Result<Self, Invalid> {
         let mut problems = ProblemList::new(path);
-        let (raw, unknown_keys) = match raw::parse(text) {
+        let included = text
+            .parse::<toml::Table>()
+            .ok()
+            .filter(|table| table.contains_key("include"));
+        let (parsed, gathered) = match included {
+            // One file: its own text locates a wrong value by line and column.
+            None => (raw::parse(text), None),
+            Some(table) => {
+                let gathered = include::gather(path, table, &mut problems);
+                (
+                    raw::parse_table(gathered.table.clone()),
+                    Some((gathered.origins, gathered.files)),
+                )
+            }
+        };
+        let (origins, includes) = gathered.unwrap_or_default();
+        let mut checked = ProblemList::new(path);
+        let (raw, unknown_keys) = match parsed {
             Ok(parsed) => parsed,
             Err(error) => {
-                problems.push(error.key, error.reason);
+                checked.push(error.key, error.reason);
+                problems.extend(checked.located(&origins));
                 return Err(problems.invalid(None));
             }
         };
         for key in unknown_keys {
-            problems.push(key, "unknown key");
+            checked.push(key, "unknown key");
         }
         let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
-        let config = check::Checker::new(&base, &mut problems).check(path, raw);
+        let mut config = check::Checker::new(&base, &mut checked).check(path, raw);
+        config.includes = includes;
+        config.origins = origins;
+        problems.extend(checked.located(&config.origins));
         if problems.is_empty() {
             Ok(config)
         } else {
             Err(problems.invalid(Some(Box::new(config))))
         }
+    }
+
+    /// `problems` (found in this configuration, under its main file) each
+    /// under the file its key came from.
+    pub fn locate(&self, problems: Vec<Problem>) -> Vec<Problem> {
+        let mut list = ProblemList::new(&self.source);
+        list.problems = problems;
+        list.located(&self.origins).problems
     }
 }
 

@@ -271,6 +271,19 @@ pub(super) fn parse(text: &str) -> Result<(RawConfig, Vec<String>), ParseError> 
     Ok((raw, unknown))
 }
 
+/// Like [`parse`], for a table merged from several files (no line numbers:
+/// the problems are located by key).
+pub(super) fn parse_table(table: toml::Table) -> Result<(RawConfig, Vec<String>), ParseError> {
+    let mut unknown = Vec::new();
+    let mut record = |path: serde_ignored::Path<'_>| unknown.push(key_path(&path));
+    let tracking = serde_ignored::Deserializer::new(toml::Value::Table(table), &mut record);
+    let raw = serde_path_to_error::deserialize(tracking).map_err(|error| ParseError {
+        key: error.path().to_string(),
+        reason: error.into_inner().message().trim().to_string(),
+    })?;
+    Ok((raw, unknown))
+}
+
 /// ` (line L, column C)` for a byte span, empty when there is none.
 fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
     let Some(span) = span else {

@@ -261,7 +261,7 @@ async fn assemble(
         Ok(router) => router,
         Err(conflict) => {
             problems.push("route", conflict.to_string());
-            return Err(problems.into_problems());
+            return Err(config.locate(problems.into_problems()));
         }
     };
     // Only a compilation adds entries; a reload served from the cache (a
@@ -275,6 +275,7 @@ async fn assemble(
         cache.prune(&in_use);
     }
     let generation = previous.map_or(1, |snapshot| snapshot.generation + 1);
+    let problems = config.locate(problems.into_problems());
     Ok(Rebuilt {
         snapshot: Snapshot {
             generation,
@@ -284,7 +285,7 @@ async fn assemble(
             tls,
             load_errors,
         },
-        problems: problems.into_problems(),
+        problems,
         counts,
         arrivals,
     })
