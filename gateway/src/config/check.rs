@@ -919,6 +919,44 @@ impl<'a> Checker<'a> {
         }
     }
 
+    /// A route's middleware: HTTP handlers other than its own, each once.
+    fn middleware(
+        &mut self,
+        key: &str,
+        handler: &HandlerName,
+        handlers: &BTreeMap<HandlerName, HandlerConfig>,
+        raw: &[String],
+    ) -> Vec<HandlerName> {
+        let mut chain: Vec<HandlerName> = Vec::new();
+        for (index, name) in raw.iter().enumerate() {
+            let key = format!("{key}.middleware[{index}]");
+            let Some(name) = HandlerName::parse(name) else {
+                self.problems
+                    .push(key, format!("`{name}` is not a handler name"));
+                continue;
+            };
+            let problem = match handlers.get(&name) {
+                None => Some(format!("no [handler.{name}] is configured")),
+                Some(found) if found.world != HandlerWorld::Http => Some(format!(
+                    "`{name}` is not a wasi:http handler; middleware sees requests as wasi:http"
+                )),
+                Some(found) if found.reuse.is_some_and(|reuse| reuse.max_concurrent > 1) => {
+                    Some(format!(
+                        "`{name}` shares instances between requests (reuse.max_concurrent), so it cannot know which request's chain to pass on to"
+                    ))
+                }
+                Some(_) if name == *handler => Some(format!("`{name}` is the route's own handler")),
+                Some(_) if chain.contains(&name) => Some(format!("`{name}` is listed twice")),
+                Some(_) => None,
+            };
+            match problem {
+                Some(reason) => self.problems.push(key, reason),
+                None => chain.push(name),
+            }
+        }
+        chain
+    }
+
     fn reuse(&mut self, key: &str, raw: raw::RawReuse, world: HandlerWorld) -> Reuse {
         let defaults = Reuse::default();
         if world != HandlerWorld::Http {
@@ -994,11 +1032,13 @@ impl<'a> Checker<'a> {
                 );
                 continue;
             }
+            let middleware = self.middleware(&key, &handler, handlers, &route.middleware);
             routes.push(RouteConfig {
                 index,
                 host,
                 path,
                 handler,
+                middleware,
             });
         }
         routes

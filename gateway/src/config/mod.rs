@@ -543,6 +543,9 @@ pub struct RouteConfig {
     pub path: RoutePath,
     /// The handler serving it.
     pub handler: HandlerName,
+    /// HTTP handlers the request passes through first, in order: each
+    /// answers it or passes it on (to `http://next/`), the last to `handler`.
+    pub middleware: Vec<HandlerName>,
 }
 
 /// A route's path pattern.

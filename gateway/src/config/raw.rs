@@ -242,6 +242,8 @@ pub(super) struct RawRoute {
     pub(super) host: Option<String>,
     pub(super) path: String,
     pub(super) handler: String,
+    #[serde(default)]
+    pub(super) middleware: Vec<String>,
 }
 
 /// Why the file could not be read as a [`RawConfig`] at all.

@@ -26,7 +26,7 @@ use super::component::{LoadError, Loaded, Origin};
 use super::engine::is_pool_full;
 use super::host::{DeadlineExceeded, Host, StoreMaker, hostcall_fuel};
 use super::log::LogBudget;
-use super::outbound::OutboundClient;
+use super::outbound::{NextHop, OutboundClient};
 use super::pool::{Blueprint, Instance, Pool, Ready, Returner};
 use super::pubsub::Hub;
 use super::sse::Session as SseSession;
@@ -208,6 +208,8 @@ struct Guest {
     failed: Option<oneshot::Sender<()>>,
     cancelled: Cancelled,
     hub: Arc<Hub>,
+    /// For a middleware: the rest of its route's chain.
+    next: Option<Arc<dyn NextHop>>,
 }
 
 /// A request handed to its guest: where the response head arrives, and the
@@ -260,6 +262,7 @@ impl Guest {
             failed,
             cancelled,
             hub: _,
+            next: _,
         } = self;
         drop(permit);
         cancelled.disarm();
@@ -503,6 +506,7 @@ impl Handler {
         route: &Arc<str>,
         hub: &Arc<Hub>,
         body_timeout: Duration,
+        next: Option<Arc<dyn NextHop>>,
     ) -> Result<Response<ResponseBody>, GatewayError>
     where
         B: http_body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
@@ -545,6 +549,7 @@ impl Handler {
             failed: Some(failed),
             cancelled: Cancelled(Some(self.metrics.cancelled.clone())),
             hub: Arc::clone(hub),
+            next,
         };
         let (receiver, mut task) = match shared {
             Some(workers) => {
@@ -640,8 +645,10 @@ impl Handler {
         // WASI 0.2: the handler runs on a task of its own, and the head
         // arrives through its response-outparam.
         let mut store = ready.store;
+        let mut guest = guest;
         let deadline = Instant::now() + self.config.limits.timeout;
         store.data_mut().deadline = deadline;
+        store.data_mut().set_next(guest.next.take());
         store.data_mut().attachment.hub = Some(Arc::clone(&guest.hub));
         let (sender, receiver) = oneshot::channel();
         let mut http = store.data_mut().http();

@@ -92,6 +92,12 @@ impl Host {
 }
 
 impl Host {
+    /// Where its requests to `http://next/` go while it serves the current
+    /// request as a middleware (`None`: nowhere, like any unlisted host).
+    pub(super) fn set_next(&mut self, next: Option<Arc<dyn super::outbound::NextHop>>) {
+        self.hooks.next = next;
+    }
+
     /// Whether the memory cap refused a growth: a trap that follows is the
     /// guest running out of memory.
     pub(super) fn memory_denied(&self) -> bool {

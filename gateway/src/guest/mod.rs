@@ -17,6 +17,7 @@
 pub mod bindings;
 pub mod cache;
 mod capability;
+pub mod chain;
 pub mod component;
 pub mod engine;
 mod handler;
@@ -32,9 +33,10 @@ pub mod websocket;
 pub mod wire;
 
 pub use cache::{CompileCache, ContentHash};
+pub use chain::Chain;
 pub use component::{ComponentFile, HttpPre, LoadError, Loaded, Origin, Pre};
 pub use engine::GuestEngine;
 pub use handler::{Handler, Services};
 pub use host::Host;
-pub use outbound::OutboundClient;
+pub use outbound::{NextHop, OutboundClient};
 pub use wasmtime_wasi_http::p2::bindings::http::types::Scheme;

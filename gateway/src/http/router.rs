@@ -17,6 +17,9 @@ pub struct Route {
     pub id: std::sync::Arc<str>,
     /// The handler serving this route.
     pub handler: HandlerName,
+    /// Middleware the request passes through first, in order (the
+    /// snapshot holds their chain, by `id`).
+    pub middleware: Vec<HandlerName>,
 }
 
 /// Host → path table.
@@ -55,6 +58,7 @@ impl Router {
             router.routes.push(Route {
                 id: format!("route[{}]", config.index).into(),
                 handler: config.handler.clone(),
+                middleware: config.middleware.clone(),
             });
             let table = match &config.host {
                 Some(host) => router.by_host.entry(host.clone()).or_default(),
@@ -77,6 +81,7 @@ impl Router {
             router.routes.push(Route {
                 id: format!("auto:{name}").into(),
                 handler: name.clone(),
+                middleware: Vec::new(),
             });
             insert_prefix(&mut router.automatic, &format!("/{name}"), slot).map_err(|reason| {
                 RouteConflict {
@@ -142,6 +147,7 @@ mod tests {
             host: host.map(str::to_string),
             path,
             handler: HandlerName::parse(handler).expect("valid test handler name"),
+            middleware: Vec::new(),
         }
     }
 

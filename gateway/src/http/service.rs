@@ -16,6 +16,7 @@ use crate::app::App;
 use crate::config::ListenerLimits;
 use crate::control::live::Snapshot;
 use crate::control::metrics::VersionSeries;
+use crate::guest::Chain;
 use crate::guest::Scheme;
 use crate::http::access::{Access, Pending};
 use crate::http::body::ResponseBody;
@@ -148,16 +149,44 @@ async fn dispatch(
             .map_or(ListenerLimits::default().body_timeout, |listener| {
                 listener.limits.body_timeout
             });
-        match handler
-            .serve(
-                request,
-                connection.scheme.clone(),
-                &route.id,
-                &app.hub,
-                body_timeout,
-            )
-            .await
-        {
+        let served = if route.middleware.is_empty() {
+            handler
+                .serve(
+                    request,
+                    connection.scheme.clone(),
+                    &route.id,
+                    &app.hub,
+                    body_timeout,
+                    None,
+                )
+                .await
+        } else {
+            match snapshot.chains.get(&route.id) {
+                Some(middleware) => {
+                    Chain::new(
+                        &request,
+                        Arc::clone(middleware),
+                        Arc::clone(handler),
+                        connection.scheme.clone(),
+                        Arc::clone(&route.id),
+                        Arc::clone(&app.hub),
+                        body_timeout,
+                    )
+                    .serve(request)
+                    .await
+                }
+                // A middleware has never loaded (logged at load time).
+                None => Err(GatewayError::HandlerUnavailable(
+                    route
+                        .middleware
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                )),
+            }
+        };
+        match served {
             Ok(response) => response,
             Err(error) => {
                 match error.blame() {

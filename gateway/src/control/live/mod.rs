@@ -43,6 +43,9 @@ pub struct Snapshot {
     pub tls: Vec<Option<Arc<ServerConfig>>>,
     /// Why a handler's last load failed, until one succeeds.
     pub load_errors: HashMap<HandlerName, String>,
+    /// Each route with middleware (by its id): the middleware's serving
+    /// versions, in order, built once for the generation.
+    pub chains: HashMap<Arc<str>, Arc<[Arc<Handler>]>>,
 }
 
 /// The published snapshot.
@@ -274,6 +277,26 @@ async fn assemble(
             .collect();
         cache.prune(&in_use);
     }
+    let chains = config
+        .routes
+        .iter()
+        .filter(|route| !route.middleware.is_empty())
+        .filter_map(|route| {
+            let links: Option<Vec<Arc<Handler>>> = route
+                .middleware
+                .iter()
+                .map(|name| {
+                    handlers
+                        .get(name)
+                        .map(|deployed| Arc::clone(deployed.stable()))
+                })
+                .collect();
+            Some((
+                Arc::from(format!("route[{}]", route.index)),
+                Arc::from(links?),
+            ))
+        })
+        .collect();
     let generation = previous.map_or(1, |snapshot| snapshot.generation + 1);
     let problems = config.locate(problems.into_problems());
     Ok(Rebuilt {
@@ -284,6 +307,7 @@ async fn assemble(
             handlers,
             tls,
             load_errors,
+            chains,
         },
         problems,
         counts,
@@ -452,6 +476,7 @@ mod tests {
             host: None,
             path: RoutePath::Exact("/a".into()),
             handler: conflicting.routes[0].handler.clone(),
+            middleware: Vec::new(),
         };
         conflicting.routes.push(duplicate);
         let Err(problems) = rebuild(&loader, conflicting, &first).await else {

@@ -201,6 +201,7 @@ impl Controller {
                     &route,
                     &self.app.hub,
                     SMOKE_LIMIT,
+                    None,
                 )
                 .await
                 .map_err(|error| error.to_string())?;

@@ -38,7 +38,7 @@ pub(super) fn start<B>(
     request: Request<CappedBody<B>>,
     scheme: &Scheme,
     timeout: std::time::Duration,
-    guest: Guest,
+    mut guest: Guest,
 ) -> Started
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
@@ -48,6 +48,7 @@ where
     let deadline = Instant::now() + timeout;
     store.data_mut().deadline = deadline;
     store.data_mut().attachment.hub = Some(Arc::clone(&guest.hub));
+    store.data_mut().set_next(guest.next.take());
     let request = absolute(request, scheme);
     let (sender, receiver) = oneshot::channel::<Result<Response<ResponseBody>, String>>();
     let task = AbortOnDropHandle::new(tokio::spawn(async move {

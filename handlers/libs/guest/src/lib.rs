@@ -4,6 +4,8 @@
 
 use std::io::Write as _;
 
+pub mod middleware;
+
 pub use wasip2;
 use wasip2::http::types::{Fields, OutgoingBody, OutgoingResponse, ResponseOutparam};
 use wasip2::io::streams::OutputStream;
