@@ -56,6 +56,8 @@ pub struct App {
     pub drain: Drain,
     /// Pub/sub between stream connections, across generations.
     pub hub: Arc<Hub>,
+    /// Components' channel subscriptions, kept to the live generation's.
+    pub channels: crate::guest::channel::Channels,
     /// Open WebSocket and SSE streams per route.
     pub stream_slots: StreamSlots,
     /// Certificates obtained through ACME and the challenges in flight.
@@ -101,6 +103,7 @@ impl App {
             settings,
             drain: Drain::new(),
             hub: Arc::default(),
+            channels: crate::guest::channel::Channels::default(),
             acme,
             deployments,
         }

@@ -128,6 +128,8 @@ impl Prepared {
             deployments: self.deployments,
         };
         let app = Arc::new(App::new(parts, config.gateway.clone(), self.snapshot));
+        app.channels
+            .sync(&app.hub, &app.metrics, app.live.load().components());
         let live_config = {
             let app = Arc::clone(&app);
             Box::new(move || Arc::clone(&app.live.load().config))

@@ -379,3 +379,88 @@ async fn swapping_the_translator_under_load_changes_the_greeting_with_no_failed_
         vec!["Hola, World!".to_string(), "Hola, Mundo!".to_string()]
     );
 }
+
+const STEP_6: &str = "[[route]]\npath = \"/names\"\npublish = \"names\"\n\n\
+                      [[route]]\npath = \"/greet/{name}\"\ninvoke = \"greeter.greet\"\n\n\
+                      [component.greeter]\npath = \"{handlers}/greeter.wasm\"\nimports = [\"translator\"]\n\
+                      subscription = \"names\"\ncapabilities = [\"config\", \"logging\"]\n\n\
+                      [component.translator]\npath = \"{handlers}/translator.wasm\"\n\n\
+                      [handler.ws-echo]\nworld = \"websocket\"\ntopic_scope = \"channels\"\n\n\
+                      [[route]]\npath = \"/watch\"\nhandler = \"ws-echo\"\n";
+
+/// Step 6: a route publishes request bodies to a channel; the greeter,
+/// subscribed, is invoked once per message and its result logged; a
+/// WebSocket client watches the same channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_6_a_channel_invokes_its_subscriber_per_message() {
+    use futures::SinkExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    let gateway = TestGateway::start(&format!(
+        "[gateway]\nhandlers_dir = \"{{handlers}}\"\nauto_routes = false\n\n[[listener]]\naddr = \"127.0.0.1:0\"\n\n{STEP_6}"
+    ));
+    let mut watcher = wasmgate_tests::ws::connect(&gateway, "/watch")
+        .await
+        .expect("websocket");
+    watcher
+        .send(Message::Text("subscribe:names".into()))
+        .await
+        .expect("send");
+    assert_eq!(
+        wasmgate_tests::ws::next(&mut watcher).await,
+        Message::Text("subscribed to names".into())
+    );
+    let mut client = Client::http1(gateway.http()).await;
+    for name in ["Ana", "Kai"] {
+        let request = client
+            .request("POST", "/names")
+            .body(wasmgate_tests::client::full(name))
+            .expect("request");
+        let reply = client.send(request).await.expect("response");
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text());
+        let id: serde_json::Value = serde_json::from_slice(&reply.body).expect("JSON");
+        assert!(id["id"].as_str().is_some_and(|id| !id.is_empty()), "{id}");
+    }
+    gateway.wait_for_log("invocation complete component=greeter function=greet result=Aloha, Ana!");
+    gateway.wait_for_log("invocation complete component=greeter function=greet result=Aloha, Kai!");
+    let log = gateway.log();
+    assert!(
+        log.find("result=Aloha, Ana!") < log.find("result=Aloha, Kai!"),
+        "messages are handled in order:\n{log}"
+    );
+    assert_eq!(
+        wasmgate_tests::ws::next(&mut watcher).await,
+        Message::Text("names: Ana".into())
+    );
+    wait_for_metric(
+        &gateway,
+        "wasmgate_channel_messages_total{channel=\"names\",outcome=\"invoked\"}",
+        2.0,
+    )
+    .await;
+}
+
+/// An invocation route: path segments are the function's named arguments,
+/// its result the body; a missing function is refused at load.
+#[tokio::test]
+async fn an_invocation_route_calls_a_components_function_with_path_arguments() {
+    let gateway = TestGateway::start(&format!(
+        "[gateway]\nhandlers_dir = \"{{handlers}}\"\nauto_routes = false\n\n[[listener]]\naddr = \"127.0.0.1:0\"\n\n{STEP_6}\n\
+         [component.greeter.config]\nlocale = \"de-DE\"\n"
+    ));
+    let reply = Client::http1(gateway.http())
+        .await
+        .get("/greet/Welt%20und%20Ana")
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.text(), "Hallo, Welt und Ana!");
+    let (code, stderr) = check(
+        "[gateway]\nhandlers_dir = \"{handlers}\"\nauto_routes = false\n\n[[listener]]\naddr = \"127.0.0.1:0\"\n\n\
+         [[route]]\npath = \"/x/{name}\"\ninvoke = \"translator.greet\"\n\n\
+         [component.translator]\npath = \"{handlers}/translator.wasm\"\n",
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("route[0].invoke: component `translator` exports no function `greet`"),
+        "{stderr}"
+    );
+}

@@ -18,7 +18,8 @@ use super::{
     DEFAULT_MAX_INSTANCES, DEFAULT_PREWARM, DEFAULT_STREAM_KEEP_ALIVE,
     DEFAULT_TLS_HANDSHAKE_TIMEOUT, EnvGrant, GatewaySettings, HandlerConfig, HandlerDeploy,
     HandlerLimits, HandlerName, HandlerWorld, HttpsRedirect, IpNet, ListenerConfig, ListenerLimits,
-    OutboundRule, ProblemList, Reuse, RouteConfig, RoutePath, SlowConsumer, StreamLimits,
+    OutboundRule, ProblemList, Reuse, RouteAction, RouteConfig, RoutePath, SlowConsumer,
+    StreamLimits, Subscription,
 };
 
 pub(super) struct Checker<'a> {
@@ -748,6 +749,7 @@ impl<'a> Checker<'a> {
                 interceptors: composed.interceptors,
                 capabilities: composed.capabilities,
                 config: composed.config,
+                subscription: composed.subscription,
             };
             self.grants_cover(&key, &config);
             handlers.insert(handler_name, config);
@@ -838,11 +840,38 @@ impl<'a> Checker<'a> {
                 }
             })
             .collect();
+        let subscription = raw.subscription.take().and_then(|subscription| {
+            let (channel, function) = match subscription {
+                raw::RawSubscription::Channel(channel) => (channel, None),
+                raw::RawSubscription::Full { channel, function } => (channel, function),
+            };
+            if section != Section::Component {
+                self.problems.push(
+                    format!("{key}.subscription"),
+                    "a [component] subscribes to a channel (a handler serves routes)",
+                );
+                return None;
+            }
+            if HandlerName::parse(&channel).is_none() {
+                self.problems.push(
+                    format!("{key}.subscription"),
+                    format!(
+                        "`{channel}` is not a channel name (lowercase letters, digits, `-`, `_`)"
+                    ),
+                );
+                return None;
+            }
+            Some(Subscription {
+                channel: channel.into(),
+                function: function.map(Into::into),
+            })
+        });
         Composed {
             imports,
             interceptors,
             capabilities,
             config,
+            subscription,
         }
     }
 
@@ -916,6 +945,82 @@ impl<'a> Checker<'a> {
                 "component",
                 format!("components depend on each other in a cycle ({cycle}) through imports or interceptors"),
             );
+        }
+    }
+
+    /// What a route does (exactly one of `handler`, `publish`, `invoke`),
+    /// and the name it is counted under.
+    fn route_action(
+        &mut self,
+        key: &str,
+        handlers: &BTreeMap<HandlerName, HandlerConfig>,
+        route: &raw::RawRoute,
+    ) -> Option<(HandlerName, RouteAction)> {
+        match (&route.handler, &route.publish, &route.invoke) {
+            (Some(handler), None, None) => {
+                let name = HandlerName(handler.as_str().into());
+                match handlers.get(&name) {
+                    None => self.problems.push(
+                        format!("{key}.handler"),
+                        format!("no [handler.{name}] is configured"),
+                    ),
+                    Some(found) if found.world == HandlerWorld::Component => self.problems.push(
+                        format!("{key}.handler"),
+                        format!("`{name}` is a [component], which no route can serve; route to a [handler] that imports it, or invoke one of its functions"),
+                    ),
+                    Some(_) => {}
+                }
+                Some((name, RouteAction::Handler))
+            }
+            (None, Some(channel), None) => match HandlerName::parse(channel) {
+                Some(_) => Some((
+                    HandlerName::channel_label(channel),
+                    RouteAction::Publish(channel.as_str().into()),
+                )),
+                None => {
+                    self.problems.push(
+                        format!("{key}.publish"),
+                        format!("`{channel}` is not a channel name (lowercase letters, digits, `-`, `_`)"),
+                    );
+                    None
+                }
+            },
+            (None, None, Some(target)) => {
+                let parsed = target.split_once('.').and_then(|(component, function)| {
+                    let valid = !function.is_empty()
+                        && function
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-');
+                    Some((HandlerName::parse(component)?, function)).filter(|_| valid)
+                });
+                let Some((component, function)) = parsed else {
+                    self.problems.push(
+                        format!("{key}.invoke"),
+                        format!("`{target}` is not COMPONENT.FUNCTION, e.g. \"greeter.greet\""),
+                    );
+                    return None;
+                };
+                match handlers.get(&component) {
+                    Some(found) if found.world == HandlerWorld::Component => {}
+                    _ => self.problems.push(
+                        format!("{key}.invoke"),
+                        format!("no [component.{component}] is configured"),
+                    ),
+                }
+                Some((
+                    component,
+                    RouteAction::Invoke {
+                        function: function.into(),
+                    },
+                ))
+            }
+            _ => {
+                self.problems.push(
+                    key,
+                    "a route names exactly one of `handler`, `publish` (a channel) or `invoke` (COMPONENT.FUNCTION)",
+                );
+                None
+            }
         }
     }
 
@@ -995,18 +1100,9 @@ impl<'a> Checker<'a> {
         let mut routes = Vec::new();
         for (index, route) in raw.into_iter().enumerate() {
             let key = format!("route[{index}]");
-            let handler = HandlerName(route.handler.into());
-            match handlers.get(&handler) {
-                None => self.problems.push(
-                    format!("{key}.handler"),
-                    format!("no [handler.{handler}] is configured"),
-                ),
-                Some(found) if found.world == HandlerWorld::Component => self.problems.push(
-                    format!("{key}.handler"),
-                    format!("`{handler}` is a [component], which no route can serve; route to a [handler] that imports it"),
-                ),
-                Some(_) => {}
-            }
+            let Some((handler, action)) = self.route_action(&key, handlers, &route) else {
+                continue;
+            };
             let host = route.host.and_then(|host| match check_server_name(&host) {
                 Ok(host) => Some(host),
                 Err(reason) => {
@@ -1014,7 +1110,11 @@ impl<'a> Checker<'a> {
                     None
                 }
             });
-            let path = match parse_route_path(&route.path) {
+            let parsed = match action {
+                RouteAction::Invoke { .. } => parse_invoke_path(&route.path),
+                _ => parse_route_path(&route.path),
+            };
+            let path = match parsed {
                 Ok(path) => path,
                 Err(reason) => {
                     self.problems.push(format!("{key}.path"), reason);
@@ -1032,13 +1132,24 @@ impl<'a> Checker<'a> {
                 );
                 continue;
             }
-            let middleware = self.middleware(&key, &handler, handlers, &route.middleware);
+            let middleware = if action == RouteAction::Handler {
+                self.middleware(&key, &handler, handlers, &route.middleware)
+            } else {
+                if !route.middleware.is_empty() {
+                    self.problems.push(
+                        format!("{key}.middleware"),
+                        "middleware applies to routes that serve a handler",
+                    );
+                }
+                Vec::new()
+            };
             routes.push(RouteConfig {
                 index,
                 host,
                 path,
                 handler,
                 middleware,
+                action,
             });
         }
         routes
@@ -1096,6 +1207,35 @@ pub(super) fn check_host(host: &str) -> Result<String, String> {
     }
 }
 
+/// An invocation route's path: exact, and `{name}` segments name the
+/// function's arguments.
+fn parse_invoke_path(path: &str) -> Result<RoutePath, String> {
+    let RoutePath::Exact(pattern) = parse_route_path(path)? else {
+        return Err(format!(
+            "`{path}`: an invocation route is exact; name its arguments with {{name}} segments"
+        ));
+    };
+    for segment in pattern.split('/') {
+        let Some(name) = segment
+            .strip_prefix('{')
+            .and_then(|rest| rest.strip_suffix('}'))
+        else {
+            if segment.contains(['{', '}']) {
+                return Err(format!("`{path}`: a {{name}} argument is a whole segment"));
+            }
+            continue;
+        };
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!("`{path}`: `{{{name}}}` is not an argument name"));
+        }
+    }
+    Ok(RoutePath::Exact(pattern))
+}
+
 pub(super) fn parse_route_path(path: &str) -> Result<RoutePath, String> {
     if !path.starts_with('/') {
         return Err(format!("`{path}` must start with `/`"));
@@ -1141,4 +1281,5 @@ struct Composed {
     interceptors: Vec<HandlerName>,
     capabilities: Grants,
     config: BTreeMap<String, ConfigValue>,
+    subscription: Option<Subscription>,
 }

@@ -317,6 +317,12 @@ impl HandlerName {
         &self.0
     }
 
+    /// The label of a route that publishes to `channel` (not a handler
+    /// name: it cannot clash with one).
+    pub fn channel_label(channel: &str) -> Self {
+        Self(format!("channel:{channel}").into())
+    }
+
     /// The name as logs and metrics labels carry it (no copy).
     pub fn label(&self) -> std::sync::Arc<str> {
         std::sync::Arc::clone(&self.0)
@@ -363,6 +369,35 @@ pub struct HandlerConfig {
     pub capabilities: Grants,
     /// Its `wasi:config/store` values (`config.KEY`), resolved at load.
     pub config: BTreeMap<String, ConfigValue>,
+    /// The channel whose messages invoke it, once each (`[component]`s only).
+    pub subscription: Option<Subscription>,
+}
+
+/// `subscription = "names"`: each message published to the channel invokes
+/// the component's `function` (by default its one exported function that
+/// takes one string) with the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// The channel.
+    pub channel: std::sync::Arc<str>,
+    /// The function called per message.
+    pub function: Option<std::sync::Arc<str>>,
+}
+
+/// What a route does with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteAction {
+    /// `handler = "NAME"`: serves it on the handler (through its middleware).
+    Handler,
+    /// `publish = "CHANNEL"`: publishes its body to the channel, answers 202.
+    Publish(std::sync::Arc<str>),
+    /// `invoke = "COMPONENT.FUNCTION"`: calls the function with the path's
+    /// `{name}` segments as the arguments of the same names; its result is
+    /// the response body.
+    Invoke {
+        /// The function's name.
+        function: std::sync::Arc<str>,
+    },
 }
 
 /// `reuse = { max_requests, max_concurrent, idle }`: an instance whose
@@ -528,6 +563,7 @@ impl HandlerConfig {
             interceptors: Vec::new(),
             capabilities: Grants::handler_default(),
             config: BTreeMap::new(),
+            subscription: None,
         }
     }
 }
@@ -546,6 +582,9 @@ pub struct RouteConfig {
     /// HTTP handlers the request passes through first, in order: each
     /// answers it or passes it on (to `http://next/`), the last to `handler`.
     pub middleware: Vec<HandlerName>,
+    /// What it does: serve a handler, publish to a channel, invoke a
+    /// function (then `handler` is the component; for a channel, a label).
+    pub action: RouteAction,
 }
 
 /// A route's path pattern.

@@ -182,6 +182,7 @@ pub(super) struct RawHandler {
     pub(super) capabilities: Option<Vec<String>>,
     #[serde(default)]
     pub(super) config: BTreeMap<String, RawValue>,
+    pub(super) subscription: Option<RawSubscription>,
 }
 
 /// A `config.KEY` value: text, or a number or boolean taken as its text.
@@ -241,9 +242,22 @@ pub(super) struct RawLimits {
 pub(super) struct RawRoute {
     pub(super) host: Option<String>,
     pub(super) path: String,
-    pub(super) handler: String,
+    pub(super) handler: Option<String>,
+    pub(super) publish: Option<String>,
+    pub(super) invoke: Option<String>,
     #[serde(default)]
     pub(super) middleware: Vec<String>,
+}
+
+/// `subscription = "names"` or `subscription = { channel = "names", function = "greet" }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawSubscription {
+    Channel(String),
+    Full {
+        channel: String,
+        function: Option<String>,
+    },
 }
 
 /// Why the file could not be read as a [`RawConfig`] at all.

@@ -63,6 +63,9 @@ pub struct Metrics {
     /// Calls into a component's exports through wired imports, by
     /// component and outcome (ok, failed, refused by an interceptor).
     pub component_calls: IntCounterVec,
+    /// Channel messages by channel and outcome (published, invoked,
+    /// failed, dropped).
+    pub channel_messages: IntCounterVec,
     /// ACME orders by domain and outcome (issued, failed).
     pub acme_orders: IntCounterVec,
     /// When each ACME-managed certificate expires (Unix seconds), by domain.
@@ -203,6 +206,11 @@ impl Metrics {
                 "wasmgate_component_calls_total",
                 "Calls into components' exports through wired imports, by component and outcome (ok, failed, refused).",
                 &["component", "outcome"],
+            )?,
+            channel_messages: counter(
+                "wasmgate_channel_messages_total",
+                "Channel messages: published (by routes), invoked (a subscribed component returned), failed (it did not), dropped (its queue was full or the message too large).",
+                &["channel", "outcome"],
             )?,
             acme_orders: counter(
                 "wasmgate_acme_orders_total",

@@ -138,6 +138,9 @@ impl Reloader {
         let generation = rebuilt.snapshot.generation;
         let next = Arc::new(rebuilt.snapshot);
         self.app.live.store(Arc::clone(&next));
+        self.app
+            .channels
+            .sync(&self.app.hub, &self.app.metrics, next.components());
         live::record_versions(&self.app.metrics, Some(&previous), &next);
         // New names, a new CA, or an operator asking to retry a failed order.
         self.app.acme.wake();

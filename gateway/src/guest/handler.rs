@@ -32,7 +32,7 @@ use super::pubsub::Hub;
 use super::sse::Session as SseSession;
 use super::stream::{Opening, Refused, Stream, StreamSetup, trial};
 use super::websocket::Session;
-use super::wire::{self, Library};
+use super::wire::{self, Arguments, InvokeError, Library};
 
 mod http3;
 mod shared;
@@ -379,7 +379,7 @@ impl Handler {
                     label,
                     metrics,
                     loaded_at: std::time::SystemTime::now(),
-                    permits: Arc::new(Semaphore::new(1)),
+                    permits: Arc::new(Semaphore::new(config.limits.concurrency)),
                     config: config.clone(),
                     hash: loaded.hash,
                     wired_to,
@@ -469,6 +469,53 @@ impl Handler {
             load_time: Duration::ZERO,
         };
         Self::start(name, &self.config, loaded, services, Some(self)).await
+    }
+
+    /// Calls `function` of this `[component]` directly (an invocation route,
+    /// a channel message): a fresh instance, its interceptors around the
+    /// call, the component's own concurrency and time limits.
+    pub async fn invoke(
+        &self,
+        function: &str,
+        arguments: Arguments,
+    ) -> Result<String, GatewayError> {
+        let Some(library) = self.library() else {
+            return Err(GatewayError::Internal(format!(
+                "{} is not a component",
+                self.label
+            )));
+        };
+        let _permit = self.permit().await?;
+        let timeout = self.config.limits.timeout;
+        let deadline = Instant::now() + timeout;
+        let called = tokio::time::timeout_at(
+            deadline.into(),
+            library.invoke(function, arguments, deadline),
+        )
+        .await;
+        match called {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(InvokeError::NoSuchFunction { .. })) => Err(GatewayError::NoRoute),
+            Ok(Err(InvokeError::Argument(reason))) => Err(GatewayError::BadRequest(reason)),
+            Ok(Err(InvokeError::Failed(error))) if error.is::<DeadlineExceeded>() => {
+                Err(GatewayError::GuestTimeout(timeout))
+            }
+            Ok(Err(InvokeError::Failed(error))) => {
+                let summary = trap_summary(&error);
+                tracing::warn!(
+                    component = &*self.label,
+                    function,
+                    "invocation failed: {summary}"
+                );
+                Err(GatewayError::GuestTrap(summary))
+            }
+            Err(_elapsed) => Err(GatewayError::GuestTimeout(timeout)),
+        }
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &HandlerConfig {
+        &self.config
     }
 
     /// The component's runtime, if this is a `[component]`.

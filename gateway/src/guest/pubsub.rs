@@ -26,6 +26,10 @@ pub(super) const MAX_TOPIC: usize = 256;
 /// Topics one connection may be subscribed to at once.
 pub(super) const MAX_SUBSCRIPTIONS: usize = 64;
 
+/// The scope channels live in: a stream handler with `topic_scope =
+/// "channels"` sees channel `names` as its topic `names`.
+pub const CHANNEL_SCOPE: &str = "channels";
+
 /// Topic subscriptions of every open connection, across handlers and
 /// generations.
 #[derive(Default)]
@@ -87,6 +91,46 @@ impl Hub {
             .entry(topic)
             .or_default()
             .insert(link.id, subscriber);
+    }
+
+    /// Publishes `message` to `channel` (a route's `publish`): delivered to
+    /// the components subscribed to it and to stream connections subscribed
+    /// to its topic in the [`CHANNEL_SCOPE`] scope.
+    pub fn publish_channel(&self, channel: &str, message: Message) {
+        let published = Published {
+            topic: Arc::from(channel),
+            message: Arc::new(message),
+        };
+        self.publish(&format!("{CHANNEL_SCOPE}:{channel}"), &published);
+    }
+
+    /// Subscribes a queue (a component's) to `channel`; returns its id.
+    /// When `inbox` is full, a message is skipped for it and counted in
+    /// `refused`; larger than `max_message`, too.
+    pub(super) fn subscribe_channel(
+        &self,
+        channel: &str,
+        inbox: mpsc::Sender<Published>,
+        max_message: usize,
+        refused: prometheus::IntCounter,
+    ) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let subscriber = Subscriber {
+            inbox,
+            ending: None,
+            max_message,
+            refused,
+        };
+        self.lock()
+            .entry(format!("{CHANNEL_SCOPE}:{channel}"))
+            .or_default()
+            .insert(id, subscriber);
+        id
+    }
+
+    /// Ends the subscription `id` to `channel`.
+    pub(super) fn unsubscribe_channel(&self, channel: &str, id: u64) {
+        self.unsubscribe(&format!("{CHANNEL_SCOPE}:{channel}"), id);
     }
 
     fn unsubscribe(&self, topic: &str, connection: u64) {

@@ -18,6 +18,7 @@
 //! (made at its first call, dropped with it, never reused after a failure);
 //! a dependency's calls run under the importer's deadline.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use wasmtime::component::types::{ComponentFunc, ComponentItem, Type};
@@ -43,6 +44,44 @@ pub struct Library {
     advice: Vec<Arc<Advice>>,
     /// Counts its calls by outcome.
     calls: ComponentCalls,
+    /// Its exported functions by name (the first interface that exports a
+    /// name wins), for invocation routes and channel subscriptions.
+    functions: HashMap<String, Export>,
+}
+
+/// One exported function.
+struct Export {
+    interface: Arc<str>,
+    function: Arc<str>,
+    index: ComponentExportIndex,
+    ty: ComponentFunc,
+}
+
+/// The arguments of a direct invocation.
+pub enum Arguments {
+    /// By parameter name (an invocation route's path segments).
+    Named(Vec<(String, String)>),
+    /// The one parameter's value (a channel message).
+    Single(String),
+}
+
+/// Why a direct invocation did not return.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    /// The component exports no function of that name.
+    #[error("`{component}` exports no function `{function}`")]
+    NoSuchFunction {
+        /// The component.
+        component: String,
+        /// The function asked for.
+        function: String,
+    },
+    /// An argument is missing or does not parse as its parameter's type.
+    #[error("{0}")]
+    Argument(String),
+    /// The call (or an interceptor) trapped, was refused or ran past its deadline.
+    #[error(transparent)]
+    Failed(wasmtime::Error),
 }
 
 /// An interceptor's advice, ready to be instantiated next to what it wraps.
@@ -78,6 +117,7 @@ impl Library {
                 }))
             })
             .collect::<Result<_, LoadError>>()?;
+        let functions = exported_functions(&component);
         Ok(Self {
             engine: component.engine().clone(),
             name,
@@ -86,7 +126,149 @@ impl Library {
             stores,
             advice,
             calls,
+            functions,
         })
+    }
+
+    /// The name of its one exported function that takes one string, if it
+    /// has exactly one (what a subscription calls by default).
+    pub fn single_string_function(&self) -> Option<&str> {
+        let mut candidates = self.functions.values().filter(|export| {
+            let params: Vec<Type> = export.ty.params().map(|(_, ty)| ty).collect();
+            matches!(params.as_slice(), [Type::String])
+        });
+        let first = candidates.next()?;
+        candidates.next().is_none().then_some(&*first.function)
+    }
+
+    /// Whether it exports a function called `function`.
+    pub fn exports_function(&self, function: &str) -> bool {
+        self.functions.contains_key(function)
+    }
+
+    /// Calls `function` on a fresh instance (its interceptors around it),
+    /// under `deadline`; returns its result as text (a lone string as is).
+    pub async fn invoke(
+        &self,
+        function: &str,
+        arguments: Arguments,
+        deadline: std::time::Instant,
+    ) -> Result<String, InvokeError> {
+        let export = self
+            .functions
+            .get(function)
+            .ok_or_else(|| InvokeError::NoSuchFunction {
+                component: self.name.to_string(),
+                function: function.to_string(),
+            })?;
+        let params: Vec<(String, Type)> = export
+            .ty
+            .params()
+            .map(|(name, ty)| (name.to_string(), ty))
+            .collect();
+        let values = match arguments {
+            Arguments::Single(text) => match params.as_slice() {
+                [(_, ty)] => vec![parse_argument(ty, &text).map_err(InvokeError::Argument)?],
+                _ => {
+                    return Err(InvokeError::Argument(format!(
+                        "`{function}` takes {} parameters, not one",
+                        params.len()
+                    )));
+                }
+            },
+            Arguments::Named(named) => params
+                .iter()
+                .map(|(name, ty)| {
+                    let text = named
+                        .iter()
+                        .find(|(given, _)| given == name)
+                        .map(|(_, text)| text)
+                        .ok_or_else(|| InvokeError::Argument(format!("no value for `{name}`")))?;
+                    parse_argument(ty, text)
+                        .map_err(|reason| InvokeError::Argument(format!("`{name}`: {reason}")))
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let mut linked = self
+            .instantiate(deadline)
+            .await
+            .map_err(InvokeError::Failed)?;
+        let mut results = vec![Val::Bool(false); export.ty.results().len()];
+        let outcome = self
+            .call_export(&mut linked, export, &values, &mut results)
+            .await;
+        self.count(&outcome);
+        outcome.map_err(InvokeError::Failed)?;
+        Ok(match results.as_slice() {
+            [Val::String(text)] => text.clone(),
+            _ => render_all(&results),
+        })
+    }
+
+    fn count(&self, outcome: &wasmtime::Result<()>) {
+        match outcome {
+            Ok(()) => self.calls.ok.inc(),
+            Err(error) if error.is::<Refused>() => self.calls.refused.inc(),
+            Err(_) => self.calls.failed.inc(),
+        }
+    }
+
+    /// Calls `export` in `linked` with its interceptors' advice around it.
+    async fn call_export(
+        &self,
+        linked: &mut Linked,
+        export: &Export,
+        params: &[Val],
+        results: &mut [Val],
+    ) -> wasmtime::Result<()> {
+        let call = (!linked.advice.is_empty()).then(|| Call {
+            component: self.name.to_string(),
+            interface_name: export.interface.to_string(),
+            function: export.function.to_string(),
+            arguments: export
+                .ty
+                .params()
+                .zip(params)
+                .map(|((name, _), value)| Argument {
+                    name: name.to_string(),
+                    value: render(value),
+                })
+                .collect(),
+        });
+        if let Some(call) = &call {
+            for ((store, interceptor), advice) in linked.advice.iter_mut().zip(&self.advice) {
+                if let Err(reason) = interceptor
+                    .wasmgate_interceptor_advice()
+                    .call_before(&mut *store, call)
+                    .await?
+                {
+                    return Err(Refused {
+                        interceptor: Arc::clone(&advice.name),
+                        component: Arc::clone(&self.name),
+                        function: Arc::clone(&export.function),
+                        reason,
+                    }
+                    .into());
+                }
+            }
+        }
+        let func = linked
+            .instance
+            .get_func(&mut linked.store, export.index)
+            .ok_or_else(|| {
+                wasmtime::format_err!("`{}` lost its export `{}`", self.name, export.function)
+            })?;
+        func.call_async(&mut linked.store, params, results).await?;
+        if let Some(call) = &call {
+            let returned = render_all(results);
+            for (store, interceptor) in linked.advice.iter_mut().rev() {
+                interceptor
+                    .wasmgate_interceptor_advice()
+                    .call_after(&mut *store, call, &returned)
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     /// Its name in the config.
@@ -134,9 +316,7 @@ struct Target {
     library: Arc<Library>,
     /// The importer's slot for its instance of `library`.
     slot: usize,
-    interface: Arc<str>,
-    function: Arc<str>,
-    export: ComponentExportIndex,
+    export: Export,
 }
 
 impl Target {
@@ -144,7 +324,6 @@ impl Target {
     async fn call(
         &self,
         mut caller: StoreContextMut<'_, Host>,
-        ty: &ComponentFunc,
         params: &[Val],
         results: &mut [Val],
     ) -> wasmtime::Result<()> {
@@ -162,13 +341,11 @@ impl Target {
         for (store, _) in &mut linked.advice {
             store.data_mut().deadline = deadline;
         }
-        let outcome = self.call_in(&mut linked, ty, params, results).await;
-        let calls = &self.library.calls;
-        match &outcome {
-            Ok(()) => calls.ok.inc(),
-            Err(error) if error.is::<Refused>() => calls.refused.inc(),
-            Err(_) => calls.failed.inc(),
-        }
+        let outcome = self
+            .library
+            .call_export(&mut linked, &self.export, params, results)
+            .await;
+        self.library.count(&outcome);
         // An instance whose call failed may be in any state: never reused.
         if outcome.is_ok() {
             let wired = &mut caller.data_mut().wired;
@@ -178,67 +355,6 @@ impl Target {
             wired[self.slot] = Some(linked);
         }
         outcome
-    }
-
-    async fn call_in(
-        &self,
-        linked: &mut Linked,
-        ty: &ComponentFunc,
-        params: &[Val],
-        results: &mut [Val],
-    ) -> wasmtime::Result<()> {
-        let call = (!linked.advice.is_empty()).then(|| Call {
-            component: self.library.name.to_string(),
-            interface_name: self.interface.to_string(),
-            function: self.function.to_string(),
-            arguments: ty
-                .params()
-                .zip(params)
-                .map(|((name, _), value)| Argument {
-                    name: name.to_string(),
-                    value: render(value),
-                })
-                .collect(),
-        });
-        if let Some(call) = &call {
-            for ((store, interceptor), advice) in linked.advice.iter_mut().zip(&self.library.advice)
-            {
-                if let Err(reason) = interceptor
-                    .wasmgate_interceptor_advice()
-                    .call_before(&mut *store, call)
-                    .await?
-                {
-                    return Err(Refused {
-                        interceptor: Arc::clone(&advice.name),
-                        component: Arc::clone(&self.library.name),
-                        function: Arc::clone(&self.function),
-                        reason,
-                    }
-                    .into());
-                }
-            }
-        }
-        let func = linked
-            .instance
-            .get_func(&mut linked.store, self.export)
-            .ok_or_else(|| {
-                wasmtime::format_err!(
-                    "`{}` lost its export `{}`",
-                    self.library.name,
-                    self.function
-                )
-            })?;
-        func.call_async(&mut linked.store, params, results).await?;
-        if let Some(call) = &call {
-            let returned = render_all(results);
-            for (store, interceptor) in linked.advice.iter_mut().rev() {
-                interceptor
-                    .wasmgate_interceptor_advice()
-                    .call_after(&mut *store, call, &returned)
-                    .await?;
-            }
-        }
-        Ok(())
     }
 }
 
@@ -334,19 +450,106 @@ pub(super) fn link(
             let target = Arc::new(Target {
                 library: Arc::clone(library),
                 slot,
-                interface: Arc::from(name.as_str()),
-                function: Arc::from(function),
-                export,
+                export: Export {
+                    interface: Arc::from(name.as_str()),
+                    function: Arc::from(function),
+                    index: export,
+                    ty: have,
+                },
             });
             instance
-                .func_new_async(function, move |caller, ty, params, results| {
+                .func_new_async(function, move |caller, _ty, params, results| {
                     let target = Arc::clone(&target);
-                    Box::new(async move { target.call(caller, &ty, params, results).await })
+                    Box::new(async move { target.call(caller, params, results).await })
                 })
                 .map_err(|error| LoadError::Wiring(format!("{name}#{function}: {error:#}")))?;
         }
     }
     Ok(())
+}
+
+/// Every function `component` exports (in an interface or at its root), by
+/// name; the first of a name wins.
+fn exported_functions(component: &Component) -> HashMap<String, Export> {
+    let engine = component.engine();
+    let mut functions = HashMap::new();
+    for (name, item) in component.component_type().exports(engine) {
+        match item.ty {
+            ComponentItem::ComponentFunc(ty) => {
+                if let Some(index) = component.get_export_index(None, name) {
+                    functions.entry(name.to_string()).or_insert(Export {
+                        interface: Arc::from(""),
+                        function: Arc::from(name),
+                        index,
+                        ty,
+                    });
+                }
+            }
+            ComponentItem::ComponentInstance(instance) => {
+                let Some(instance_index) = component.get_export_index(None, name) else {
+                    continue;
+                };
+                for (function, item) in instance.exports(engine) {
+                    let (ComponentItem::ComponentFunc(ty), Some(index)) = (
+                        item.ty,
+                        component.get_export_index(Some(&instance_index), function),
+                    ) else {
+                        continue;
+                    };
+                    functions.entry(function.to_string()).or_insert(Export {
+                        interface: Arc::from(name),
+                        function: Arc::from(function),
+                        index,
+                        ty,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    functions
+}
+
+/// A value of type `ty` from its text (a path segment, a message).
+fn parse_argument(ty: &Type, text: &str) -> Result<Val, String> {
+    fn number<T: std::str::FromStr>(text: &str, make: fn(T) -> Val) -> Result<Val, String> {
+        text.parse()
+            .map(make)
+            .map_err(|_| format!("`{text}` is not a number of the parameter's type"))
+    }
+    match ty {
+        Type::String => Ok(Val::String(text.to_string())),
+        Type::Bool => match text {
+            "true" => Ok(Val::Bool(true)),
+            "false" => Ok(Val::Bool(false)),
+            _ => Err(format!("`{text}` is not true or false")),
+        },
+        Type::Char => {
+            let mut chars = text.chars();
+            match (chars.next(), chars.next()) {
+                (Some(c), None) => Ok(Val::Char(c)),
+                _ => Err(format!("`{text}` is not one character")),
+            }
+        }
+        Type::U8 => number(text, Val::U8),
+        Type::U16 => number(text, Val::U16),
+        Type::U32 => number(text, Val::U32),
+        Type::U64 => number(text, Val::U64),
+        Type::S8 => number(text, Val::S8),
+        Type::S16 => number(text, Val::S16),
+        Type::S32 => number(text, Val::S32),
+        Type::S64 => number(text, Val::S64),
+        Type::Float32 => number(text, Val::Float32),
+        Type::Float64 => number(text, Val::Float64),
+        Type::Enum(cases) => cases
+            .names()
+            .find(|case| *case == text)
+            .map(|case| Val::Enum(case.to_string()))
+            .ok_or_else(|| format!("`{text}` is not one of the enum's cases")),
+        _ => {
+            Err("only strings, numbers, booleans, characters and enums can be given as text".into())
+        }
+    }
 }
 
 /// Whether an import's function and an export's function have the same

@@ -5,7 +5,8 @@
 //! [`front_door`] policy first (ACME HTTP-01, HTTPS redirect, HSTS,
 //! forwarding headers), then [`router`], then the guest, or [`upgrade`] for
 //! stream routes, whose connections [`websocket`] and [`sse`] carry on their
-//! own tasks under [`stream_slots`]. [`error`] is the one rescue point,
+//! own tasks under [`stream_slots`]; [`invoke`] answers the routes that
+//! publish to a channel or call a component's function. [`error`] is the one rescue point,
 //! [`body`] the response body type, [`access`] the access log.
 //!
 //! May use: [`crate::guest`] (handlers and stream sessions), [`crate::app`],
@@ -22,6 +23,7 @@ pub mod body;
 pub mod conn;
 pub mod error;
 pub mod front_door;
+pub mod invoke;
 pub mod router;
 pub mod service;
 pub mod sse;

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use crate::config::{HandlerName, RouteConfig, RoutePath};
+use crate::config::{HandlerName, RouteAction, RouteConfig, RoutePath};
 
 /// A configured route, as the request path sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +20,11 @@ pub struct Route {
     /// Middleware the request passes through first, in order (the
     /// snapshot holds their chain, by `id`).
     pub middleware: Vec<HandlerName>,
+    /// What the route does (serve, publish, invoke).
+    pub action: RouteAction,
+    /// The configured path, whose `{name}` segments an invocation route
+    /// takes its arguments from.
+    pub pattern: std::sync::Arc<str>,
 }
 
 /// Host → path table.
@@ -59,6 +64,8 @@ impl Router {
                 id: format!("route[{}]", config.index).into(),
                 handler: config.handler.clone(),
                 middleware: config.middleware.clone(),
+                action: config.action.clone(),
+                pattern: config.path.to_string().into(),
             });
             let table = match &config.host {
                 Some(host) => router.by_host.entry(host.clone()).or_default(),
@@ -70,6 +77,10 @@ impl Router {
                 reason,
             };
             match &config.path {
+                // An invocation route's `{name}` segments are parameters.
+                RoutePath::Exact(path) if matches!(config.action, RouteAction::Invoke { .. }) => {
+                    table.insert(path.clone(), slot).map_err(conflict)?
+                }
                 RoutePath::Exact(path) => table.insert(escape(path), slot).map_err(conflict)?,
                 RoutePath::Prefix(prefix) => {
                     insert_prefix(table, &escape(prefix), slot).map_err(conflict)?
@@ -82,6 +93,8 @@ impl Router {
                 id: format!("auto:{name}").into(),
                 handler: name.clone(),
                 middleware: Vec::new(),
+                action: RouteAction::Handler,
+                pattern: format!("/{name}/*").into(),
             });
             insert_prefix(&mut router.automatic, &format!("/{name}"), slot).map_err(|reason| {
                 RouteConflict {
@@ -132,6 +145,22 @@ fn insert_prefix(
     Ok(())
 }
 
+/// The `{name}` segments of `pattern` with the segments of `path` in their
+/// places, percent-decoded (`/greet/{name}`, `/greet/Ana%20B` → name = "Ana B").
+pub fn arguments(pattern: &str, path: &str) -> Vec<(String, String)> {
+    pattern
+        .split('/')
+        .zip(path.split('/'))
+        .filter_map(|(segment, value)| {
+            let name = segment.strip_prefix('{')?.strip_suffix('}')?;
+            let decoded = percent_encoding::percent_decode_str(value)
+                .decode_utf8_lossy()
+                .into_owned();
+            Some((name.to_string(), decoded))
+        })
+        .collect()
+}
+
 /// matchit gives `{` and `}` a meaning; config paths are literal.
 fn escape(path: &str) -> String {
     path.replace('{', "{{").replace('}', "}}")
@@ -148,6 +177,7 @@ mod tests {
             path,
             handler: HandlerName::parse(handler).expect("valid test handler name"),
             middleware: Vec::new(),
+            action: crate::config::RouteAction::Handler,
         }
     }
 

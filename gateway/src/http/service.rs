@@ -13,7 +13,7 @@ use http::{HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
 
 use crate::app::App;
-use crate::config::ListenerLimits;
+use crate::config::{ListenerLimits, RouteAction};
 use crate::control::live::Snapshot;
 use crate::control::metrics::VersionSeries;
 use crate::guest::Chain;
@@ -110,7 +110,7 @@ async fn dispatch(
     snapshot: &Snapshot,
     connection: &Arc<ConnectionInfo>,
     host: Option<&str>,
-    mut request: Request<Incoming>,
+    request: Request<Incoming>,
 ) -> (
     Response<ResponseBody>,
     Arc<str>,
@@ -123,6 +123,48 @@ async fn dispatch(
     };
     let route_id = Arc::clone(&route.id);
     let handler_name = route.handler.label();
+    let body_timeout = snapshot
+        .config
+        .listeners
+        .get(connection.listener)
+        .map_or(ListenerLimits::default().body_timeout, |listener| {
+            listener.limits.body_timeout
+        });
+    let answered = match &route.action {
+        RouteAction::Handler => Ok(request),
+        RouteAction::Publish(channel) => {
+            app.metrics
+                .channel_messages
+                .with_label_values(&[&**channel, "published"])
+                .inc();
+            Err(crate::http::invoke::publish(&app.hub, channel, request, body_timeout).await)
+        }
+        RouteAction::Invoke { function } => Err(match snapshot.handlers.get(&route.handler) {
+            Some(deployed) => {
+                crate::http::invoke::invoke(
+                    deployed.stable(),
+                    function,
+                    &route.pattern,
+                    request.uri().path(),
+                )
+                .await
+            }
+            None => Err(GatewayError::HandlerUnavailable(route.handler.to_string())),
+        }),
+    };
+    // Publish and invoke routes are answered here; the rest serve a handler.
+    let mut request = match answered {
+        Ok(request) => request,
+        Err(answered) => {
+            let response = answered.unwrap_or_else(|error| {
+                if error.blame() == Blame::Internal {
+                    tracing::error!(route = &*route.id, "{error}");
+                }
+                rescue(&error)
+            });
+            return (response, route_id, handler_name, None);
+        }
+    };
     let Some(deployed) = snapshot.handlers.get(&route.handler) else {
         // Its component has never loaded (the reason was logged at load time).
         let error = GatewayError::HandlerUnavailable(route.handler.to_string());
@@ -142,13 +184,6 @@ async fn dispatch(
     } else if handler.is_sse() {
         crate::http::upgrade::sse(app, handler, &route.id, request).await
     } else {
-        let body_timeout = snapshot
-            .config
-            .listeners
-            .get(connection.listener)
-            .map_or(ListenerLimits::default().body_timeout, |listener| {
-                listener.limits.body_timeout
-            });
         let served = if route.middleware.is_empty() {
             handler
                 .serve(

@@ -52,6 +52,14 @@ pub struct Snapshot {
 pub type Live = ArcSwap<Snapshot>;
 
 impl Snapshot {
+    /// The loaded `[component]`s' serving versions, by name.
+    pub fn components(&self) -> impl Iterator<Item = (&HandlerName, &Arc<Handler>)> {
+        self.handlers
+            .iter()
+            .map(|(name, deployed)| (name, deployed.stable()))
+            .filter(|(_, handler)| handler.library().is_some())
+    }
+
     /// The stable version of the handler called `name`, if loaded.
     pub fn handler(&self, name: &HandlerName) -> Option<&Arc<Handler>> {
         self.handlers.get(name).map(|deployed| deployed.stable())
@@ -297,6 +305,43 @@ async fn assemble(
             ))
         })
         .collect();
+    for route in &config.routes {
+        if let crate::config::RouteAction::Invoke { function } = &route.action
+            && let Some(library) = handlers
+                .get(&route.handler)
+                .and_then(|deployed| deployed.stable().library())
+            && !library.exports_function(function)
+        {
+            problems.push(
+                format!("route[{}].invoke", route.index),
+                format!(
+                    "component `{}` exports no function `{function}`",
+                    route.handler
+                ),
+            );
+        }
+    }
+    for (name, deployed) in &handlers {
+        let handler = deployed.stable();
+        let (Some(subscription), Some(library)) =
+            (&handler.config().subscription, handler.library())
+        else {
+            continue;
+        };
+        let found = match &subscription.function {
+            Some(function) => library.exports_function(function),
+            None => library.single_string_function().is_some(),
+        };
+        if !found {
+            problems.push(
+                format!("component.{name}.subscription"),
+                match &subscription.function {
+                    Some(function) => format!("the component exports no function `{function}`"),
+                    None => "the component does not export exactly one function taking one string: name it with subscription = { channel = \"...\", function = \"...\" }".to_string(),
+                },
+            );
+        }
+    }
     let generation = previous.map_or(1, |snapshot| snapshot.generation + 1);
     let problems = config.locate(problems.into_problems());
     Ok(Rebuilt {
@@ -477,6 +522,7 @@ mod tests {
             path: RoutePath::Exact("/a".into()),
             handler: conflicting.routes[0].handler.clone(),
             middleware: Vec::new(),
+            action: crate::config::RouteAction::Handler,
         };
         conflicting.routes.push(duplicate);
         let Err(problems) = rebuild(&loader, conflicting, &first).await else {
