@@ -291,7 +291,7 @@ impl TestGateway {
             .iter()
             .find(|(listener_scheme, _)| listener_scheme == scheme)
             .map(|(_, addr)| *addr)
-            .unwrap_or_else(|| panic!("no {scheme} listener"))
+            .unwrap_or_else(|| panic!("no {scheme} listener among {:?}", self.listeners))
     }
 
     /// The gateway's temporary directory.

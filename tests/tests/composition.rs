@@ -24,6 +24,37 @@ fn config(rest: &str) -> String {
     )
 }
 
+/// The tutorial's configuration for `step` (`examples/greeter/STEP.toml`,
+/// and its included files), in a fresh directory whose `components` are
+/// this build's, listening on a free port.
+fn example(step: &str) -> (tempfile::TempDir, String) {
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/greeter");
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::os::unix::fs::symlink(handlers_dir(), dir.path().join("components")).expect("symlink");
+    let free = |text: String| text.replace("127.0.0.1:8080", "127.0.0.1:0");
+    if let Ok(included) = std::fs::read_dir(source.join(step)) {
+        std::fs::create_dir(dir.path().join(step)).expect("mkdir");
+        for file in included.filter_map(Result::ok) {
+            let text = std::fs::read_to_string(file.path()).expect("read");
+            std::fs::write(dir.path().join(step).join(file.file_name()), free(text))
+                .expect("write");
+        }
+    }
+    let mut text =
+        std::fs::read_to_string(source.join(format!("{step}.toml"))).expect("example config");
+    if !text.contains("[[listener]]") {
+        // TestGateway waits for as many listeners as the main file has
+        // `[[listener]]` lines; step 7's are in an included file.
+        text.push_str("\n# [[listener]] in an included file\n");
+    }
+    (dir, free(text))
+}
+
+fn start_example(step: &str) -> TestGateway {
+    let (dir, config) = example(step);
+    TestGateway::start_in(dir, &config)
+}
+
 async fn greet(gateway: &TestGateway) -> (StatusCode, String) {
     let reply = Client::http1(gateway.http()).await.get("/greet").await;
     (reply.status, reply.text())
@@ -41,14 +72,11 @@ async fn step_1_a_greeter_says_hello() {
     );
 }
 
-const STEP_2: &str = "[handler.greeter]\npath = \"{handlers}/greeter.wasm\"\nimports = [\"translator\"]\n\n\
-                      [component.translator]\npath = \"{handlers}/translator.wasm\"\n";
-
 /// Step 2: the translator is wired to the greeter's import; it needs (and
 /// has) no capability at all.
 #[tokio::test]
 async fn step_2_a_translator_wired_to_the_greeter_says_aloha() {
-    let gateway = TestGateway::start(&config(STEP_2));
+    let gateway = start_example("step2");
     assert_eq!(
         greet(&gateway).await,
         (StatusCode::OK, "Aloha, World!".into())
@@ -64,9 +92,7 @@ async fn step_2_a_translator_wired_to_the_greeter_says_aloha() {
 /// Step 3: the greeter's locale comes from its configuration.
 #[tokio::test]
 async fn step_3_the_locale_comes_from_config() {
-    let gateway = TestGateway::start(&config(&format!(
-        "{STEP_2}\n[handler.greeter.config]\nlocale = \"es-ES\"\n"
-    )));
+    let gateway = start_example("step3");
     assert_eq!(
         greet(&gateway).await,
         (StatusCode::OK, "Hola, World!".into())
@@ -139,26 +165,17 @@ fn url_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The translator that asks the API: outgoing HTTP is granted to it, and
-/// only to it (the greeter never gets an outbound rule).
-fn api_translator(api: SocketAddr) -> String {
-    format!(
-        "[component.translator]\npath = \"{{handlers}}/translator-api.wasm\"\n\
-         capabilities = [\"http\", \"config\", \"logging\"]\noutbound = [\"127.0.0.1:{port}\"]\nallow_private = true\n\
-         config.api = \"http://127.0.0.1:{port}\"\n",
-        port = api.port()
-    )
-}
-
 /// Step 4: a translator that calls an external API, the one component
 /// granted outgoing HTTP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn step_4_a_translator_granted_outgoing_http_asks_an_api() {
     let (api, asked) = translation_api().await;
-    let gateway = TestGateway::start(&config(&format!(
-        "[handler.greeter]\npath = \"{{handlers}}/greeter.wasm\"\nimports = [\"translator\"]\nconfig.locale = \"es-ES\"\n\n{}",
-        api_translator(api)
-    )));
+    let (dir, config) = example("step4");
+    let gateway = TestGateway::start_with_env(
+        dir,
+        &config,
+        &[("TRANSLATION_API", &format!("http://{api}"))],
+    );
     assert_eq!(
         greet(&gateway).await,
         (StatusCode::OK, "Hola, Mundo!".into())
@@ -166,17 +183,11 @@ async fn step_4_a_translator_granted_outgoing_http_asks_an_api() {
     assert_eq!(asked.load(Ordering::SeqCst), 1);
 }
 
-const STEP_5: &str = "[handler.greeter]\npath = \"{handlers}/greeter.wasm\"\nimports = [\"translator\"]\n\
-                      config.locale = \"de-DE\"\n\n\
-                      [component.translator]\npath = \"{handlers}/translator.wasm\"\ninterceptors = [\"logger\"]\n\n\
-                      [component.logger]\npath = \"{handlers}/logger.wasm\"\n\
-                      capabilities = [\"logging\", \"config\"]\n";
-
 /// Step 5: the logging advice is called around every call into the
 /// translator, with the call's arguments and result.
 #[tokio::test]
 async fn step_5_an_interceptor_logs_around_every_call() {
-    let gateway = TestGateway::start(&config(STEP_5));
+    let gateway = start_example("step5");
     assert_eq!(
         greet(&gateway).await,
         (StatusCode::OK, "Hallo, Welt!".into())
@@ -380,13 +391,9 @@ async fn swapping_the_translator_under_load_changes_the_greeting_with_no_failed_
     );
 }
 
-const STEP_6: &str = "[[route]]\npath = \"/names\"\npublish = \"names\"\n\n\
-                      [[route]]\npath = \"/greet/{name}\"\ninvoke = \"greeter.greet\"\n\n\
-                      [component.greeter]\npath = \"{handlers}/greeter.wasm\"\nimports = [\"translator\"]\n\
-                      subscription = \"names\"\ncapabilities = [\"config\", \"logging\"]\n\n\
-                      [component.translator]\npath = \"{handlers}/translator.wasm\"\n\n\
-                      [handler.ws-echo]\nworld = \"websocket\"\ntopic_scope = \"channels\"\n\n\
-                      [[route]]\npath = \"/watch\"\nhandler = \"ws-echo\"\n";
+/// A WebSocket route whose guest sees the channels as its topics.
+const WATCHER: &str = "[handler.ws-echo]\npath = \"components/ws-echo.wasm\"\nworld = \"websocket\"\n\
+                       topic_scope = \"channels\"\n\n[[route]]\npath = \"/watch\"\nhandler = \"ws-echo\"\n";
 
 /// Step 6: a route publishes request bodies to a channel; the greeter,
 /// subscribed, is invoked once per message and its result logged; a
@@ -395,9 +402,8 @@ const STEP_6: &str = "[[route]]\npath = \"/names\"\npublish = \"names\"\n\n\
 async fn step_6_a_channel_invokes_its_subscriber_per_message() {
     use futures::SinkExt as _;
     use tokio_tungstenite::tungstenite::Message;
-    let gateway = TestGateway::start(&format!(
-        "[gateway]\nhandlers_dir = \"{{handlers}}\"\nauto_routes = false\n\n[[listener]]\naddr = \"127.0.0.1:0\"\n\n{STEP_6}"
-    ));
+    let (dir, config) = example("step6");
+    let gateway = TestGateway::start_in(dir, &format!("{config}\n{WATCHER}"));
     let mut watcher = wasmgate_tests::ws::connect(&gateway, "/watch")
         .await
         .expect("websocket");
@@ -443,10 +449,11 @@ async fn step_6_a_channel_invokes_its_subscriber_per_message() {
 /// its result the body; a missing function is refused at load.
 #[tokio::test]
 async fn an_invocation_route_calls_a_components_function_with_path_arguments() {
-    let gateway = TestGateway::start(&format!(
-        "[gateway]\nhandlers_dir = \"{{handlers}}\"\nauto_routes = false\n\n[[listener]]\naddr = \"127.0.0.1:0\"\n\n{STEP_6}\n\
-         [component.greeter.config]\nlocale = \"de-DE\"\n"
-    ));
+    let (dir, config) = example("step6");
+    let gateway = TestGateway::start_in(
+        dir,
+        &format!("{config}\n[component.greeter.config]\nlocale = \"de-DE\"\n"),
+    );
     let reply = Client::http1(gateway.http())
         .await
         .get("/greet/Welt%20und%20Ana")
@@ -461,6 +468,67 @@ async fn an_invocation_route_calls_a_components_function_with_path_arguments() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains("route[0].invoke: component `translator` exports no function `greet`"),
+        "{stderr}"
+    );
+}
+
+/// Step 7: the configuration split into domain, environment and operations
+/// files; the locale comes from the environment, with a default; a change
+/// to an included file reloads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_7_a_split_config_takes_values_from_the_environment() {
+    let gateway = start_example("step7");
+    assert_eq!(
+        greet(&gateway).await,
+        (StatusCode::OK, "Hello, World!".into())
+    );
+    let (dir, config) = example("step7");
+    let german = TestGateway::start_with_env(dir, &config, &[("LOCALE", "de-DE")]);
+    assert_eq!(
+        greet(&german).await,
+        (StatusCode::OK, "Hallo, Welt!".into())
+    );
+    // The environment team changes its file: the gateway reloads.
+    std::fs::write(
+        german.dir().join("step7/env.toml"),
+        "[handler.greeter.config]\nlocale = \"es-ES\"\n",
+    )
+    .expect("write");
+    german.wait_for_generation(2);
+    assert_eq!(
+        greet(&german).await,
+        (StatusCode::OK, "Hola, World!".into())
+    );
+}
+
+/// The same key in two included files: `wasmgate check` names both files.
+#[test]
+fn the_same_key_in_two_included_files_is_refused_naming_both() {
+    let (dir, _) = example("step7");
+    std::fs::write(
+        dir.path().join("step7/ops.toml"),
+        "[gateway]\nhandlers_dir = \"components\"\n\n[[listener]]\naddr = \"127.0.0.1:0\"\n\n\
+         [handler.greeter.config]\nlocale = \"fr-FR\"\n",
+    )
+    .expect("write");
+    let main = dir.path().join("step7.toml");
+    std::fs::write(
+        &main,
+        "include = [\"step7/domain.toml\", \"step7/env.toml\", \"step7/ops.toml\"]\n",
+    )
+    .expect("write");
+    let output = run_cli(
+        &["check", "--config", &main.display().to_string()],
+        dir.path(),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let ops = dir.path().join("step7/ops.toml").display().to_string();
+    let env = dir.path().join("step7/env.toml").display().to_string();
+    assert!(
+        stderr.contains(&format!(
+            "{ops}: handler.greeter.config.locale: is also set in {env}: a key belongs to one file"
+        )),
         "{stderr}"
     );
 }
