@@ -127,3 +127,21 @@ async fn bodies_stream_through_the_chain_under_the_handlers_own_limits() {
     let reply = client.send(request).await.expect("response");
     assert_ne!(reply.status, StatusCode::OK, "{}", reply.text());
 }
+
+/// A middleware passing one request on many times at once gets the same
+/// bound as requests out to the network: at most 16 per instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_middleware_cannot_fan_a_request_out_without_bound() {
+    let gateway = TestGateway::start(
+        "[gateway]\nhandlers_dir = \"{handlers}\"\nauto_routes = false\n\n[[listener]]\naddr = \"127.0.0.1:0\"\n\n\
+         [handler.mw-fanout]\n\n[handler.slow]\n\n\
+         [[route]]\npath = \"/fan\"\nhandler = \"slow\"\nmiddleware = [\"mw-fanout\"]\n",
+    );
+    let reply = Client::http1(gateway.http())
+        .await
+        .get("/fan?fanout=24")
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.text(), "passed=16 refused=8");
+    gateway.wait_for_log("passing a request on denied: 16 already out from this instance");
+}

@@ -252,12 +252,32 @@ impl WasiHttpHooks for Outbound {
             .as_ref()
             .filter(|_| request.uri().host() == Some(NEXT_HOP))
         {
-            // Passed on in-process: no rule, no socket, no connection limit
-            // (the next link has its own permits and deadline).
+            // Passed on in-process: no rule and no socket, but the same
+            // bound on requests out at once (a middleware could otherwise
+            // fan one request out without limit); the next link has its own
+            // permits and deadline.
+            let in_flight = self
+                .in_flight
+                .get_or_insert_with(|| Arc::new(Semaphore::new(MAX_IN_FLIGHT)));
+            let Ok(permit) = Arc::clone(in_flight).try_acquire_owned() else {
+                tracing::warn!(
+                    handler = &*self.handler,
+                    "passing a request on denied: {MAX_IN_FLIGHT} already out from this instance"
+                );
+                return Box::new(async { Err(Error::ConnectionLimitReached) });
+            };
             let answered = next.call(request);
             return Box::new(async move {
+                // Out until its body is done or dropped.
+                let response = answered.await.map(|body| {
+                    body.map_frame(move |frame| {
+                        let _out = &permit;
+                        frame
+                    })
+                    .boxed_unsync()
+                });
                 let done: SendFuture = Box::new(async { Ok(()) });
-                Ok((answered.await, done))
+                Ok((response, done))
             });
         }
         let authority = request.uri().authority().map(ToString::to_string);
