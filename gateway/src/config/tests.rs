@@ -679,3 +679,78 @@ fn reuse_is_opt_in_bounded_and_for_http_handlers_only() {
         );
     }
 }
+
+#[test]
+fn composition_problems_are_each_reported_with_their_key() {
+    let found = problems(
+        r#"
+[[listener]]
+addr = "127.0.0.1:8080"
+
+[handler.greeter]
+imports = ["translator", "ghost", "greeter2"]
+interceptors = ["logger"]
+subscription = "names"
+
+[handler.greeter2]
+
+[component.translator]
+imports = ["logger"]
+capabilities = ["http", "teleport"]
+rollout = { strategy = "canary" }
+config.api = "${vault:secret}"
+
+[component.logger]
+imports = ["translator"]
+outbound = ["api.example.com"]
+
+[component.greeter2]
+
+[[route]]
+path = "/greet"
+handler = "greeter"
+middleware = ["translator", "greeter"]
+
+[[route]]
+path = "/names"
+publish = "names"
+middleware = ["greeter2"]
+
+[[route]]
+path = "/x/{name}"
+invoke = "greeter"
+
+[[route]]
+path = "/y"
+handler = "greeter"
+publish = "names"
+
+[[route]]
+path = "/z"
+handler = "translator"
+"#,
+    );
+    for expected in [
+        "component.greeter2: [handler.greeter2] has the same name; handlers and components share one namespace",
+        "handler.greeter.interceptors: interceptors wrap the calls into a [component]'s exports",
+        "handler.greeter.subscription: a [component] subscribes to a channel",
+        "handler.greeter.imports[1]: no [component.ghost] is configured",
+        "handler.greeter.imports[2]: `greeter2` is a [handler]; only a [component] can be imported",
+        "component.translator.capabilities[1]: `teleport` is not a capability; the capabilities are http, env, config, logging, pubsub, clocks, random, system",
+        "component.translator.rollout: applies to handlers only",
+        "component.translator.config.api: `${vault:secret}` is not a reference this gateway resolves",
+        "component.logger.outbound: needs the `http` capability",
+        "component: components depend on each other in a cycle (translator → logger → translator)",
+        "route[0].middleware[0]: `translator` is not a wasi:http handler",
+        "route[0].middleware[1]: `greeter` is the route's own handler",
+        "route[1].middleware: middleware applies to routes that serve a handler",
+        "route[2].invoke: `greeter` is not COMPONENT.FUNCTION",
+        "route[3]: a route names exactly one of `handler`, `publish` (a channel) or `invoke`",
+        "route[4].handler: `translator` is a [component], which no route can serve",
+    ] {
+        assert!(
+            found.iter().any(|line| line.contains(expected)),
+            "missing {expected:?} in {found:#?}"
+        );
+    }
+}
