@@ -21,8 +21,8 @@ use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 
 use super::bindings::{SseService, SseServicePre, WebsocketService, WebsocketServicePre};
 use super::cache::ContentHash;
-use super::component::{HttpPre, Pre, Unlinked, typed};
-use super::component::{LoadError, Loaded, Origin};
+use super::component::{HttpPre, Pre, Unlinked};
+use super::component::{LoadError, Loaded};
 use super::engine::is_pool_full;
 use super::host::{DeadlineExceeded, Host, StoreMaker, hostcall_fuel};
 use super::log::LogBudget;
@@ -32,14 +32,17 @@ use super::pubsub::Hub;
 use super::sse::Session as SseSession;
 use super::stream::{Opening, Refused, Stream, StreamSetup, trial};
 use super::websocket::Session;
-use super::wire::{self, Arguments, InvokeError, Library};
+use super::wire::Library;
 
+mod compose;
 mod http3;
 mod shared;
+
 use crate::config::{Capability, EnvGrant, HandlerConfig, HandlerName, HandlerWorld, StreamLimits};
 use crate::control::metrics::{HandlerMetrics, Metrics};
 use crate::http::body::{CappedBody, ResponseBody, Tripped};
 use crate::http::error::GatewayError;
+use compose::{Linked, WiredTo, wire_up};
 
 /// What starting a handler needs from the gateway besides its component.
 pub struct Services<'a> {
@@ -80,78 +83,6 @@ fn granted_env(grant: &EnvGrant, dotenv: &HashMap<String, String>) -> Vec<(Strin
 /// A variable's value: the process environment's, else the `.env` file's.
 fn lookup_env(key: &str, dotenv: &HashMap<String, String>) -> Option<String> {
     std::env::var(key).ok().or_else(|| dotenv.get(key).cloned())
-}
-
-/// A component after wiring: a typed pre-instance, or a `[component]`'s
-/// linked pre-instance with its compiled form and its interceptors.
-enum Linked {
-    Pre(Pre),
-    Component(
-        wasmtime::component::InstancePre<Host>,
-        wasmtime::component::Component,
-        Vec<Arc<Library>>,
-    ),
-}
-
-/// The components a handler was wired to, by name.
-type WiredTo = Vec<(HandlerName, Arc<Handler>)>;
-
-/// Links `unlinked` with its imports wired to the components `config`
-/// names, as started in `services.components`.
-fn wire_up(
-    name: &HandlerName,
-    config: &HandlerConfig,
-    unlinked: &Unlinked,
-    services: &Services<'_>,
-) -> Result<(Linked, WiredTo), LoadError> {
-    let mut wired_to = Vec::new();
-    let mut libraries =
-        |names: &[HandlerName], role: &str| -> Result<Vec<Arc<Library>>, LoadError> {
-            names
-                .iter()
-                .map(|dependency| {
-                    let handler = services.components.get(dependency).ok_or_else(|| {
-                        LoadError::Wiring(format!(
-                            "{role} `{dependency}` is not loaded (see its own error)"
-                        ))
-                    })?;
-                    let library = handler.library().ok_or_else(|| {
-                        LoadError::Wiring(format!("{role} `{dependency}` is not a [component]"))
-                    })?;
-                    wired_to.push((dependency.clone(), Arc::clone(handler)));
-                    Ok(Arc::clone(library))
-                })
-                .collect()
-        };
-    let imports = libraries(&config.imports, "import")?;
-    let advice = libraries(&config.interceptors, "interceptor")?;
-    let engine = services.engine.engine();
-    let mut linker = services.engine.linker().clone();
-    wire::link(
-        engine,
-        &mut linker,
-        &unlinked.component,
-        &unlinked.foreign,
-        &imports,
-    )?;
-    let instance_pre = linker
-        .instantiate_pre(&unlinked.component)
-        .map_err(|error| LoadError::Link(format!("{error:#}")))?;
-    let linked = match config.world {
-        HandlerWorld::Component => {
-            Linked::Component(instance_pre, unlinked.component.clone(), advice)
-        }
-        world => {
-            if !advice.is_empty() {
-                tracing::debug!(
-                    handler = name.as_str(),
-                    "interceptors apply to components' exports"
-                );
-            }
-            Linked::Pre(typed(world, instance_pre)?)
-        }
-    };
-    Ok((linked, wired_to))
 }
 
 /// How long a request may wait for a concurrency permit before it gets 503.
@@ -440,90 +371,6 @@ impl Handler {
             wired_to,
             unlinked,
         })
-    }
-
-    /// Whether every component it was wired to is still the one serving in
-    /// `components` (if not, [`Self::rewire`] makes the version that is).
-    pub fn wired_to_current(&self, components: &HashMap<HandlerName, Arc<Handler>>) -> bool {
-        self.wired_to.iter().all(|(name, wired)| {
-            components
-                .get(name)
-                .is_some_and(|current| Arc::ptr_eq(current, wired))
-        })
-    }
-
-    /// The same version wired to the components serving now: a new handler
-    /// (its own pool), from the compiled component it kept.
-    pub async fn rewire(
-        &self,
-        name: &HandlerName,
-        services: &Services<'_>,
-    ) -> Result<Self, LoadError> {
-        let Some(unlinked) = self.unlinked.clone() else {
-            return Err(LoadError::Wiring("nothing to wire".into()));
-        };
-        let loaded = Loaded {
-            pre: Pre::Unlinked(unlinked),
-            hash: self.hash.clone(),
-            origin: Origin::Cache,
-            load_time: Duration::ZERO,
-        };
-        Self::start(name, &self.config, loaded, services, Some(self)).await
-    }
-
-    /// Calls `function` of this `[component]` directly (an invocation route,
-    /// a channel message): a fresh instance, its interceptors around the
-    /// call, the component's own concurrency and time limits.
-    pub async fn invoke(
-        &self,
-        function: &str,
-        arguments: Arguments,
-    ) -> Result<String, GatewayError> {
-        let Some(library) = self.library() else {
-            return Err(GatewayError::Internal(format!(
-                "{} is not a component",
-                self.label
-            )));
-        };
-        let _permit = self.permit().await?;
-        let timeout = self.config.limits.timeout;
-        let deadline = Instant::now() + timeout;
-        let called = tokio::time::timeout_at(
-            deadline.into(),
-            library.invoke(function, arguments, deadline),
-        )
-        .await;
-        match called {
-            Ok(Ok(result)) => Ok(result),
-            Ok(Err(InvokeError::NoSuchFunction { .. })) => Err(GatewayError::NoRoute),
-            Ok(Err(InvokeError::Argument(reason))) => Err(GatewayError::BadRequest(reason)),
-            Ok(Err(InvokeError::Failed(error))) if error.is::<DeadlineExceeded>() => {
-                Err(GatewayError::GuestTimeout(timeout))
-            }
-            Ok(Err(InvokeError::Failed(error))) => {
-                let summary = trap_summary(&error);
-                tracing::warn!(
-                    component = &*self.label,
-                    function,
-                    "invocation failed: {summary}"
-                );
-                Err(GatewayError::GuestTrap(summary))
-            }
-            Err(_elapsed) => Err(GatewayError::GuestTimeout(timeout)),
-        }
-    }
-
-    /// Its configuration.
-    pub fn config(&self) -> &HandlerConfig {
-        &self.config
-    }
-
-    /// The component's runtime, if this is a `[component]`.
-    pub fn library(&self) -> Option<&Arc<Library>> {
-        match &self.kind {
-            Kind::Component(library) => Some(library),
-            _ => None,
-        }
     }
 
     /// Whether this handler is exactly what `config` and a file whose
