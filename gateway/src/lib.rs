@@ -16,9 +16,13 @@
 //!         snapshot = app.live.load_full()             one generation for the whole request
 //!         http::front_door                            ACME HTTP-01, HTTPS redirect, forwarding headers
 //!         route = snapshot.router.route(host, path)   http::router: pure, most specific wins
+//!         publish / invoke routes                     http::invoke: a channel message (guest::pubsub),
+//!                                                     or a component's function (guest::wire)
 //!         version = deployed.place(headers, client)   deploy::split: pin, else weighted bucket
 //!         handler.serve(request)                      guest::handler: instance from guest::pool,
-//!                                                     guest on its own task, bodies streamed both ways
+//!                                                     guest on its own task, bodies streamed both ways;
+//!                                                     through guest::chain first on middleware routes;
+//!                                                     wired imports call components (guest::wire)
 //!         or http::upgrade                            WebSocket / SSE routes: http::websocket, http::sse
 //!                                                     on their own task, guest::websocket / guest::sse calls
 //!         Err(e) ──▶ http::error::rescue(e)           status by blame, no internals in the body
@@ -46,7 +50,9 @@
 //!   service, front-door policy, router, stream routes, bodies, errors,
 //!   access log.
 //! - [`guest`]: everything that touches wasmtime: engine, compile cache,
-//!   components, store data, instance pools, handlers, streams, pub/sub.
+//!   components, store data, instance pools, handlers, streams, pub/sub,
+//!   and composition (wired imports, capabilities, interceptors, middleware
+//!   chains, channel subscriptions).
 //! - [`control`]: the live snapshot and how it changes (reload, watcher,
 //!   rollouts, admin API), the drain, metrics.
 //! - [`deploy`]: what safe deployments decide on: the version store and

@@ -6,7 +6,12 @@
 //! its outgoing requests, [`log`] its stdout and stderr), [`pool`] keeps instances ready and [`handler`]
 //! runs one request through one instance. [`stream`], [`websocket`] and
 //! [`sse`] hold the guest calls of long-lived streams, connected through
-//! [`pubsub`]; [`bindings`] is our streaming WIT package, generated once.
+//! [`pubsub`]; [`bindings`] is our WIT (streams, interceptor advice),
+//! generated once. Composition: [`capability`] decides what each import
+//! needs, [`wire`] serves a component's imports from other components
+//! (with interceptors' advice, values rendered by [`render`]), [`chain`]
+//! runs a route's middleware, [`channel`] keeps components subscribed to
+//! channels.
 //!
 //! May use: [`crate::config`], [`crate::control::metrics`], and the
 //! response vocabulary of [`crate::http::body`] and [`crate::http::error`].
