@@ -53,6 +53,21 @@ pub async fn wait_for_metric(gateway: &TestGateway, series: &str, value: f64) {
     }
 }
 
+/// Writes `config` (with `{handlers}` and `{dir}` expanded) as `dir/gw.toml`,
+/// runs `wasmgate check` on it and returns its exit code and its stderr,
+/// with `dir` written as `{dir}`.
+pub fn check_in(dir: &std::path::Path, config: &str) -> (Option<i32>, String) {
+    let text = config
+        .replace("{handlers}", &handlers_dir().display().to_string())
+        .replace("{dir}", &dir.display().to_string());
+    let path = dir.join("gw.toml");
+    std::fs::write(&path, text).expect("write config");
+    let output = run_cli(&["check", "--config", &path.display().to_string()], dir);
+    let stderr =
+        String::from_utf8_lossy(&output.stderr).replace(&dir.display().to_string(), "{dir}");
+    (output.status.code(), stderr)
+}
+
 /// Installs `source` as `dir/target` like a deployment tool: written
 /// aside, then renamed into place.
 pub fn install(dir: &std::path::Path, target: &str, source: &std::path::Path) {

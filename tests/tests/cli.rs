@@ -4,29 +4,18 @@
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 
-use wasmgate_tests::{handlers_dir, run_cli};
+use wasmgate_tests::{check_in, handlers_dir, run_cli};
 
 /// Writes `config` (with `{handlers}` and `{dir}` expanded) into a fresh
 /// directory, runs `wasmgate check` on it and returns (exit code, stderr with
 /// the directory replaced by `{dir}`).
 fn check(config: &str) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let text = config
-        .replace("{handlers}", &handlers_dir().display().to_string())
-        .replace("{dir}", &dir.path().display().to_string());
-    let path = dir.path().join("gw.toml");
-    std::fs::write(&path, text).expect("write config");
     std::fs::write(dir.path().join("notwasm.wasm"), "<html>not wasm</html>").expect("write");
     // The smallest core module: magic and version 1.
     std::fs::write(dir.path().join("core.wasm"), b"\0asm\x01\0\0\0").expect("write");
     std::fs::write(dir.path().join("bad.pem"), "-----BEGIN NOTHING-----\n").expect("write");
-    let output = run_cli(
-        &["check", "--config", &path.display().to_string()],
-        dir.path(),
-    );
-    let stderr =
-        String::from_utf8_lossy(&output.stderr).replace(&dir.path().display().to_string(), "{dir}");
-    (output.status.code(), stderr)
+    check_in(dir.path(), config)
 }
 
 fn assert_invalid(config: &str, expected: &[&str]) {

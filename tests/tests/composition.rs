@@ -231,23 +231,10 @@ async fn an_interceptor_may_refuse_a_call() {
     .await;
 }
 
-/// Runs `wasmgate check` on `config` (with `{handlers}` expanded) and
-/// returns its exit code and stderr.
+/// Runs `wasmgate check` on `config` in a fresh directory.
 fn check(config: &str) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let text = config
-        .replace("{handlers}", &handlers_dir().display().to_string())
-        .replace("{dir}", &dir.path().display().to_string());
-    let path = dir.path().join("gw.toml");
-    std::fs::write(&path, text).expect("write config");
-    let output = run_cli(
-        &["check", "--config", &path.display().to_string()],
-        dir.path(),
-    );
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    wasmgate_tests::check_in(dir.path(), config)
 }
 
 #[test]

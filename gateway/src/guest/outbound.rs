@@ -239,6 +239,36 @@ impl Outbound {
 
 type SendFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
 
+impl Outbound {
+    /// One of the instance's [`MAX_IN_FLIGHT`] places for a request out
+    /// (`what`, for the log line when there is none left).
+    fn permit(&mut self, what: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let in_flight = self
+            .in_flight
+            .get_or_insert_with(|| Arc::new(Semaphore::new(MAX_IN_FLIGHT)));
+        let permit = Arc::clone(in_flight).try_acquire_owned().ok();
+        if permit.is_none() {
+            tracing::warn!(
+                handler = &*self.handler,
+                "{what} denied: {MAX_IN_FLIGHT} already out from this instance"
+            );
+        }
+        permit
+    }
+}
+
+/// `body`, holding `permit` (a request out) until it is done or dropped.
+fn held_by<B>(body: B, permit: tokio::sync::OwnedSemaphorePermit) -> WasiBody
+where
+    B: http_body::Body<Data = bytes::Bytes, Error = Error> + Send + 'static,
+{
+    body.map_frame(move |frame| {
+        let _out = &permit;
+        frame
+    })
+    .boxed_unsync()
+}
+
 impl WasiHttpHooks for Outbound {
     fn send_request(
         &mut self,
@@ -249,33 +279,19 @@ impl WasiHttpHooks for Outbound {
     {
         if let Some(next) = self
             .next
-            .as_ref()
+            .clone()
             .filter(|_| request.uri().host() == Some(NEXT_HOP))
         {
             // Passed on in-process: no rule and no socket, but the same
             // bound on requests out at once (a middleware could otherwise
             // fan one request out without limit); the next link has its own
             // permits and deadline.
-            let in_flight = self
-                .in_flight
-                .get_or_insert_with(|| Arc::new(Semaphore::new(MAX_IN_FLIGHT)));
-            let Ok(permit) = Arc::clone(in_flight).try_acquire_owned() else {
-                tracing::warn!(
-                    handler = &*self.handler,
-                    "passing a request on denied: {MAX_IN_FLIGHT} already out from this instance"
-                );
+            let Some(permit) = self.permit("passing a request on") else {
                 return Box::new(async { Err(Error::ConnectionLimitReached) });
             };
             let answered = next.call(request);
             return Box::new(async move {
-                // Out until its body is done or dropped.
-                let response = answered.await.map(|body| {
-                    body.map_frame(move |frame| {
-                        let _out = &permit;
-                        frame
-                    })
-                    .boxed_unsync()
-                });
+                let response = answered.await.map(|body| held_by(body, permit));
                 let done: SendFuture = Box::new(async { Ok(()) });
                 Ok((response, done))
             });
@@ -298,14 +314,7 @@ impl WasiHttpHooks for Outbound {
                 return Box::new(async { Err(error) });
             }
         };
-        let in_flight = self
-            .in_flight
-            .get_or_insert_with(|| Arc::new(Semaphore::new(MAX_IN_FLIGHT)));
-        let Ok(permit) = Arc::clone(in_flight).try_acquire_owned() else {
-            tracing::warn!(
-                handler = &*self.handler,
-                "outbound HTTP request denied: {MAX_IN_FLIGHT} already out from this instance"
-            );
+        let Some(permit) = self.permit("outbound HTTP request") else {
             return Box::new(async { Err(Error::ConnectionLimitReached) });
         };
         let first_byte = options
@@ -334,15 +343,7 @@ impl WasiHttpHooks for Outbound {
                         Error::HttpProtocolError
                     }
                 })?;
-            // Out until its body is done or dropped.
-            let response = response.map(|body| {
-                body.map_err(Error::from)
-                    .map_frame(move |frame| {
-                        let _out = &permit;
-                        frame
-                    })
-                    .boxed_unsync()
-            });
+            let response = response.map(|body| held_by(body.map_err(Error::from), permit));
             let done: SendFuture = Box::new(async { Ok(()) });
             Ok((response, done))
         })

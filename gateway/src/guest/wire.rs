@@ -285,22 +285,22 @@ impl Library {
     async fn instantiate(&self, deadline: std::time::Instant) -> wasmtime::Result<Linked> {
         let mut store = self.stores.make(&self.engine);
         store.data_mut().deadline = deadline;
-        let instance =
-            tokio::time::timeout(INSTANTIATE_LIMIT, self.pre.instantiate_async(&mut store))
-                .await
-                .map_err(|_| {
-                    wasmtime::format_err!("instantiating component `{}` timed out", self.name)
-                })??;
+        let instance = within_limit(
+            "component",
+            &self.name,
+            self.pre.instantiate_async(&mut store),
+        )
+        .await?;
         let mut advice = Vec::with_capacity(self.advice.len());
         for each in &self.advice {
             let mut store = each.stores.make(&self.engine);
             store.data_mut().deadline = deadline;
-            let interceptor =
-                tokio::time::timeout(INSTANTIATE_LIMIT, each.pre.instantiate_async(&mut store))
-                    .await
-                    .map_err(|_| {
-                        wasmtime::format_err!("instantiating interceptor `{}` timed out", each.name)
-                    })??;
+            let interceptor = within_limit(
+                "interceptor",
+                &each.name,
+                each.pre.instantiate_async(&mut store),
+            )
+            .await?;
             advice.push((store, interceptor));
         }
         Ok(Linked {
@@ -309,6 +309,18 @@ impl Library {
             advice,
         })
     }
+}
+
+/// `instantiating` (a `what` called `name`), stopped after
+/// [`INSTANTIATE_LIMIT`] like any instantiation that runs away.
+async fn within_limit<T>(
+    what: &str,
+    name: &str,
+    instantiating: impl std::future::Future<Output = wasmtime::Result<T>>,
+) -> wasmtime::Result<T> {
+    tokio::time::timeout(INSTANTIATE_LIMIT, instantiating)
+        .await
+        .map_err(|_| wasmtime::format_err!("instantiating {what} `{name}` timed out"))?
 }
 
 /// One wired function: which library, which of its exports.

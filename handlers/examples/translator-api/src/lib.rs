@@ -11,12 +11,7 @@ mod bindings {
     });
 }
 
-use std::io::Read as _;
-
 use bindings::wasi::config::store;
-use guest::wasip2;
-use wasip2::http::outgoing_handler;
-use wasip2::http::types::{Fields, OutgoingRequest, Scheme};
 
 struct Translator;
 
@@ -49,41 +44,19 @@ fn encode(text: &str) -> String {
 }
 
 fn ask(api: &str, text: &str, locale: &str) -> Result<String, String> {
-    let authority = api
-        .strip_prefix("http://")
-        .ok_or("config.api must start with http://")?
-        .trim_end_matches('/');
-    let request = OutgoingRequest::new(Fields::new());
-    request
-        .set_scheme(Some(&Scheme::Http))
-        .map_err(|()| "bad scheme")?;
-    request
-        .set_authority(Some(authority))
-        .map_err(|()| "bad authority")?;
-    let path = format!("/translate?locale={}&text={}", encode(locale), encode(text));
-    request
-        .set_path_with_query(Some(&path))
-        .map_err(|()| "bad path")?;
-    let pending = outgoing_handler::handle(request, None).map_err(|code| format!("{code:?}"))?;
-    pending.subscribe().block();
-    let response = pending
-        .get()
-        .ok_or("no response")?
-        .map_err(|()| "response taken twice")?
-        .map_err(|code| format!("{code:?}"))?;
-    if response.status() != 200 {
-        return Err(format!("status {}", response.status()));
+    if !api.starts_with("http://") {
+        return Err("config.api must start with http://".into());
     }
-    let body = response.consume().map_err(|()| "body taken twice")?;
-    let mut translated = String::new();
-    {
-        let stream = body.stream().map_err(|()| "stream taken twice")?;
-        stream
-            .take(64 * 1024)
-            .read_to_string(&mut translated)
-            .map_err(|error| error.to_string())?;
+    let url = format!(
+        "{}/translate?locale={}&text={}",
+        api.trim_end_matches('/'),
+        encode(locale),
+        encode(text)
+    );
+    match guest::client::get(&url, 64 * 1024)? {
+        (200, translated) => Ok(translated),
+        (status, _) => Err(format!("status {status}")),
     }
-    Ok(translated)
 }
 
 bindings::export!(Translator with_types_in bindings);

@@ -4,6 +4,7 @@
 
 use std::io::Write as _;
 
+pub mod client;
 pub mod middleware;
 
 pub use wasip2;
