@@ -51,6 +51,11 @@ path = "/bare"
 handler = "hello"
 "#;
 
+/// The series counting `handler`'s runs that ended well.
+fn ran(handler: &str) -> String {
+    format!("wasmgate_guest_outcomes_total{{handler=\"{handler}\",outcome=\"ok\"}}")
+}
+
 async fn get(gateway: &TestGateway, path: &str, token: Option<&str>) -> client::Reply {
     let mut client = Client::http1(gateway.http()).await;
     let mut request = client.request("GET", path);
@@ -72,9 +77,6 @@ async fn middleware_answers_401_without_reaching_the_handler() {
     let wrong = get(&gateway, "/", Some("guess")).await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
     // auth ran twice; neither stamp nor hello ran at all.
-    let ran = |handler: &str| {
-        format!("wasmgate_guest_outcomes_total{{handler=\"{handler}\",outcome=\"ok\"}}")
-    };
     wasmgate_tests::wait_for_metric(&gateway, &ran("auth"), 2.0).await;
     assert_eq!(metric(&gateway, &ran("stamp")).await, 0.0);
     assert_eq!(metric(&gateway, &ran("hello")).await, 0.0);
@@ -95,9 +97,6 @@ async fn a_passed_request_reaches_the_handler_and_the_response_is_stamped_on_the
     assert_eq!(p3.status, StatusCode::OK, "{}", p3.text());
     assert_eq!(p3.headers["x-middleware"], "stamp");
     // Each link counts as its own handler, the request once for its route.
-    let ran = |handler: &str| {
-        format!("wasmgate_guest_outcomes_total{{handler=\"{handler}\",outcome=\"ok\"}}")
-    };
     wasmgate_tests::wait_for_metric(&gateway, &ran("stamp"), 2.0).await;
     assert_eq!(metric(&gateway, &ran("auth")).await, 1.0);
     assert_eq!(metric(&gateway, &ran("hello")).await, 2.0);
