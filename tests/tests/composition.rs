@@ -519,3 +519,47 @@ fn the_same_key_in_two_included_files_is_refused_naming_both() {
         "{stderr}"
     );
 }
+
+/// Components are signed like handlers: with trusted keys, an unsigned new
+/// translator is refused and the signed one keeps serving its dependents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_needs_a_trusted_signature_like_a_handler() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let run = |args: &[&str]| run_cli(args, dir.path());
+    assert!(run(&["keygen", "--out", "release"]).status.success());
+    let handlers = dir.path().join("handlers");
+    std::fs::create_dir(&handlers).expect("handlers dir");
+    let signed = dir.path().join("translator-signed.wasm");
+    std::fs::copy(handlers_dir().join("translator.wasm"), &signed).expect("copy");
+    let signing = run(&[
+        "sign",
+        signed.to_str().expect("utf-8"),
+        "--key",
+        "release.key",
+    ]);
+    assert!(signing.status.success(), "{signing:?}");
+    install(&handlers, "translator.wasm", &signed);
+    let key = dir.path().join("release.pub");
+    let gateway = TestGateway::start_in(
+        dir,
+        &config(&format!(
+            "[handler.greeter]\npath = \"{{handlers}}/greeter.wasm\"\nimports = [\"translator\"]\n\n\
+             [component.translator]\ntrusted_keys = [\"{}\"]\n",
+            key.display()
+        )),
+    );
+    assert_eq!(
+        greet(&gateway).await,
+        (StatusCode::OK, "Aloha, World!".into())
+    );
+    install(
+        &handlers,
+        "translator.wasm",
+        &handlers_dir().join("translator-api.wasm"),
+    );
+    gateway.wait_for_log("not signed");
+    assert_eq!(
+        greet(&gateway).await,
+        (StatusCode::OK, "Aloha, World!".into())
+    );
+}
