@@ -23,8 +23,14 @@ cargo build --release --locked -p wasmgate
 
 source loadtests/lib.sh
 
+# `build` installs what a gateway serves; the benchmark's own fixtures
+# (test-only) are copied beside them.
+./target/release/wasmgate build --config loadtests/composition-bench.toml
+for fixture in wired-bench advice-pass mw-stamp; do
+  cp "handlers/target/wasm32-wasip2/release/${fixture//-/_}.wasm" "handlers/wasm/$fixture.wasm"
+done
 WASMGATE_LOG=warn,wasmgate::access=off start wasmgate '^listening on http://' \
-  ./target/release/wasmgate up --config loadtests/composition-bench.toml
+  ./target/release/wasmgate serve --config loadtests/composition-bench.toml
 base="http://$(http_addr wasmgate)"
 
 # name concurrency path

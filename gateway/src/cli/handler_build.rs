@@ -83,8 +83,16 @@ pub enum Install {
     Servable,
 }
 
-/// Fixtures that exist to be rejected by the gateway.
-pub const TEST_ONLY: [&str; 1] = ["no-handler"];
+/// Fixtures that exist to be rejected by the gateway, or to be wired into
+/// a test or a benchmark rather than served on their own.
+pub const TEST_ONLY: [&str; 6] = [
+    "no-handler",
+    "translator-mismatch",
+    "wired-bench",
+    "advice-pass",
+    "mw-stamp",
+    "mw-fanout",
+];
 
 /// Copies each component into `dir` under its file name (`ws_echo.wasm` →
 /// `ws-echo.wasm`: handler names use `-`, crate artifacts `_`), replacing an
