@@ -65,8 +65,8 @@ impl Prepared {
         metrics: Arc<Metrics>,
         deployments: Arc<Deployments>,
     ) -> Result<Self, StartError> {
-        let engine =
-            GuestEngine::new(config.gateway.max_instances.max(1)).map_err(StartError::Runtime)?;
+        let engine = GuestEngine::new(config.gateway.max_instances.max(1), config.meters_fuel())
+            .map_err(StartError::Runtime)?;
         let engine = Arc::new(engine);
         let cache = config.gateway.cache_dir.as_deref().and_then(|dir| {
             CompileCache::open(dir, engine.engine())

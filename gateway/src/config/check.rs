@@ -246,6 +246,17 @@ impl<'a> Checker<'a> {
                 raw.concurrency,
                 defaults.concurrency,
             ),
+            fuel: match raw.fuel {
+                Some(0) => {
+                    self.problems.push(
+                        format!("{key}.fuel"),
+                        "0 leaves no instruction to run; leave it out for no CPU budget",
+                    );
+                    defaults.fuel
+                }
+                Some(fuel) => Some(fuel),
+                None => defaults.fuel,
+            },
         }
     }
 
@@ -731,7 +742,7 @@ impl<'a> Checker<'a> {
             let reuse = handler
                 .reuse
                 .take()
-                .map(|raw| self.reuse(&format!("{key}.reuse"), raw, world));
+                .map(|raw| self.reuse(&format!("{key}.reuse"), raw, world, limits.fuel));
             let config = HandlerConfig {
                 path,
                 prewarm: match section {
@@ -759,7 +770,13 @@ impl<'a> Checker<'a> {
         (handlers, deploys)
     }
 
-    fn reuse(&mut self, key: &str, raw: raw::RawReuse, world: HandlerWorld) -> Reuse {
+    fn reuse(
+        &mut self,
+        key: &str,
+        raw: raw::RawReuse,
+        world: HandlerWorld,
+        fuel: Option<u64>,
+    ) -> Reuse {
         let defaults = Reuse::default();
         if world != HandlerWorld::Http {
             self.problems.push(
@@ -775,6 +792,12 @@ impl<'a> Checker<'a> {
             );
         }
         let max_concurrent = raw.max_concurrent.unwrap_or(defaults.max_concurrent);
+        if max_concurrent > 1 && fuel.is_some() {
+            self.problems.push(
+                format!("{key}.max_concurrent"),
+                "a shared instance cannot give each of its requests its own limits.fuel: leave one of them out",
+            );
+        }
         if max_concurrent == 0 || max_concurrent > MAX_CONCURRENT_PER_INSTANCE {
             self.problems.push(
                 format!("{key}.max_concurrent"),

@@ -140,6 +140,11 @@ pub struct HandlerLimits {
     pub body: u64,
     /// Requests served at once; past it, a short wait, then 503 + Retry-After.
     pub concurrency: usize,
+    /// CPU budget of one request (one stream callback, one call into a
+    /// component), in fuel units (about one per wasm instruction); out of
+    /// it → 504. `None`: only the wall-clock `timeout` applies. Setting it
+    /// anywhere turns fuel metering on for the process (at start).
+    pub fuel: Option<u64>,
 }
 
 impl Default for HandlerLimits {
@@ -149,6 +154,7 @@ impl Default for HandlerLimits {
             memory: DEFAULT_MEMORY,
             body: DEFAULT_BODY,
             concurrency: DEFAULT_CONCURRENCY,
+            fuel: None,
         }
     }
 }
@@ -777,6 +783,16 @@ impl Config {
         } else {
             Err(problems.invalid(Some(Box::new(config))))
         }
+    }
+
+    /// Whether any handler or component has a CPU budget (`limits.fuel`), so
+    /// the engine must meter fuel.
+    pub fn meters_fuel(&self) -> bool {
+        self.gateway.limits.fuel.is_some()
+            || self
+                .handlers
+                .values()
+                .any(|handler| handler.limits.fuel.is_some())
     }
 
     /// `problems` (found in this configuration, under its main file) each

@@ -236,6 +236,7 @@ pub(super) struct RawLimits {
     pub(super) memory: Option<String>,
     pub(super) body: Option<String>,
     pub(super) concurrency: Option<usize>,
+    pub(super) fuel: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -327,6 +327,7 @@ impl Metrics {
             trap: outcome("trap"),
             timeout: outcome("timeout"),
             out_of_memory: outcome("out_of_memory"),
+            out_of_fuel: outcome("out_of_fuel"),
             refused: outcome("refused"),
             cancelled: outcome("cancelled"),
             instantiation: self.instantiation.with_label_values(&[name]),
@@ -408,6 +409,8 @@ pub struct HandlerMetrics {
     pub ok: IntCounter,
     /// The guest trapped.
     pub trap: IntCounter,
+    /// The guest used up its CPU budget (`limits.fuel`).
+    pub out_of_fuel: IntCounter,
     /// The guest ran past its time limit.
     pub timeout: IntCounter,
     /// The guest trapped after its memory cap refused to grow.

@@ -110,6 +110,14 @@ impl Reloader {
 
     /// Builds the generation after the live one from `config` and publishes it.
     async fn publish(&self, mut config: Config, cause: &str) -> Outcome {
+        if config.meters_fuel() && !self.app.engine.meters_fuel() {
+            let problem = format!(
+                "{}: limits.fuel: CPU budgets need fuel metering, which is chosen when wasmgate starts; restart it to apply them",
+                config.source.display()
+            );
+            tracing::error!(%cause, "reload rejected: {problem}");
+            return Outcome::Rejected(vec![problem]);
+        }
         let previous = self.app.live.load_full();
         keep_running_listeners(&mut config, &previous.config);
         let app = &self.app;

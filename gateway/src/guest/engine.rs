@@ -36,14 +36,18 @@ const TABLE_KEEP_RESIDENT: usize = 64 << 10;
 pub struct GuestEngine {
     engine: Engine,
     linker: Linker<Host>,
+    /// Whether guests' instructions are counted (fuel), for CPU budgets.
+    fuel: bool,
     _ticker: EpochTicker,
 }
 
 impl GuestEngine {
     /// Builds the engine, preferring the pooling allocator for up to
-    /// `max_instances` concurrent instances.
-    pub fn new(max_instances: u32) -> anyhow::Result<Self> {
-        let engine = match Engine::new(&engine_config(Some(pooling(max_instances)))) {
+    /// `max_instances` concurrent instances; with `fuel`, guests' code counts
+    /// its instructions (`limits.fuel`), which costs some speed, so it is
+    /// on only when a configuration asks for a CPU budget.
+    pub fn new(max_instances: u32, fuel: bool) -> anyhow::Result<Self> {
+        let engine = match Engine::new(&engine_config(Some(pooling(max_instances)), fuel)) {
             Ok(engine) => engine,
             Err(error) => {
                 // The pool reserves address space for every slot up front; hosts
@@ -53,7 +57,7 @@ impl GuestEngine {
                     error = format!("{error:?}"),
                     "pooling allocator unavailable; falling back to on-demand allocation (slower instantiation)"
                 );
-                Engine::new(&engine_config(None))
+                Engine::new(&engine_config(None, fuel))
                     .map_err(|error| anyhow::anyhow!("{error:?}"))
                     .context("creating the wasmtime engine")?
             }
@@ -96,6 +100,7 @@ impl GuestEngine {
         Ok(Self {
             engine,
             linker,
+            fuel,
             _ticker: ticker,
         })
     }
@@ -105,16 +110,22 @@ impl GuestEngine {
         &self.engine
     }
 
+    /// Whether guests' instructions are counted against `limits.fuel`.
+    pub fn meters_fuel(&self) -> bool {
+        self.fuel
+    }
+
     /// The linker shared by every component.
     pub fn linker(&self) -> &Linker<Host> {
         &self.linker
     }
 }
 
-fn engine_config(pooling: Option<PoolingAllocationConfig>) -> wasmtime::Config {
+fn engine_config(pooling: Option<PoolingAllocationConfig>, fuel: bool) -> wasmtime::Config {
     let mut config = wasmtime::Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
+    config.consume_fuel(fuel);
     // WASI 0.3 handlers run on the component model's async machinery
     // (`run_concurrent`), which concurrency support (on by default) provides.
     // Copy-on-write heap images make instantiation map the initial memory

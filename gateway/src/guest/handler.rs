@@ -24,7 +24,7 @@ use super::cache::ContentHash;
 use super::component::{HttpPre, Pre, Unlinked};
 use super::component::{LoadError, Loaded};
 use super::engine::is_pool_full;
-use super::host::{DeadlineExceeded, Host, StoreMaker, hostcall_fuel};
+use super::host::{DeadlineExceeded, Host, StoreMaker, hostcall_fuel, is_out_of_fuel, refuel};
 use super::log::LogBudget;
 use super::outbound::{NextHop, OutboundClient};
 use super::pool::{Blueprint, Instance, Pool, Ready, Returner};
@@ -267,6 +267,7 @@ impl Handler {
             .collect::<Result<wasmtime_wasi_config::WasiConfigVariables, LoadError>>()?;
         let stores = StoreMaker {
             logging: config.capabilities.has(Capability::Logging),
+            fuel: config.limits.fuel,
             config: Arc::new(config_values),
             handler: Arc::clone(&label),
             env: granted_env(&config.env, services.dotenv),
@@ -428,6 +429,7 @@ impl Handler {
             metrics: Arc::clone(&self.metrics),
             route: Arc::clone(route),
             timeout: self.config.limits.timeout,
+            fuel: self.config.limits.fuel,
         };
         // Told before the store (and with it the body's sender) goes, so a
         // body that ends because its guest failed is never taken for complete.
@@ -542,6 +544,7 @@ impl Handler {
         let mut guest = guest;
         let deadline = Instant::now() + self.config.limits.timeout;
         store.data_mut().deadline = deadline;
+        refuel(&mut store);
         store.data_mut().set_next(guest.next.take());
         store.data_mut().attachment.hub = Some(Arc::clone(&guest.hub));
         let (sender, receiver) = oneshot::channel();
@@ -698,6 +701,8 @@ struct GuestRun {
     metrics: Arc<HandlerMetrics>,
     route: Arc<str>,
     timeout: Duration,
+    /// The CPU budget, for the message when it runs out.
+    fuel: Option<u64>,
 }
 
 impl GuestRun {
@@ -723,6 +728,9 @@ impl GuestRun {
                 if memory_denied {
                     self.metrics.out_of_memory.inc();
                     GatewayError::GuestOutOfMemory(trap_summary(&error))
+                } else if is_out_of_fuel(&error) {
+                    self.metrics.out_of_fuel.inc();
+                    GatewayError::GuestOutOfFuel(self.fuel.unwrap_or(u64::MAX))
                 } else {
                     self.metrics.trap.inc();
                     GatewayError::GuestTrap(trap_summary(&error))

@@ -34,6 +34,8 @@ pub struct Host {
     pub(super) served: u32,
     /// Its configuration values (`wasi:config/store`).
     pub(super) config: Arc<wasmtime_wasi_config::WasiConfigVariables>,
+    /// The fuel each call gets (`limits.fuel`), when it has a CPU budget.
+    fuel: Option<u64>,
     /// The instances of the components wired to its imports, by position in
     /// its `imports`: made at the first call, kept for its own life.
     pub(super) wired: Vec<Option<Linked>>,
@@ -86,6 +88,7 @@ impl Host {
             ),
             served: 0,
             config: Arc::clone(&maker.config),
+            fuel: maker.fuel,
             wired: Vec::new(),
         }
     }
@@ -170,6 +173,8 @@ pub(super) struct StoreMaker {
     pub(super) logging: bool,
     /// Its configuration values, resolved at load.
     pub(super) config: Arc<wasmtime_wasi_config::WasiConfigVariables>,
+    /// Fuel per call (`limits.fuel`); `None`: no CPU budget.
+    pub(super) fuel: Option<u64>,
 }
 
 /// Resources (streams, fields, requests, pollables…) one guest may hold in
@@ -216,8 +221,27 @@ impl StoreMaker {
             }
         });
         store.set_epoch_deadline(1);
+        // With fuel metering on, a store without fuel could not run at all:
+        // a handler with no budget gets all there is. (Off, this fails and
+        // nothing is metered.)
+        let _ = store.set_fuel(self.fuel.unwrap_or(u64::MAX));
         store
     }
+}
+
+/// Fills `store`'s CPU budget for the call about to start (a request, a
+/// stream callback, a call into a component), when it has one.
+pub(super) fn refuel(store: &mut wasmtime::Store<Host>) {
+    if let Some(budget) = store.data().fuel {
+        let _ = store.set_fuel(budget);
+    }
+}
+
+/// Whether `error` is a guest running out of its CPU budget.
+pub(super) fn is_out_of_fuel(error: &wasmtime::Error) -> bool {
+    error
+        .chain()
+        .any(|cause| cause.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::OutOfFuel))
 }
 
 /// How long instantiating a component may run (its start functions, data
@@ -272,6 +296,7 @@ mod guard_tests {
             )),
             logging: true,
             config: Arc::default(),
+            fuel: None,
         };
         let mut store = maker.make(&engine);
         assert_eq!(store.hostcall_fuel(), 64 * 1024 * 1024);

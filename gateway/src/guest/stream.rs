@@ -14,7 +14,7 @@ use wasmtime::Store;
 
 use super::bindings::types::{Refusal, Request};
 use super::engine::is_pool_full;
-use super::host::{Host, INSTANTIATE_LIMIT, StoreMaker};
+use super::host::{Host, INSTANTIATE_LIMIT, StoreMaker, refuel};
 use super::pubsub::{Ending, Hub, Link, Outgoing, Published};
 use crate::config::StreamLimits;
 use crate::control::metrics::HandlerMetrics;
@@ -173,6 +173,7 @@ impl<G: StreamGuest> Stream<G> {
         attachment.hub = Some(Arc::clone(hub));
         attachment.link = Some(link);
         store.data_mut().deadline = Instant::now() + timeout;
+        refuel(&mut store);
         let failed = |error: wasmtime::Error| Refused::Failed(format!("{error:#}"));
         let guest = G::instantiate(pre, &mut store).await.map_err(|error| {
             if is_pool_full(&error) {
@@ -232,6 +233,7 @@ impl<G> Calls<G> {
     /// Restarts the deadline the epoch callback enforces, for one guest call.
     pub(super) fn arm_deadline(&mut self) {
         self.store.data_mut().deadline = Instant::now() + self.timeout;
+        refuel(&mut self.store);
     }
 }
 

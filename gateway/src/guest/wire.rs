@@ -28,7 +28,7 @@ use wasmtime::{Engine, StoreContextMut};
 use super::bindings::InterceptorPre;
 use super::bindings::advice::{Argument, Call};
 use super::component::LoadError;
-use super::host::{Host, INSTANTIATE_LIMIT, Linked, StoreMaker};
+use super::host::{Host, INSTANTIATE_LIMIT, Linked, StoreMaker, refuel};
 use super::render::{render, render_all};
 use crate::control::metrics::ComponentCalls;
 
@@ -350,8 +350,10 @@ impl Target {
             None => self.library.instantiate(deadline).await?,
         };
         linked.store.data_mut().deadline = deadline;
+        refuel(&mut linked.store);
         for (store, _) in &mut linked.advice {
             store.data_mut().deadline = deadline;
+            refuel(store);
         }
         let outcome = self
             .library

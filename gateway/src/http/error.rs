@@ -39,6 +39,9 @@ pub enum GatewayError {
     /// The guest ran past its time limit before it answered.
     #[error("guest exceeded its time limit of {}", humantime::format_duration(*.0))]
     GuestTimeout(Duration),
+    /// The guest used up its CPU budget before it was done.
+    #[error("guest used up its CPU budget of {0} fuel (limits.fuel)")]
+    GuestOutOfFuel(u64),
     /// The guest returned without ever setting a response.
     #[error("guest returned without setting a response")]
     GuestNoResponse,
@@ -79,6 +82,7 @@ impl GatewayError {
             Self::GuestTrap(_)
             | Self::GuestOutOfMemory(_)
             | Self::GuestTimeout(_)
+            | Self::GuestOutOfFuel(_)
             | Self::GuestNoResponse
             | Self::GuestErrorCode(_) => Blame::Guest,
             Self::HandlerUnavailable(_) | Self::Internal(_) => Blame::Internal,
@@ -93,7 +97,7 @@ impl GatewayError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
-            Self::GuestTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::GuestTimeout(_) | Self::GuestOutOfFuel(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::HandlerUnavailable(_) | Self::Saturated(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::GuestTrap(_)
             | Self::GuestOutOfMemory(_)

@@ -490,7 +490,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_reload_whose_router_cannot_be_built_publishes_nothing() {
-        let engine = Arc::new(GuestEngine::new(4).expect("engine"));
+        let engine = Arc::new(GuestEngine::new(4, false).expect("engine"));
         let metrics = Metrics::new(prometheus::Registry::new()).expect("metrics");
         let client = Arc::new(OutboundClient::new());
         let acme = Arc::new(AcmeState::default());

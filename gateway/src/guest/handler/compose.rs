@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::super::component::{LoadError, Loaded, Origin, Pre, Unlinked, typed};
-use super::super::host::{DeadlineExceeded, Host};
+use super::super::host::{DeadlineExceeded, Host, is_out_of_fuel};
 use super::super::wire::{self, Arguments, InvokeError, Library};
 use super::{Handler, Kind, Services, trap_summary};
 use crate::config::{HandlerConfig, HandlerName, HandlerWorld};
@@ -147,6 +147,12 @@ impl Handler {
             Ok(Err(InvokeError::Argument(reason))) => Err(GatewayError::BadRequest(reason)),
             Ok(Err(InvokeError::Failed(error))) if error.is::<DeadlineExceeded>() => {
                 Err(GatewayError::GuestTimeout(timeout))
+            }
+            Ok(Err(InvokeError::Failed(error))) if is_out_of_fuel(&error) => {
+                self.metrics.out_of_fuel.inc();
+                Err(GatewayError::GuestOutOfFuel(
+                    self.config.limits.fuel.unwrap_or(u64::MAX),
+                ))
             }
             Ok(Err(InvokeError::Failed(error))) => {
                 let summary = trap_summary(&error);

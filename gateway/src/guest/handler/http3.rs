@@ -26,7 +26,7 @@ use wasmtime_wasi_http::WasiHttpView as _;
 use wasmtime_wasi_http::p3::bindings::Service;
 
 use super::{Guest, HeadReceiver, Scheme, Started};
-use crate::guest::host::Host;
+use crate::guest::host::{Host, refuel};
 use crate::guest::pool::{Instance, Ready, Returner};
 use crate::http::body::{CappedBody, ResponseBody};
 
@@ -47,6 +47,7 @@ where
     let (mut store, service) = instance;
     let deadline = Instant::now() + timeout;
     store.data_mut().deadline = deadline;
+    refuel(&mut store);
     store.data_mut().attachment.hub = Some(Arc::clone(&guest.hub));
     store.data_mut().set_next(guest.next.take());
     let request = absolute(request, scheme);
