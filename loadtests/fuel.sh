@@ -54,7 +54,10 @@ done
 
 echo "oha -z $DURATION, $ROUNDS alternating rounds"
 for round in $(seq 1 "$ROUNDS"); do
-  for side in off on; do
+  # Which goes first alternates too, so neither always follows the other.
+  order="off on"
+  [ $((round % 2)) -eq 0 ] && order="on off"
+  for side in $order; do
     base="http://$(http_addr "$side")"
     oha -z "$DURATION" -c 50 --no-tui --output-format json "$base/hello" >"$work/hello.$side.$round.json"
     oha -z "$DURATION" -c 2 --no-tui --output-format json "$base/spin?iterations=1000000" \
