@@ -105,6 +105,30 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Run a command component (it exports wasi:cli/run) or a core WASI
+    /// module (it exports _start) once, with the gateway's limits; prints
+    /// READY to stderr once it is instantiated and exits with its exit code
+    /// (134 after a trap, 2 if it cannot run at all).
+    Run {
+        /// The program.
+        file: PathBuf,
+        /// Its linear memory cap.
+        #[arg(long, default_value = "128MiB")]
+        memory: String,
+        /// Its wall-clock limit.
+        #[arg(long, default_value = "1h")]
+        timeout: String,
+        /// Its CPU budget, in fuel (about one per instruction); none by default.
+        #[arg(long)]
+        fuel: Option<u64>,
+        /// An environment variable it may read, from this process's
+        /// environment (repeat for more); none by default.
+        #[arg(long = "env")]
+        env: Vec<String>,
+        /// Its arguments, after `--`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Check a component's signature against public keys.
     Verify {
         /// The component.
@@ -262,6 +286,14 @@ fn main() -> ExitCode {
             Command::Keygen { out } => finish(ops::keygen(&out)),
             Command::Sign { file, key, out } => finish(ops::sign(&file, &key, out.as_deref())),
             Command::Verify { file, keys } => finish(ops::verify(&file, &keys)),
+            Command::Run {
+                file,
+                memory,
+                timeout,
+                fuel,
+                env,
+                args,
+            } => run_program(&file, &memory, &timeout, fuel, &env, args).await,
         }
     });
     // The drain is over (or its grace period is): a compile or a file read
@@ -448,6 +480,60 @@ async fn up(args: &BuildArgs) -> ExitCode {
 }
 
 /// Prints what a file command did, or why it failed (exit status 1).
+/// `wasmgate run`: the program's exit code, 134 after a trap (as a
+/// signal-killed program's), 2 when it cannot run at all.
+async fn run_program(
+    file: &Path,
+    memory: &str,
+    timeout: &str,
+    fuel: Option<u64>,
+    env: &[String],
+    args: Vec<String>,
+) -> ExitCode {
+    use wasmgate::guest::command::{Ended, RunLimits, run};
+    let refuse = |message: String| {
+        eprintln!("error: {message}");
+        ExitCode::from(EXIT_CONFIG)
+    };
+    let memory = match memory.parse::<bytesize::ByteSize>() {
+        Ok(size) => usize::try_from(size.as_u64()).unwrap_or(usize::MAX),
+        Err(error) => return refuse(format!("--memory {memory}: {error}")),
+    };
+    let timeout = match humantime::parse_duration(timeout) {
+        Ok(timeout) => timeout,
+        Err(error) => return refuse(format!("--timeout {timeout}: {error}")),
+    };
+    if fuel == Some(0) {
+        return refuse("--fuel 0 leaves no instruction to run".into());
+    }
+    let env = env
+        .iter()
+        .filter_map(|key| Some((key.clone(), std::env::var(key).ok()?)))
+        .collect();
+    let name = file.file_name().map_or_else(
+        || "program".into(),
+        |name| name.to_string_lossy().into_owned(),
+    );
+    let argv: Vec<String> = std::iter::once(name).chain(args).collect();
+    let limits = RunLimits {
+        memory,
+        timeout,
+        fuel,
+        env,
+    };
+    match run(file, &argv, &limits).await {
+        Ok(Ended::Exit(code)) => ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1)),
+        Ok(Ended::Trap(message)) => {
+            eprintln!("error: {}: {message}", file.display());
+            ExitCode::from(EXIT_TRAP)
+        }
+        Err(error) => refuse(format!("{}: {error}", file.display())),
+    }
+}
+
+/// The exit code of a program that trapped.
+const EXIT_TRAP: u8 = 134;
+
 fn finish(result: Result<String, String>) -> ExitCode {
     match result {
         Ok(done) => {

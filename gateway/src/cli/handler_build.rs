@@ -85,8 +85,9 @@ pub enum Install {
 
 /// Fixtures that exist to be rejected by the gateway, or to be wired into
 /// a test or a benchmark rather than served on their own.
-pub const TEST_ONLY: [&str; 6] = [
+pub const TEST_ONLY: [&str; 7] = [
     "no-handler",
+    "cli-hello",
     "translator-mismatch",
     "wired-bench",
     "advice-pass",

@@ -268,6 +268,7 @@ impl Handler {
         let stores = StoreMaker {
             logging: config.capabilities.has(Capability::Logging),
             fuel: config.limits.fuel,
+            command: None,
             config: Arc::new(config_values),
             handler: Arc::clone(&label),
             env: granted_env(&config.env, services.dotenv),
@@ -744,7 +745,7 @@ impl GuestRun {
 
 /// The trap's cause on one line (`wasm trap: wasm \`unreachable\` instruction
 /// executed`), without the multi-line wasm backtrace, which goes to the debug log.
-fn trap_summary(error: &wasmtime::Error) -> String {
+pub(super) fn trap_summary(error: &wasmtime::Error) -> String {
     match error.downcast_ref::<wasmtime::Trap>() {
         Some(trap) => trap.to_string(),
         None => error.root_cause().to_string(),

@@ -56,9 +56,15 @@ impl Host {
         let (handler, env) = (&maker.handler, &maker.env);
         let mut wasi = WasiCtx::builder();
         wasi.max_random_size(MAX_RANDOM).envs(env);
-        // Without the `logging` capability, output goes nowhere (the
-        // builder's default sink).
-        if maker.logging {
+        // A command run (`wasmgate run`) has the process's stdio and its
+        // arguments; a served guest's output becomes log lines, and without
+        // the `logging` capability goes nowhere (the builder's default sink).
+        if let Some(args) = &maker.command {
+            wasi.args(args)
+                .inherit_stdin()
+                .inherit_stdout()
+                .inherit_stderr();
+        } else if maker.logging {
             wasi.stdout(GuestLog::new(&maker.log_budget, GuestStream::Stdout))
                 .stderr(GuestLog::new(&maker.log_budget, GuestStream::Stderr));
         }
@@ -175,6 +181,9 @@ pub(super) struct StoreMaker {
     pub(super) config: Arc<wasmtime_wasi_config::WasiConfigVariables>,
     /// Fuel per call (`limits.fuel`); `None`: no CPU budget.
     pub(super) fuel: Option<u64>,
+    /// For `wasmgate run` only: the program's arguments (and the process's
+    /// stdio instead of log lines).
+    pub(super) command: Option<Vec<String>>,
 }
 
 /// Resources (streams, fields, requests, pollables…) one guest may hold in
@@ -297,6 +306,7 @@ mod guard_tests {
             logging: true,
             config: Arc::default(),
             fuel: None,
+            command: None,
         };
         let mut store = maker.make(&engine);
         assert_eq!(store.hostcall_fuel(), 64 * 1024 * 1024);

@@ -24,6 +24,7 @@ pub mod cache;
 mod capability;
 pub mod chain;
 pub mod channel;
+pub mod command;
 pub mod component;
 pub mod engine;
 mod handler;
