@@ -169,3 +169,53 @@ async fn a_name_that_resolves_inside_is_refused_unless_private_is_allowed() {
         (StatusCode::OK, "200\nhello from upstream".into())
     );
 }
+
+/// `files` grants, through a profile: a read-only and a read-write
+/// directory mapped into the guest; nothing else of the host is reachable,
+/// and neither `..` nor a symlink leads out.
+#[tokio::test]
+async fn files_grants_map_directories_that_cannot_be_escaped() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("data dir");
+    std::fs::create_dir(dir.path().join("rw")).expect("rw dir");
+    std::fs::write(data.join("hello.txt"), "hi").expect("write");
+    std::fs::write(dir.path().join("secret.txt"), "secret").expect("write");
+    std::os::unix::fs::symlink(dir.path().join("secret.txt"), data.join("link")).expect("symlink");
+    let handlers = "[profile.reader]\nfiles = [{ dir = \"data\", at = \"/data\" }]\n\n\
+                    [handler.files]\nprofile = \"reader\"\nfiles = [{ dir = \"rw\", at = \"/rw\", write = true }]\n\n\
+                    [[route]]\npath = \"/*\"\nhandler = \"files\"\n";
+    let gateway = TestGateway::start_in(dir, &config(handlers));
+    let ask = |path: &'static str| {
+        let addr = gateway.http();
+        async move {
+            let reply = Client::http1(addr).await.get(path).await;
+            (reply.status, reply.text())
+        }
+    };
+    assert_eq!(
+        ask("/read?path=/data/hello.txt").await,
+        (StatusCode::OK, "hi".into())
+    );
+    for escape in [
+        "/read?path=/data/../secret.txt",
+        "/read?path=/data/link",
+        "/read?path=/etc/hostname",
+        "/read?path=../secret.txt",
+    ] {
+        let (status, text) = ask(escape).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{escape}: {text}");
+        assert!(!text.contains("secret"), "{escape}: {text}");
+    }
+    let (status, _) = ask("/write?path=/data/new.txt").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "read-only");
+    assert!(!gateway.dir().join("data/new.txt").exists());
+    assert_eq!(
+        ask("/write?path=/rw/new.txt").await,
+        (StatusCode::OK, "written".into())
+    );
+    assert_eq!(
+        std::fs::read_to_string(gateway.dir().join("rw/new.txt")).expect("written on the host"),
+        "written"
+    );
+}

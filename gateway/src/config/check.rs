@@ -10,6 +10,7 @@ use bytesize::ByteSize;
 
 mod compose;
 mod deploy;
+mod profile;
 mod tls;
 
 use compose::{Section, parse_invoke_path};
@@ -27,6 +28,8 @@ use super::{
 pub(super) struct Checker<'a> {
     base: &'a Path,
     problems: &'a mut ProblemList,
+    /// `[profile.NAME]` tables, for the handlers that name them.
+    profiles: BTreeMap<String, raw::RawProfile>,
 }
 
 /// The longest duration any key takes: a deadline is a clock reading plus
@@ -46,13 +49,18 @@ const MAX_CONCURRENT_PER_INSTANCE: u32 = 1024;
 
 impl<'a> Checker<'a> {
     pub(super) fn new(base: &'a Path, problems: &'a mut ProblemList) -> Self {
-        Self { base, problems }
+        Self {
+            base,
+            problems,
+            profiles: BTreeMap::new(),
+        }
     }
 
     pub(super) fn check(mut self, path: &Path, raw: raw::RawConfig) -> Config {
         let gateway = self.gateway(raw.gateway);
         let listeners = self.listeners(raw.listener);
         let deploy = self.deploy(raw.deploy);
+        self.profiles(raw.profile);
         let (mut handlers, mut handler_deploy) =
             self.handlers(&gateway, raw.handler, Section::Handler);
         let (components, component_deploy) =
@@ -624,6 +632,8 @@ impl<'a> Checker<'a> {
             if section == Section::Component {
                 self.handler_only(&key, &mut handler);
             }
+            self.apply_profile(&key, &mut handler);
+            let files = self.files(&key, std::mem::take(&mut handler.files));
             let composed = self.composed(&key, &mut handler, section);
             let path = match handler.path {
                 Some(path) => self.resolve(path),
@@ -763,6 +773,7 @@ impl<'a> Checker<'a> {
                 capabilities: composed.capabilities,
                 config: composed.config,
                 subscription: composed.subscription,
+                files,
             };
             self.grants_cover(&key, &config);
             handlers.insert(handler_name, config);

@@ -377,6 +377,20 @@ pub struct HandlerConfig {
     pub config: BTreeMap<String, ConfigValue>,
     /// The channel whose messages invoke it, once each (`[component]`s only).
     pub subscription: Option<Subscription>,
+    /// Host directories mapped into the guest (none by default).
+    pub files: Vec<FileGrant>,
+}
+
+/// One `files` entry: a host directory the guest sees at `at`, read-only
+/// unless `write`. Paths inside it cannot lead out of it (`..`, symlinks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileGrant {
+    /// The host directory.
+    pub dir: PathBuf,
+    /// Where the guest sees it (absolute).
+    pub at: String,
+    /// Whether the guest may create, change and delete files in it.
+    pub write: bool,
 }
 
 /// `subscription = "names"`: each message published to the channel invokes
@@ -570,6 +584,7 @@ impl HandlerConfig {
             capabilities: Grants::handler_default(),
             config: BTreeMap::new(),
             subscription: None,
+            files: Vec::new(),
         }
     }
 }

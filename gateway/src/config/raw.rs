@@ -21,6 +21,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) component: BTreeMap<String, RawHandler>,
     #[serde(default)]
+    pub(super) profile: BTreeMap<String, RawProfile>,
+    #[serde(default)]
     pub(super) route: Vec<RawRoute>,
     pub(super) admin: Option<RawAdmin>,
     pub(super) acme: Option<RawAcme>,
@@ -183,6 +185,34 @@ pub(super) struct RawHandler {
     #[serde(default)]
     pub(super) config: BTreeMap<String, RawValue>,
     pub(super) subscription: Option<RawSubscription>,
+    pub(super) profile: Option<String>,
+    #[serde(default)]
+    pub(super) files: Vec<RawFiles>,
+}
+
+/// `[profile.NAME]`: grants and limits that handlers and components take by
+/// naming it.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub(super) struct RawProfile {
+    #[serde(default)]
+    pub(super) env: RawEnv,
+    #[serde(default)]
+    pub(super) outbound: Vec<String>,
+    pub(super) allow_private: Option<bool>,
+    #[serde(default)]
+    pub(super) limits: RawLimits,
+    #[serde(default)]
+    pub(super) files: Vec<RawFiles>,
+    pub(super) capabilities: Option<Vec<String>>,
+}
+
+/// One `files` entry: a host directory mapped into the guest.
+#[derive(Debug, Clone, Deserialize)]
+pub(super) struct RawFiles {
+    pub(super) dir: PathBuf,
+    pub(super) at: String,
+    #[serde(default)]
+    pub(super) write: bool,
 }
 
 /// A `config.KEY` value: text, or a number or boolean taken as its text.
@@ -212,7 +242,7 @@ pub(super) struct RawStream {
 }
 
 /// `env = ["KEY", ...]` or `env = "all"`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub(super) enum RawEnv {
     Keys(Vec<String>),
@@ -230,7 +260,7 @@ pub(super) struct RawPool {
     pub(super) prewarm: Option<usize>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 pub(super) struct RawLimits {
     pub(super) timeout: Option<String>,
     pub(super) memory: Option<String>,

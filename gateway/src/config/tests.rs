@@ -754,3 +754,81 @@ handler = "translator"
         );
     }
 }
+
+#[test]
+fn profiles_lend_their_grants_and_unknown_ones_are_reported() {
+    let config = parse(
+        r#"
+[[listener]]
+addr = "127.0.0.1:8080"
+
+[profile.web]
+env = ["API_KEY"]
+outbound = ["api.example.com"]
+limits = { timeout = "5s", fuel = 1000 }
+files = [{ dir = "static", at = "/static" }]
+
+[handler.hello]
+profile = "web"
+env = ["OWN"]
+limits = { timeout = "2s" }
+
+[[route]]
+path = "/"
+handler = "hello"
+"#,
+    )
+    .unwrap_or_else(|invalid| panic!("valid: {}", invalid.problems));
+    let hello = &config.handlers[&HandlerName::parse("hello").expect("name")];
+    assert_eq!(
+        hello.env,
+        EnvGrant::Keys(vec!["OWN".into(), "API_KEY".into()])
+    );
+    assert_eq!(hello.outbound.len(), 1);
+    assert_eq!(hello.limits.timeout, std::time::Duration::from_secs(2));
+    assert_eq!(hello.limits.fuel, Some(1000));
+    assert_eq!(
+        hello.files,
+        vec![FileGrant {
+            dir: Path::new("/etc/wasmgate/static").to_path_buf(),
+            at: "/static".into(),
+            write: false,
+        }]
+    );
+    assert!(config.meters_fuel());
+    let found = problems(
+        r#"
+[[listener]]
+addr = "127.0.0.1:8080"
+
+[component.store]
+profile = "nowhere"
+files = [{ dir = "a", at = "relative" }, { dir = "b", at = "/x" }, { dir = "c", at = "/x" }]
+
+[handler.hello]
+limits = { fuel = 0 }
+reuse = { max_concurrent = 4 }
+
+[handler.other]
+limits = { fuel = 10 }
+reuse = { max_concurrent = 4 }
+
+[[route]]
+path = "/"
+handler = "hello"
+"#,
+    );
+    for expected in [
+        "component.store.profile: no [profile.nowhere] is configured",
+        "component.store.files[0].at: `relative` is not an absolute path in the guest",
+        "component.store.files[2].at: `/x` is mapped twice",
+        "component.store.files: needs the `system` capability",
+        "handler.hello.limits.fuel: 0 leaves no instruction to run",
+        "handler.other.reuse.max_concurrent: a shared instance cannot give each of its requests its own limits.fuel",
+    ] {
+        assert!(
+            found.iter().any(|line| line.contains(expected)),
+            "missing {expected:?} in {found:#?}"
+        );
+    }
+}

@@ -115,6 +115,7 @@ async fn run_component(
         config: Arc::default(),
         fuel: limits.fuel,
         command: Some(args.to_vec()),
+        files: Arc::new([]),
     };
     let mut store = stores.make(engine.engine());
     let deadline = Instant::now() + limits.timeout;

@@ -86,6 +86,9 @@ pub enum LoadError {
     /// A `config.KEY` value cannot be resolved.
     #[error("{0}")]
     Config(String),
+    /// A `files` directory is missing.
+    #[error("{0}")]
+    Files(String),
     /// The component cannot be instantiated (e.g. its initial memory exceeds
     /// the handler's limit).
     #[error("the component cannot be instantiated: {0}")]

@@ -269,6 +269,7 @@ impl Handler {
             logging: config.capabilities.has(Capability::Logging),
             fuel: config.limits.fuel,
             command: None,
+            files: config.files.iter().cloned().collect(),
             config: Arc::new(config_values),
             handler: Arc::clone(&label),
             env: granted_env(&config.env, services.dotenv),
@@ -285,6 +286,15 @@ impl Handler {
             client: Arc::clone(services.client),
             hostcall_fuel: hostcall_fuel(config.stream.max_message),
         };
+        for grant in &config.files {
+            if !std::fs::metadata(&grant.dir).is_ok_and(|meta| meta.is_dir()) {
+                return Err(LoadError::Files(format!(
+                    "files: {} (mapped at {}) is not a directory",
+                    grant.dir.display(),
+                    grant.at
+                )));
+            }
+        }
         let instantiate_failed =
             |error: wasmtime::Error| LoadError::Instantiate(format!("{error:#}"));
         let (pre, unlinked, wired_to) = match loaded.pre {

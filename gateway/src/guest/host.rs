@@ -68,6 +68,22 @@ impl Host {
             wasi.stdout(GuestLog::new(&maker.log_budget, GuestStream::Stdout))
                 .stderr(GuestLog::new(&maker.log_budget, GuestStream::Stderr));
         }
+        for grant in maker.files.iter() {
+            let perms = if grant.write {
+                wasmtime_wasi::FsPerms::ReadWrite
+            } else {
+                wasmtime_wasi::FsPerms::ReadOnly
+            };
+            // Checked at load; a directory removed since is left out (the
+            // guest finds nothing there), never a failed store.
+            if let Err(error) = wasi.preopened_dir(&grant.dir, &grant.at, perms) {
+                tracing::warn!(
+                    handler = &**handler,
+                    dir = %grant.dir.display(),
+                    "a files directory cannot be opened: {error:#}"
+                );
+            }
+        }
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
         let mut http = WasiHttpCtx::new();
@@ -184,6 +200,8 @@ pub(super) struct StoreMaker {
     /// For `wasmgate run` only: the program's arguments (and the process's
     /// stdio instead of log lines).
     pub(super) command: Option<Vec<String>>,
+    /// Host directories mapped into each store (`files`).
+    pub(super) files: Arc<[crate::config::FileGrant]>,
 }
 
 /// Resources (streams, fields, requests, pollables…) one guest may hold in
@@ -307,6 +325,7 @@ mod guard_tests {
             config: Arc::default(),
             fuel: None,
             command: None,
+            files: Arc::new([]),
         };
         let mut store = maker.make(&engine);
         assert_eq!(store.hostcall_fuel(), 64 * 1024 * 1024);

@@ -146,6 +146,7 @@ impl Checker<'_> {
                 Capability::Env,
             ),
             ("config", !config.config.is_empty(), Capability::Config),
+            ("files", !config.files.is_empty(), Capability::System),
         ];
         for (field, set, capability) in needs {
             if set && !config.capabilities.has(capability) {
