@@ -21,8 +21,9 @@ fn main() {
     let cargo = std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from);
     let result = handler_build::ensure_target()
         .and_then(|()| handler_build::build(&cargo, &workspace))
-        .and_then(|components| {
-            handler_build::install(&components, &out, handler_build::Install::All)
+        .and_then(|built| match built.failure {
+            Some(failure) => Err(failure),
+            None => handler_build::install(&built.components, &out, handler_build::Install::All),
         });
     match result {
         Ok(installed) => {

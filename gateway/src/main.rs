@@ -442,17 +442,24 @@ async fn build(args: &BuildArgs) -> Result<Config, ExitCode> {
         ExitCode::from(EXIT_RUNTIME)
     };
     handler_build::ensure_target().map_err(fail)?;
-    let components = handler_build::build(Path::new("cargo"), &args.source).map_err(fail)?;
+    let built = handler_build::build(Path::new("cargo"), &args.source).map_err(fail)?;
     let installed = handler_build::install(
-        &components,
+        &built.components,
         &config.gateway.handlers_dir,
         handler_build::Install::Servable,
     )
     .map_err(fail)?;
-    for path in installed {
-        eprintln!("installed {}", path.display());
+    let unchanged = installed.iter().filter(|one| !one.changed).count();
+    for one in installed.iter().filter(|one| one.changed) {
+        eprintln!("installed {}", one.path.display());
     }
-    Ok(config)
+    if unchanged > 0 {
+        eprintln!("{unchanged} components unchanged");
+    }
+    match built.failure {
+        Some(failure) => Err(fail(failure)),
+        None => Ok(config),
+    }
 }
 
 async fn up(args: &BuildArgs) -> ExitCode {

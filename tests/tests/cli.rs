@@ -173,3 +173,83 @@ fn config_problems_and_file_problems_are_reported_together() {
         ],
     );
 }
+
+/// `wasmgate build`: a crate that does not compile does not stop the others
+/// (their components are installed, the compiler's errors are shown, the
+/// exit is non-zero), and a rebuild leaves unchanged components alone.
+#[test]
+fn build_installs_what_builds_and_shows_what_does_not() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let workspace = dir.path().join("guests");
+    let crate_at = |name: &str, source: &str| {
+        let root = workspace.join(name);
+        std::fs::create_dir_all(root.join("src")).expect("mkdir");
+        std::fs::write(
+            root.join("Cargo.toml"),
+            format!(
+                "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n"
+            ),
+        )
+        .expect("write");
+        std::fs::write(root.join("src/lib.rs"), source).expect("write");
+    };
+    std::fs::create_dir_all(&workspace).expect("mkdir");
+    std::fs::write(
+        workspace.join("Cargo.toml"),
+        "[workspace]\nresolver = \"3\"\nmembers = [\"good\", \"broken\"]\n",
+    )
+    .expect("write");
+    crate_at(
+        "good",
+        "#[unsafe(no_mangle)]\npub extern \"C\" fn answer() -> u32 { 42 }\n",
+    );
+    crate_at("broken", "pub fn oops() -> u32 { \"not a number\" }\n");
+    let installed = dir.path().join("installed");
+    let config = dir.path().join("gw.toml");
+    std::fs::write(
+        &config,
+        "[gateway]\nhandlers_dir = \"installed\"\n\n[[listener]]\naddr = \"127.0.0.1:0\"\n",
+    )
+    .expect("write");
+    let build = || {
+        let output = run_cli(
+            &[
+                "build",
+                "--config",
+                &config.display().to_string(),
+                "--source",
+                &workspace.display().to_string(),
+            ],
+            dir.path(),
+        );
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = build();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("mismatched types"),
+        "the compiler's error: {stderr}"
+    );
+    assert!(
+        stderr.contains("installed ") && stderr.contains("good.wasm"),
+        "{stderr}"
+    );
+    assert!(installed.join("good.wasm").is_file());
+    assert!(!installed.join("broken.wasm").exists());
+    let modified = std::fs::metadata(installed.join("good.wasm"))
+        .and_then(|meta| meta.modified())
+        .expect("mtime");
+    let (_, stderr) = build();
+    assert!(stderr.contains("1 components unchanged"), "{stderr}");
+    assert!(!stderr.contains("installed "), "{stderr}");
+    assert_eq!(
+        std::fs::metadata(installed.join("good.wasm"))
+            .and_then(|meta| meta.modified())
+            .expect("mtime"),
+        modified,
+        "an unchanged component is not rewritten"
+    );
+}

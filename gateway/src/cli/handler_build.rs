@@ -35,13 +35,33 @@ pub fn ensure_target() -> Result<(), String> {
     }
 }
 
-/// Runs `cargo build --release` for the guest workspace at `workspace` and
-/// returns the components it produced, one per `cdylib` crate.
-pub fn build(cargo: &Path, workspace: &Path) -> Result<Vec<PathBuf>, String> {
+/// What a build of the guest workspace gave.
+#[derive(Debug)]
+pub struct Built {
+    /// Every component in the build's output directory: the ones built now,
+    /// and the last good build of any crate that failed this time.
+    pub components: Vec<PathBuf>,
+    /// Why the build failed, when a crate did not build (cargo has printed
+    /// the compiler's errors as they came); the other crates still built.
+    pub failure: Option<String>,
+}
+
+/// Runs `cargo build --release --keep-going` for the guest workspace at
+/// `workspace` (one crate that fails does not stop the others; cargo
+/// rebuilds only what changed) and lists the components in its output,
+/// one per `cdylib` or command crate.
+pub fn build(cargo: &Path, workspace: &Path) -> Result<Built, String> {
     let manifest = workspace.join("Cargo.toml");
     let mut command = Command::new(cargo);
     command
-        .args(["build", "--release", "--target", TARGET, "--manifest-path"])
+        .args([
+            "build",
+            "--release",
+            "--keep-going",
+            "--target",
+            TARGET,
+            "--manifest-path",
+        ])
         .arg(&manifest);
     // Inside a build script these point at the host build and would leak
     // into the guest build.
@@ -57,12 +77,27 @@ pub fn build(cargo: &Path, workspace: &Path) -> Result<Vec<PathBuf>, String> {
     let status = command
         .status()
         .map_err(|error| format!("cannot run {}: {error}", cargo.display()))?;
-    if !status.success() {
-        return Err(format!("building {} failed ({status})", manifest.display()));
-    }
+    let failure = (!status.success()).then(|| {
+        format!(
+            "building {} failed ({status}); the crates that built are installed",
+            manifest.display()
+        )
+    });
     let out = workspace.join("target").join(TARGET).join("release");
-    let mut components: Vec<PathBuf> = std::fs::read_dir(&out)
-        .map_err(|error| format!("cannot list {}: {error}", out.display()))?
+    let listing = match std::fs::read_dir(&out) {
+        Ok(listing) => listing,
+        // Nothing ever built: the failure says why.
+        Err(error) => {
+            return match failure {
+                Some(failure) => Ok(Built {
+                    components: Vec::new(),
+                    failure: Some(failure),
+                }),
+                None => Err(format!("cannot list {}: {error}", out.display())),
+            };
+        }
+    };
+    let mut components: Vec<PathBuf> = listing
         .filter_map(Result::ok)
         .map(|entry| entry.path())
         .filter(|path| {
@@ -71,7 +106,10 @@ pub fn build(cargo: &Path, workspace: &Path) -> Result<Vec<PathBuf>, String> {
         })
         .collect();
     components.sort();
-    Ok(components)
+    Ok(Built {
+        components,
+        failure,
+    })
 }
 
 /// Which of the built components to install.
@@ -95,10 +133,24 @@ pub const TEST_ONLY: [&str; 7] = [
     "mw-fanout",
 ];
 
+/// One component in the install directory.
+#[derive(Debug)]
+pub struct Installed {
+    /// Where it is.
+    pub path: PathBuf,
+    /// Whether this install changed it (a file with the same bytes is left
+    /// alone, so a watching gateway sees no change).
+    pub changed: bool,
+}
+
 /// Copies each component into `dir` under its file name (`ws_echo.wasm` →
 /// `ws-echo.wasm`: handler names use `-`, crate artifacts `_`), replacing an
-/// older copy atomically. Returns the installed paths.
-pub fn install(components: &[PathBuf], dir: &Path, which: Install) -> Result<Vec<PathBuf>, String> {
+/// older copy atomically unless it has the same bytes.
+pub fn install(
+    components: &[PathBuf],
+    dir: &Path,
+    which: Install,
+) -> Result<Vec<Installed>, String> {
     std::fs::create_dir_all(dir)
         .map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
     let mut installed = Vec::with_capacity(components.len());
@@ -111,11 +163,20 @@ pub fn install(components: &[PathBuf], dir: &Path, which: Install) -> Result<Vec
             continue;
         }
         let target = dir.join(format!("{name}.wasm"));
-        let staging = dir.join(format!(".{stem}.wasm.partial"));
-        std::fs::copy(component, &staging)
-            .and_then(|_| std::fs::rename(&staging, &target))
-            .map_err(|error| format!("cannot install {}: {error}", target.display()))?;
-        installed.push(target);
+        let unchanged = match (std::fs::read(component), std::fs::read(&target)) {
+            (Ok(new), Ok(old)) => new == old,
+            _ => false,
+        };
+        if !unchanged {
+            let staging = dir.join(format!(".{stem}.wasm.partial"));
+            std::fs::copy(component, &staging)
+                .and_then(|_| std::fs::rename(&staging, &target))
+                .map_err(|error| format!("cannot install {}: {error}", target.display()))?;
+        }
+        installed.push(Installed {
+            path: target,
+            changed: !unchanged,
+        });
     }
     Ok(installed)
 }
