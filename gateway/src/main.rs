@@ -43,6 +43,9 @@ enum Command {
     Build(BuildArgs),
     /// Build the handlers, make a development certificate if none exists, then serve.
     Up(BuildArgs),
+    /// `up`, then watch the guest sources: an edit rebuilds and hot-swaps
+    /// what changed; a failing build leaves the last good version serving.
+    Dev(BuildArgs),
     /// Ask the running gateway to reload its configuration and components
     /// (through the admin listener of the configuration); the file is checked
     /// here first.
@@ -263,6 +266,7 @@ fn main() -> ExitCode {
                 .await
                 .map_or_else(|code| code, |_| ExitCode::SUCCESS),
             Command::Up(args) => up(&args).await,
+            Command::Dev(args) => dev(&args).await,
             Command::Reload { config } => reload(&config).await,
             Command::Deploy(args) => deploy(&args).await,
             Command::Promote { handler, config } => {
@@ -467,6 +471,37 @@ async fn up(args: &BuildArgs) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
+    serve_built(&config).await
+}
+
+/// `up`, watching the sources: a first build that fails is no reason to
+/// stop (what built serves, the rest is fixed and rebuilt).
+async fn dev(args: &BuildArgs) -> ExitCode {
+    let config = match build(args).await {
+        Ok(config) => config,
+        Err(code) if code == ExitCode::from(EXIT_RUNTIME) => {
+            match load_config(&args.config, NOTHING_STARTED).await {
+                Ok(config) => config,
+                Err(code) => return code,
+            }
+        }
+        Err(code) => return code,
+    };
+    if !config.gateway.watch {
+        eprintln!("warning: [gateway] watch = false: rebuilt components are served after a reload");
+    }
+    let _watching = match wasmgate::cli::dev::watch(&args.source, &config.gateway.handlers_dir) {
+        Ok(watcher) => watcher,
+        Err(error) => {
+            eprintln!("error: cannot watch {}: {error}", args.source.display());
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    serve_built(&config).await
+}
+
+/// Makes the development certificates a built config needs, then serves it.
+async fn serve_built(config: &Config) -> ExitCode {
     for listener in &config.listeners {
         let Some(pair) = listener.tls.as_ref().and_then(|tls| tls.default.as_ref()) else {
             continue;
@@ -483,10 +518,9 @@ async fn up(args: &BuildArgs) -> ExitCode {
             }
         }
     }
-    run(&config, Activated::default()).await
+    run(config, Activated::default()).await
 }
 
-/// Prints what a file command did, or why it failed (exit status 1).
 /// `wasmgate run`: the program's exit code, 134 after a trap (as a
 /// signal-killed program's), 2 when it cannot run at all.
 async fn run_program(
@@ -541,6 +575,7 @@ async fn run_program(
 /// The exit code of a program that trapped.
 const EXIT_TRAP: u8 = 134;
 
+/// Prints what a file command did, or why it failed (exit status 1).
 fn finish(result: Result<String, String>) -> ExitCode {
     match result {
         Ok(done) => {

@@ -183,7 +183,34 @@ impl TestGateway {
 
     /// Starts the gateway, behind `wrapper` (a command that ends by running
     /// the program and arguments it is given) when there is one.
+    /// Runs `wasmgate dev --source SOURCE` on `config` (builds the guest
+    /// workspace first, then serves and rebuilds on edits) with cargo
+    /// offline (tests reach nothing beyond loopback: the workspace's crates
+    /// must be in cargo's cache already); returns once every listener is bound.
+    pub fn start_dev(dir: tempfile::TempDir, config: &str, source: &Path) -> Self {
+        let source = source.display().to_string();
+        let mut gateway = Self::spawn_command(
+            dir,
+            config,
+            &[],
+            &[("CARGO_NET_OFFLINE", "true")],
+            &["dev", "--source", &source],
+        );
+        gateway.wait_listening();
+        gateway
+    }
+
     fn spawn(dir: tempfile::TempDir, config: &str, wrapper: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn_command(dir, config, wrapper, env, &["serve"])
+    }
+
+    fn spawn_command(
+        dir: tempfile::TempDir,
+        config: &str,
+        wrapper: &[&str],
+        env: &[(&str, &str)],
+        subcommand: &[&str],
+    ) -> Self {
         let config = expand(config, dir.path());
         let admin_expected = !config.contains("enabled = false");
         let config_path = dir.path().join("wasmgate.toml");
@@ -198,7 +225,8 @@ impl TestGateway {
             }
         };
         let mut child = command
-            .args(["serve", "--config"])
+            .args(subcommand)
+            .arg("--config")
             .arg(&config_path)
             .env("WASMGATE_LOG", "info,wasmgate=debug")
             // Versions and the audit trail default to the XDG state

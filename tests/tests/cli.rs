@@ -4,7 +4,8 @@
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 
-use wasmgate_tests::{check_in, handlers_dir, run_cli};
+use wasmgate_tests::client::Client;
+use wasmgate_tests::{TestGateway, check_in, handlers_dir, run_cli};
 
 /// Writes `config` (with `{handlers}` and `{dir}` expanded) into a fresh
 /// directory, runs `wasmgate check` on it and returns (exit code, stderr with
@@ -252,4 +253,67 @@ fn build_installs_what_builds_and_shows_what_does_not() {
         modified,
         "an unchanged component is not rewritten"
     );
+}
+
+/// `wasmgate dev`: serves what it built, rebuilds and hot-swaps a
+/// component after its source is edited, and keeps the last good version
+/// serving while an edit does not compile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_rebuilds_and_swaps_on_edit_and_keeps_serving_through_a_broken_edit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let workspace = dir.path().join("app");
+    let crate_dir = workspace.join("hi");
+    std::fs::create_dir_all(crate_dir.join("src")).expect("mkdir");
+    let guest_lib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../handlers/libs/guest");
+    std::fs::write(
+        workspace.join("Cargo.toml"),
+        "[workspace]\nresolver = \"3\"\nmembers = [\"hi\"]\n\n[profile.release]\nopt-level = 1\n",
+    )
+    .expect("write");
+    std::fs::write(
+        crate_dir.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"hi\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n\
+             [dependencies]\nguest = {{ path = \"{}\" }}\n",
+            guest_lib.display()
+        ),
+    )
+    .expect("write");
+    let source = |answer: &str| {
+        format!(
+            "use guest::wasip2;\nuse wasip2::http::types::{{IncomingRequest, ResponseOutparam}};\n\
+             struct Hi;\nimpl wasip2::exports::http::incoming_handler::Guest for Hi {{\n\
+             fn handle(_request: IncomingRequest, out: ResponseOutparam) {{\n\
+             guest::respond(out, 200, \"text/plain\", b\"{answer}\");\n}}\n}}\n\
+             wasip2::http::proxy::export!(Hi);\n"
+        )
+    };
+    let lib = crate_dir.join("src/lib.rs");
+    std::fs::write(&lib, source("v1")).expect("write");
+    // The guest workspace's lock: the same crate versions, already in
+    // cargo's cache, so the build needs no network.
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../handlers/Cargo.lock"),
+        workspace.join("Cargo.lock"),
+    )
+    .expect("copy the lock file");
+    let gateway = TestGateway::start_dev(
+        dir,
+        "[gateway]\nhandlers_dir = \"{dir}/installed\"\n\n[[listener]]\naddr = \"127.0.0.1:0\"\n\n\
+         [handler.hi]\n\n[[route]]\npath = \"/\"\nhandler = \"hi\"\n",
+        &workspace,
+    );
+    let answer = || async { Client::http1(gateway.http()).await.get("/").await.text() };
+    assert_eq!(answer().await, "v1");
+    // An edit: the next requests (polled) meet the new version.
+    std::fs::write(&lib, source("v2")).expect("write");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while answer().await != "v2" {
+        assert!(std::time::Instant::now() < deadline, "{}", gateway.log());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // A broken edit: the error is shown, v2 keeps serving.
+    std::fs::write(&lib, "this is not rust").expect("write");
+    gateway.wait_for_log("what failed keeps serving its last good version");
+    assert_eq!(answer().await, "v2");
 }

@@ -1,11 +1,14 @@
 //! Helpers of the `wasmgate` command that are not on the request path:
 //! building the guest workspace ([`handler_build`], also compiled by the
-//! tests' build script), a development certificate ([`devcert`]), and the
-//! operator's deployment and signing commands ([`ops`]).
+//! tests' build script), rebuilding it on every edit ([`dev`]), a
+//! development certificate ([`devcert`]), and the operator's deployment and
+//! signing commands ([`ops`]).
 //!
-//! May use: `devcert` and `handler_build` nothing else of the crate; `ops`
-//! the config, the admin client and signing. Only `main` imports these.
+//! May use: `devcert` and `handler_build` nothing else of the crate, `dev`
+//! only `handler_build`; `ops` the config, the admin client and signing.
+//! Only `main` imports these.
 
+pub mod dev;
 pub mod devcert;
 pub mod handler_build;
 pub mod ops;
