@@ -7,7 +7,7 @@
 //! installs nothing new for the crates that failed (their last good
 //! component keeps serving) and says so once per failed build.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
@@ -37,7 +37,7 @@ pub fn watch(source: &Path, handlers_dir: &Path) -> notify::Result<RecommendedWa
         // sources.
         let relevant = event.paths.iter().any(|path| {
             !path.starts_with(&target)
-                && path.strip_prefix(&source).is_ok_and(|inside| {
+                && path.strip_prefix(source).is_ok_and(|inside| {
                     !inside
                         .components()
                         .any(|part| part.as_os_str().to_string_lossy().starts_with('.'))
@@ -71,7 +71,7 @@ pub fn watch(source: &Path, handlers_dir: &Path) -> notify::Result<RecommendedWa
 }
 
 /// One build and install; what changed is named on stderr.
-fn rebuild(source: &Path, handlers_dir: &PathBuf) -> Result<(), String> {
+fn rebuild(source: &Path, handlers_dir: &Path) -> Result<(), String> {
     eprintln!("sources changed; building {}", source.display());
     let built = handler_build::build(Path::new("cargo"), source)?;
     let installed = handler_build::install(&built.components, handlers_dir, Install::Servable)?;
