@@ -43,6 +43,15 @@ enum Command {
     Build(BuildArgs),
     /// Build the handlers, make a development certificate if none exists, then serve.
     Up(BuildArgs),
+    /// Create a project NAME/ that `cd NAME && wasmgate dev` serves: a
+    /// config, one HTTP component's source, a README, a .gitignore.
+    New {
+        /// The project (and its first component's) name.
+        name: String,
+        /// The component's language (rust; ts, js and python are planned).
+        #[arg(long, default_value = "rust")]
+        lang: String,
+    },
     /// `up`, then watch the guest sources: an edit rebuilds and hot-swaps
     /// what changed; a failing build leaves the last good version serving.
     Dev(BuildArgs),
@@ -267,6 +276,7 @@ fn main() -> ExitCode {
                 .map_or_else(|code| code, |_| ExitCode::SUCCESS),
             Command::Up(args) => up(&args).await,
             Command::Dev(args) => dev(&args).await,
+            Command::New { name, lang } => finish(wasmgate::cli::new::create(&name, &lang)),
             Command::Reload { config } => reload(&config).await,
             Command::Deploy(args) => deploy(&args).await,
             Command::Promote { handler, config } => {

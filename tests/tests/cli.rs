@@ -317,3 +317,61 @@ async fn dev_rebuilds_and_swaps_on_edit_and_keeps_serving_through_a_broken_edit(
     gateway.wait_for_log("what failed keeps serving its last good version");
     assert_eq!(answer().await, "v2");
 }
+
+/// `wasmgate new NAME`, then `cd NAME && wasmgate dev` (with no argument):
+/// the project builds and answers on `/`. The test moves its ports to free
+/// ones and builds offline with the machine's stable toolchain (the project
+/// pins that same version).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_project_serves_with_dev_and_no_arguments() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let created = run_cli(&["new", "hello-app"], dir.path());
+    assert!(created.status.success(), "{created:?}");
+    let project = dir.path().join("hello-app");
+    for file in [
+        "README.md",
+        ".gitignore",
+        "rust-toolchain.toml",
+        "config/wasmgate.toml",
+        "handlers/Cargo.toml",
+        "handlers/hello-app/src/lib.rs",
+    ] {
+        assert!(project.join(file).is_file(), "{file} missing");
+    }
+    let again = run_cli(&["new", "hello-app"], dir.path());
+    assert!(!again.status.success(), "never overwrites");
+    let config = project.join("config/wasmgate.toml");
+    let text = std::fs::read_to_string(&config).expect("read");
+    std::fs::write(
+        &config,
+        text.replace("127.0.0.1:8080", "127.0.0.1:0")
+            .replace("127.0.0.1:9090", "127.0.0.1:0"),
+    )
+    .expect("write");
+    let mut child = std::process::Command::new(wasmgate_tests::wasmgate_bin())
+        .arg("dev")
+        .current_dir(&project)
+        .env("RUSTUP_TOOLCHAIN", "stable")
+        .env("CARGO_NET_OFFLINE", "true")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("wasmgate dev starts");
+    let stdout = child.stdout.take().expect("piped");
+    let addr = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            line.strip_prefix("listening on http://")
+                .map(str::to_string)
+        })
+        .expect("wasmgate dev listens");
+    let reply = Client::http1(addr.parse().expect("an address"))
+        .await
+        .get("/hi")
+        .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(reply.text(), "Hello from hello-app! You asked for /hi\n");
+}
