@@ -42,7 +42,7 @@ use crate::config::{Capability, EnvGrant, HandlerConfig, HandlerName, HandlerWor
 use crate::control::metrics::{HandlerMetrics, Metrics};
 use crate::http::body::{CappedBody, ResponseBody, Tripped};
 use crate::http::error::GatewayError;
-use compose::{Linked, WiredTo, wire_up};
+use compose::{Linked, WiredTo, check_files, config_values, wire_up};
 
 /// What starting a handler needs from the gateway besides its component.
 pub struct Services<'a> {
@@ -65,12 +65,7 @@ fn granted_env(grant: &EnvGrant, dotenv: &HashMap<String, String>) -> Vec<(Strin
     match grant {
         EnvGrant::Keys(keys) => keys
             .iter()
-            .filter_map(|key| {
-                let value = std::env::var(key)
-                    .ok()
-                    .or_else(|| dotenv.get(key).cloned())?;
-                Some((key.clone(), value))
-            })
+            .filter_map(|key| Some((key.clone(), lookup_env(key, dotenv)?)))
             .collect(),
         EnvGrant::All => {
             let mut all: BTreeMap<String, String> = dotenv.clone().into_iter().collect();
@@ -81,7 +76,7 @@ fn granted_env(grant: &EnvGrant, dotenv: &HashMap<String, String>) -> Vec<(Strin
 }
 
 /// A variable's value: the process environment's, else the `.env` file's.
-fn lookup_env(key: &str, dotenv: &HashMap<String, String>) -> Option<String> {
+pub(super) fn lookup_env(key: &str, dotenv: &HashMap<String, String>) -> Option<String> {
     std::env::var(key).ok().or_else(|| dotenv.get(key).cloned())
 }
 
@@ -240,7 +235,6 @@ impl Handler {
         services: &Services<'_>,
         previous: Option<&Self>,
     ) -> Result<Self, LoadError> {
-        let metrics = services.metrics;
         let label = name.label();
         let kind = match config.world {
             HandlerWorld::Http => "http",
@@ -248,23 +242,9 @@ impl Handler {
             HandlerWorld::Sse => "sse",
             HandlerWorld::Component => "component",
         };
-        let metrics_of = metrics;
-        let metrics = Arc::new(metrics.handler(name.as_str(), kind));
-        let config_values = config
-            .config
-            .iter()
-            .map(|(key, value)| {
-                value
-                    .resolve(|variable| lookup_env(variable, services.dotenv))
-                    .map(|resolved| (key.clone(), resolved))
-                    .map_err(|missing| {
-                        LoadError::Config(format!(
-                            "config.{key} needs the environment variable {}, which is set neither in the process nor in .env, and gives no default (write ${{process:env:{}|default}})",
-                            missing.0, missing.0
-                        ))
-                    })
-            })
-            .collect::<Result<wasmtime_wasi_config::WasiConfigVariables, LoadError>>()?;
+        let metrics = Arc::new(services.metrics.handler(name.as_str(), kind));
+        let config_values = config_values(config, services.dotenv)?;
+        check_files(config)?;
         let stores = StoreMaker {
             logging: config.capabilities.has(Capability::Logging),
             fuel: config.limits.fuel,
@@ -286,30 +266,20 @@ impl Handler {
             client: Arc::clone(services.client),
             hostcall_fuel: hostcall_fuel(config.stream.max_message),
         };
-        for grant in &config.files {
-            if !std::fs::metadata(&grant.dir).is_ok_and(|meta| meta.is_dir()) {
-                return Err(LoadError::Files(format!(
-                    "files: {} (mapped at {}) is not a directory",
-                    grant.dir.display(),
-                    grant.at
-                )));
-            }
-        }
         let instantiate_failed =
             |error: wasmtime::Error| LoadError::Instantiate(format!("{error:#}"));
-        let (pre, unlinked, wired_to) = match loaded.pre {
+        let (linked, unlinked, wired_to) = match loaded.pre {
             Pre::Unlinked(unlinked) => {
-                let (linked, wired_to) = wire_up(name, config, &unlinked, services)?;
+                let (linked, wired_to) = wire_up(config, &unlinked, services)?;
                 (linked, Some(unlinked), wired_to)
             }
             pre => (Linked::Pre(pre), None, Vec::new()),
         };
-        let pre = match pre {
-            Linked::Pre(pre) => pre,
+        let kind = match linked {
             Linked::Component(instance_pre, component, advice) => {
-                let calls = metrics_of.component_calls(name.as_str());
+                let calls = services.metrics.component_calls(name.as_str());
                 let library = Library::new(
-                    label.clone(),
+                    Arc::clone(&label),
                     component,
                     instance_pre,
                     stores,
@@ -317,21 +287,9 @@ impl Handler {
                     calls,
                 )?;
                 library.trial().await.map_err(instantiate_failed)?;
-                return Ok(Self {
-                    kind: Kind::Component(Arc::new(library)),
-                    label,
-                    metrics,
-                    loaded_at: std::time::SystemTime::now(),
-                    permits: Arc::new(Semaphore::new(config.limits.concurrency)),
-                    config: config.clone(),
-                    hash: loaded.hash,
-                    wired_to,
-                    unlinked,
-                });
+                Kind::Component(Arc::new(library))
             }
-        };
-        let kind = match pre {
-            Pre::Http(pre) => {
+            Linked::Pre(Pre::Http(pre)) => {
                 // Only a 0.3 instance can take requests concurrently.
                 let shared = config
                     .reuse
@@ -351,19 +309,20 @@ impl Handler {
                 .map_err(instantiate_failed)?;
                 Kind::Http(pool, shared)
             }
-            Pre::Websocket(pre) => {
+            Linked::Pre(Pre::Websocket(pre)) => {
                 trial::<WebsocketService>(&pre, &stores)
                     .await
                     .map_err(instantiate_failed)?;
                 Kind::Websocket { pre, stores }
             }
-            Pre::Sse(pre) => {
+            Linked::Pre(Pre::Sse(pre)) => {
                 trial::<SseService>(&pre, &stores)
                     .await
                     .map_err(instantiate_failed)?;
                 Kind::Sse { pre, stores }
             }
-            Pre::Unlinked(_) => {
+            // `wire_up` links what it is given; nothing else is unlinked.
+            Linked::Pre(Pre::Unlinked(_)) => {
                 return Err(LoadError::Wiring("linked twice".into()));
             }
         };

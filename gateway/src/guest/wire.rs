@@ -36,7 +36,6 @@ use crate::control::metrics::ComponentCalls;
 /// it.
 pub struct Library {
     name: Arc<str>,
-    engine: Engine,
     component: Component,
     pre: InstancePre<Host>,
     stores: StoreMaker,
@@ -119,7 +118,6 @@ impl Library {
             .collect::<Result<_, LoadError>>()?;
         let functions = exported_functions(&component);
         Ok(Self {
-            engine: component.engine().clone(),
             name,
             component,
             pre,
@@ -283,7 +281,8 @@ impl Library {
 
     /// Instantiates it (and its interceptors) for one importing instance.
     async fn instantiate(&self, deadline: std::time::Instant) -> wasmtime::Result<Linked> {
-        let mut store = self.stores.make(&self.engine);
+        let engine = self.component.engine();
+        let mut store = self.stores.make(engine);
         store.data_mut().deadline = deadline;
         let instance = within_limit(
             "component",
@@ -293,7 +292,7 @@ impl Library {
         .await?;
         let mut advice = Vec::with_capacity(self.advice.len());
         for each in &self.advice {
-            let mut store = each.stores.make(&self.engine);
+            let mut store = each.stores.make(engine);
             store.data_mut().deadline = deadline;
             let interceptor = within_limit(
                 "interceptor",

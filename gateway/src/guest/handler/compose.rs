@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use super::super::component::{LoadError, Loaded, Origin, Pre, Unlinked, typed};
 use super::super::host::{DeadlineExceeded, Host, is_out_of_fuel};
 use super::super::wire::{self, Arguments, InvokeError, Library};
-use super::{Handler, Kind, Services, trap_summary};
+use super::{Handler, Kind, Services, lookup_env, trap_summary};
 use crate::config::{HandlerConfig, HandlerName, HandlerWorld};
 use crate::http::error::GatewayError;
 
@@ -28,13 +28,51 @@ pub(super) enum Linked {
     ),
 }
 
+/// Its `config.*` values, each `${process:env:NAME|default}` resolved
+/// (the process environment, then the `.env` file, then the default).
+pub(super) fn config_values(
+    config: &HandlerConfig,
+    dotenv: &HashMap<String, String>,
+) -> Result<wasmtime_wasi_config::WasiConfigVariables, LoadError> {
+    config
+        .config
+        .iter()
+        .map(|(key, value)| {
+            value
+                .resolve(|variable| lookup_env(variable, dotenv))
+                .map(|resolved| (key.clone(), resolved))
+                .map_err(|missing| {
+                    LoadError::Config(format!(
+                        "config.{key} needs the environment variable {}, which is set neither in the process nor in .env, and gives no default (write ${{process:env:{}|default}})",
+                        missing.0, missing.0
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// Every `files` directory exists, so no store is made with a grant missing.
+pub(super) fn check_files(config: &HandlerConfig) -> Result<(), LoadError> {
+    match config
+        .files
+        .iter()
+        .find(|grant| !std::fs::metadata(&grant.dir).is_ok_and(|meta| meta.is_dir()))
+    {
+        Some(grant) => Err(LoadError::Files(format!(
+            "files: {} (mapped at {}) is not a directory",
+            grant.dir.display(),
+            grant.at
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The components a handler was wired to, by name.
 pub(super) type WiredTo = Vec<(HandlerName, Arc<Handler>)>;
 
 /// Links `unlinked` with its imports wired to the components `config`
 /// names, as started in `services.components`.
 pub(super) fn wire_up(
-    name: &HandlerName,
     config: &HandlerConfig,
     unlinked: &Unlinked,
     services: &Services<'_>,
@@ -76,15 +114,8 @@ pub(super) fn wire_up(
         HandlerWorld::Component => {
             Linked::Component(instance_pre, unlinked.component.clone(), advice)
         }
-        world => {
-            if !advice.is_empty() {
-                tracing::debug!(
-                    handler = name.as_str(),
-                    "interceptors apply to components' exports"
-                );
-            }
-            Linked::Pre(typed(world, instance_pre)?)
-        }
+        // The config allows interceptors on components only.
+        world => Linked::Pre(typed(world, instance_pre)?),
     };
     Ok((linked, wired_to))
 }
