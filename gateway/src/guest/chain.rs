@@ -27,6 +27,7 @@ use crate::http::body::ResponseBody;
 use crate::http::error::{Blame, GatewayError, rescue};
 
 /// One request's way through a route's middleware to its handler.
+#[derive(Clone)]
 pub struct Chain {
     /// The route's middleware, built once per generation.
     middleware: Arc<[Arc<Handler>]>,
@@ -99,18 +100,19 @@ impl Chain {
                 )
                 .await;
         };
-        let (scheme, route, hub, timeout) = (
-            self.scheme.clone(),
-            Arc::clone(&self.route),
-            Arc::clone(&self.hub),
-            self.body_timeout,
-        );
         let rest = Self {
             at: self.at + 1,
-            ..self
+            ..self.clone()
         };
-        link.serve(request, scheme, &route, &hub, timeout, Some(Arc::new(rest)))
-            .await
+        link.serve(
+            request,
+            self.scheme,
+            &self.route,
+            &self.hub,
+            self.body_timeout,
+            Some(Arc::new(rest)),
+        )
+        .await
     }
 }
 
@@ -119,16 +121,7 @@ impl NextHop for Chain {
         &self,
         request: Request<WasiBody>,
     ) -> Pin<Box<dyn Future<Output = Response<WasiBody>> + Send>> {
-        let rest = Self {
-            middleware: Arc::clone(&self.middleware),
-            handler: Arc::clone(&self.handler),
-            at: self.at,
-            scheme: self.scheme.clone(),
-            origin: self.origin.clone(),
-            route: Arc::clone(&self.route),
-            hub: Arc::clone(&self.hub),
-            body_timeout: self.body_timeout,
-        };
+        let rest = self.clone();
         let request = restore_origin(request, self.origin.as_ref());
         Box::pin(async move {
             let route = Arc::clone(&rest.route);

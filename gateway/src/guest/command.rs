@@ -20,7 +20,7 @@ use wasmtime_wasi::{I32Exit, WasiCtx};
 
 use super::component::{ComponentFile, LoadError};
 use super::engine::GuestEngine;
-use super::host::{StoreMaker, hostcall_fuel};
+use super::host::{StoreMaker, guard_time_and_fuel, hostcall_fuel};
 use super::log::LogBudget;
 use super::outbound::OutboundClient;
 
@@ -181,15 +181,7 @@ async fn run_module(
         },
     );
     store.limiter(|state| &mut state.limits);
-    store.epoch_deadline_callback(|store| {
-        if Instant::now() >= store.data().deadline {
-            Err(super::host::DeadlineExceeded.into())
-        } else {
-            Ok(wasmtime::UpdateDeadline::Yield(1))
-        }
-    });
-    store.set_epoch_deadline(1);
-    let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
+    guard_time_and_fuel(&mut store, |state| state.deadline, limits.fuel);
     let ran = tokio::time::timeout_at(deadline.into(), async {
         let instance = linker.instantiate_async(&mut store, &module).await?;
         let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;

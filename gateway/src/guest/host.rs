@@ -237,23 +237,30 @@ impl StoreMaker {
         // Guards against a guest making the host allocate for it.
         store.set_hostcall_fuel(self.hostcall_fuel);
         store.set_max_component_handles(MAX_HANDLES);
-        // Every epoch tick a running guest either yields to tokio (so one busy
-        // guest cannot starve the worker it runs on) or, past its deadline, is
-        // stopped.
-        store.epoch_deadline_callback(|store| {
-            if Instant::now() >= store.data().deadline {
-                Err(DeadlineExceeded.into())
-            } else {
-                Ok(wasmtime::UpdateDeadline::Yield(1))
-            }
-        });
-        store.set_epoch_deadline(1);
-        // With fuel metering on, a store without fuel could not run at all:
-        // a handler with no budget gets all there is. (Off, this fails and
-        // nothing is metered.)
-        let _ = store.set_fuel(self.fuel.unwrap_or(u64::MAX));
+        guard_time_and_fuel(&mut store, |host| host.deadline, self.fuel);
         store
     }
+}
+
+/// Every epoch tick a running guest either yields to tokio (so one busy
+/// guest cannot starve the worker it runs on) or, past the deadline its
+/// store data holds, is stopped. With fuel metering on, a store without
+/// fuel could not run at all: with no budget it gets all there is (with
+/// metering off, setting fuel fails and nothing is metered).
+pub(super) fn guard_time_and_fuel<T: Send + 'static>(
+    store: &mut wasmtime::Store<T>,
+    deadline: fn(&T) -> Instant,
+    fuel: Option<u64>,
+) {
+    store.epoch_deadline_callback(move |store| {
+        if Instant::now() >= deadline(store.data()) {
+            Err(DeadlineExceeded.into())
+        } else {
+            Ok(wasmtime::UpdateDeadline::Yield(1))
+        }
+    });
+    store.set_epoch_deadline(1);
+    let _ = store.set_fuel(fuel.unwrap_or(u64::MAX));
 }
 
 /// Fills `store`'s CPU budget for the call about to start (a request, a
