@@ -608,6 +608,13 @@ pub struct RouteConfig {
     pub action: RouteAction,
 }
 
+impl RouteConfig {
+    /// Its stable, bounded id in logs and metrics: `route[N]`.
+    pub fn id(&self) -> String {
+        format!("route[{}]", self.index)
+    }
+}
+
 /// A route's path pattern.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum RoutePath {

@@ -15,6 +15,7 @@ use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
 
+use crate::control::metrics::Metrics;
 use crate::guest::bindings::types::Message;
 use crate::guest::channel::MAX_MESSAGE;
 use crate::guest::pubsub::Hub;
@@ -23,9 +24,11 @@ use crate::http::body::{ResponseBody, full};
 use crate::http::error::GatewayError;
 use crate::http::router::arguments;
 
-/// Publishes the body of `request` to `channel`; 202 with the message's id.
+/// Publishes the body of `request` to `channel` (counted as published);
+/// 202 with the message's id.
 pub async fn publish(
     hub: &Hub,
+    metrics: &Metrics,
     channel: &str,
     request: Request<Incoming>,
     body_timeout: Duration,
@@ -44,6 +47,10 @@ pub async fn publish(
         Err(binary) => Message::Binary(binary.into_bytes()),
     };
     hub.publish_channel(channel, message);
+    metrics
+        .channel_messages
+        .with_label_values(&[channel, "published"])
+        .inc();
     let id = message_id();
     let mut response = Response::new(full(format!("{{\"id\":\"{id}\"}}\n")));
     *response.status_mut() = StatusCode::ACCEPTED;

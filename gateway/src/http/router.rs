@@ -61,7 +61,7 @@ impl Router {
         for config in ordered {
             let slot = router.routes.len();
             router.routes.push(Route {
-                id: format!("route[{}]", config.index).into(),
+                id: config.id().into(),
                 handler: config.handler.clone(),
                 middleware: config.middleware.clone(),
                 action: config.action.clone(),

@@ -130,39 +130,29 @@ async fn dispatch(
         .map_or(ListenerLimits::default().body_timeout, |listener| {
             listener.limits.body_timeout
         });
-    let answered = match &route.action {
-        RouteAction::Handler => Ok(request),
-        RouteAction::Publish(channel) => {
-            app.metrics
-                .channel_messages
-                .with_label_values(&[&**channel, "published"])
-                .inc();
-            Err(crate::http::invoke::publish(&app.hub, channel, request, body_timeout).await)
-        }
-        RouteAction::Invoke { function } => Err(match snapshot.handlers.get(&route.handler) {
-            Some(deployed) => {
-                crate::http::invoke::invoke(
-                    deployed.stable(),
-                    function,
-                    &route.pattern,
-                    request.uri().path(),
-                )
-                .await
-            }
-            None => Err(GatewayError::HandlerUnavailable(route.handler.to_string())),
-        }),
-    };
     // Publish and invoke routes are answered here; the rest serve a handler.
-    let mut request = match answered {
-        Ok(request) => request,
-        Err(answered) => {
-            let response = answered.unwrap_or_else(|error| {
-                if error.blame() == Blame::Internal {
-                    tracing::error!(route = &*route.id, "{error}");
+    let mut request = match &route.action {
+        RouteAction::Handler => request,
+        RouteAction::Publish(channel) => {
+            let published = crate::http::invoke::publish(
+                &app.hub,
+                &app.metrics,
+                channel,
+                request,
+                body_timeout,
+            )
+            .await;
+            return (answer(&route.id, published), route_id, handler_name, None);
+        }
+        RouteAction::Invoke { function } => {
+            let invoked = match snapshot.handler(&route.handler) {
+                Some(component) => {
+                    let path = request.uri().path();
+                    crate::http::invoke::invoke(component, function, &route.pattern, path).await
                 }
-                rescue(&error)
-            });
-            return (response, route_id, handler_name, None);
+                None => Err(GatewayError::HandlerUnavailable(route.handler.to_string())),
+            };
+            return (answer(&route.id, invoked), route_id, handler_name, None);
         }
     };
     let Some(deployed) = snapshot.handlers.get(&route.handler) else {
@@ -245,6 +235,20 @@ async fn dispatch(
         handler_name,
         Some(version.series.clone()),
     )
+}
+
+/// The response of a route answered without a handler, or the rescue of
+/// its error (logged when it is the gateway's own).
+fn answer(
+    route: &str,
+    result: Result<Response<ResponseBody>, GatewayError>,
+) -> Response<ResponseBody> {
+    result.unwrap_or_else(|error| {
+        if error.blame() == Blame::Internal {
+            tracing::error!(route, "{error}");
+        }
+        rescue(&error)
+    })
 }
 
 /// The request's host, lowercase and without port: from the URI (HTTP/2's

@@ -386,26 +386,35 @@ fn services<'a>(
 pub(super) fn dependencies_first(wanted: &mut [Wanted]) {
     let configs: HashMap<HandlerName, &HandlerConfig> =
         wanted.iter().map(|w| (w.name.clone(), &w.config)).collect();
+    /// How many components `name` depends on through the longest chain;
+    /// each name is walked once (`known`), and `seen` stops a cycle the
+    /// config check would have refused.
     fn depth(
         name: &HandlerName,
         configs: &HashMap<HandlerName, &HandlerConfig>,
+        known: &mut HashMap<HandlerName, usize>,
         seen: usize,
     ) -> usize {
+        if let Some(depth) = known.get(name) {
+            return *depth;
+        }
         let Some(config) = configs.get(name).filter(|_| seen <= configs.len()) else {
             return 0;
         };
-        config
+        let depth = config
             .imports
             .iter()
             .chain(&config.interceptors)
-            .map(|dependency| 1 + depth(dependency, configs, seen + 1))
+            .map(|dependency| 1 + depth(dependency, configs, known, seen + 1))
             .max()
-            .unwrap_or(0)
+            .unwrap_or(0);
+        known.insert(name.clone(), depth);
+        depth
     }
-    let depths: HashMap<HandlerName, usize> = configs
-        .keys()
-        .map(|name| (name.clone(), depth(name, &configs, 0)))
-        .collect();
+    let mut depths = HashMap::new();
+    for name in configs.keys() {
+        depth(name, &configs, &mut depths, 0);
+    }
     wanted.sort_by_key(|w| depths.get(&w.name).copied().unwrap_or(0));
 }
 

@@ -285,63 +285,8 @@ async fn assemble(
             .collect();
         cache.prune(&in_use);
     }
-    let chains = config
-        .routes
-        .iter()
-        .filter(|route| !route.middleware.is_empty())
-        .filter_map(|route| {
-            let links: Option<Vec<Arc<Handler>>> = route
-                .middleware
-                .iter()
-                .map(|name| {
-                    handlers
-                        .get(name)
-                        .map(|deployed| Arc::clone(deployed.stable()))
-                })
-                .collect();
-            Some((
-                Arc::from(format!("route[{}]", route.index)),
-                Arc::from(links?),
-            ))
-        })
-        .collect();
-    for route in &config.routes {
-        if let crate::config::RouteAction::Invoke { function } = &route.action
-            && let Some(library) = handlers
-                .get(&route.handler)
-                .and_then(|deployed| deployed.stable().library())
-            && !library.exports_function(function)
-        {
-            problems.push(
-                format!("route[{}].invoke", route.index),
-                format!(
-                    "component `{}` exports no function `{function}`",
-                    route.handler
-                ),
-            );
-        }
-    }
-    for (name, deployed) in &handlers {
-        let handler = deployed.stable();
-        let (Some(subscription), Some(library)) =
-            (&handler.config().subscription, handler.library())
-        else {
-            continue;
-        };
-        let found = match &subscription.function {
-            Some(function) => library.exports_function(function),
-            None => library.single_string_function().is_some(),
-        };
-        if !found {
-            problems.push(
-                format!("component.{name}.subscription"),
-                match &subscription.function {
-                    Some(function) => format!("the component exports no function `{function}`"),
-                    None => "the component does not export exactly one function taking one string: name it with subscription = { channel = \"...\", function = \"...\" }".to_string(),
-                },
-            );
-        }
-    }
+    let chains = chains(&config, &handlers);
+    composition_problems(&config, &handlers, &mut problems);
     let generation = previous.map_or(1, |snapshot| snapshot.generation + 1);
     let problems = config.locate(problems.into_problems());
     Ok(Rebuilt {
@@ -358,6 +303,73 @@ async fn assemble(
         counts,
         arrivals,
     })
+}
+
+/// Each route's middleware, by route id: their serving versions, in order;
+/// a route whose middleware are not all loaded has none (it answers 503).
+fn chains(
+    config: &Config,
+    handlers: &HashMap<HandlerName, Arc<Deployed>>,
+) -> HashMap<Arc<str>, Arc<[Arc<Handler>]>> {
+    config
+        .routes
+        .iter()
+        .filter(|route| !route.middleware.is_empty())
+        .filter_map(|route| {
+            let links: Option<Vec<Arc<Handler>>> = route
+                .middleware
+                .iter()
+                .map(|name| {
+                    handlers
+                        .get(name)
+                        .map(|deployed| Arc::clone(deployed.stable()))
+                })
+                .collect();
+            Some((Arc::from(route.id()), Arc::from(links?)))
+        })
+        .collect()
+}
+
+/// What only the loaded components can tell: an invocation route's
+/// function and a subscription's function exist.
+fn composition_problems(
+    config: &Config,
+    handlers: &HashMap<HandlerName, Arc<Deployed>>,
+    problems: &mut ProblemList,
+) {
+    let library = |name: &HandlerName| {
+        handlers
+            .get(name)
+            .and_then(|deployed| deployed.stable().library())
+    };
+    for route in &config.routes {
+        if let crate::config::RouteAction::Invoke { function } = &route.action
+            && library(&route.handler).is_some_and(|library| !library.exports_function(function))
+        {
+            problems.push(
+                format!("{}.invoke", route.id()),
+                format!(
+                    "component `{}` exports no function `{function}`",
+                    route.handler
+                ),
+            );
+        }
+    }
+    for (name, deployed) in handlers {
+        let (Some(subscription), Some(library)) =
+            (&deployed.stable().config().subscription, library(name))
+        else {
+            continue;
+        };
+        let reason = match &subscription.function {
+            Some(function) if !library.exports_function(function) => {
+                format!("the component exports no function `{function}`")
+            }
+            None if library.single_string_function().is_none() => "the component does not export exactly one function taking one string: name it with subscription = { channel = \"...\", function = \"...\" }".to_string(),
+            _ => continue,
+        };
+        problems.push(format!("component.{name}.subscription"), reason);
+    }
 }
 
 /// Keeps the per-version series to the versions serving in `after`: drops
