@@ -451,29 +451,13 @@ async fn check(path: &Path) -> ExitCode {
 
 async fn build(args: &BuildArgs) -> Result<Config, ExitCode> {
     let config = load_config(&args.config, NOTHING_STARTED).await?;
-    let fail = |message: String| {
-        eprintln!("error: {message}");
-        ExitCode::from(EXIT_RUNTIME)
-    };
-    handler_build::ensure_target().map_err(fail)?;
-    let built = handler_build::build(Path::new("cargo"), &args.source).map_err(fail)?;
-    let installed = handler_build::install(
-        &built.components,
-        &config.gateway.handlers_dir,
-        handler_build::Install::Servable,
-    )
-    .map_err(fail)?;
-    let unchanged = installed.iter().filter(|one| !one.changed).count();
-    for one in installed.iter().filter(|one| one.changed) {
-        eprintln!("installed {}", one.path.display());
-    }
-    if unchanged > 0 {
-        eprintln!("{unchanged} components unchanged");
-    }
-    match built.failure {
-        Some(failure) => Err(fail(failure)),
-        None => Ok(config),
-    }
+    handler_build::build_and_install(&args.source, &config.gateway.handlers_dir).map_err(
+        |message| {
+            eprintln!("error: {message}");
+            ExitCode::from(EXIT_RUNTIME)
+        },
+    )?;
+    Ok(config)
 }
 
 async fn up(args: &BuildArgs) -> ExitCode {
@@ -487,16 +471,15 @@ async fn up(args: &BuildArgs) -> ExitCode {
 /// `up`, watching the sources: a first build that fails is no reason to
 /// stop (what built serves, the rest is fixed and rebuilt).
 async fn dev(args: &BuildArgs) -> ExitCode {
-    let config = match build(args).await {
+    let config = match load_config(&args.config, NOTHING_STARTED).await {
         Ok(config) => config,
-        Err(code) if code == ExitCode::from(EXIT_RUNTIME) => {
-            match load_config(&args.config, NOTHING_STARTED).await {
-                Ok(config) => config,
-                Err(code) => return code,
-            }
-        }
         Err(code) => return code,
     };
+    if let Err(message) =
+        handler_build::build_and_install(&args.source, &config.gateway.handlers_dir)
+    {
+        eprintln!("error: {message}");
+    }
     if !config.gateway.watch {
         eprintln!("warning: [gateway] watch = false: rebuilt components are served after a reload");
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 
-use super::handler_build::{self, Install};
+use super::handler_build;
 
 /// How long the sources must be quiet before a build starts: an editor's
 /// save is often several writes.
@@ -73,15 +73,6 @@ pub fn watch(source: &Path, handlers_dir: &Path) -> notify::Result<RecommendedWa
 /// One build and install; what changed is named on stderr.
 fn rebuild(source: &Path, handlers_dir: &Path) -> Result<(), String> {
     eprintln!("sources changed; building {}", source.display());
-    let built = handler_build::build(Path::new("cargo"), source)?;
-    let installed = handler_build::install(&built.components, handlers_dir, Install::Servable)?;
-    for one in installed.iter().filter(|one| one.changed) {
-        eprintln!("installed {}", one.path.display());
-    }
-    match built.failure {
-        Some(failure) => Err(format!(
-            "{failure}; what failed keeps serving its last good version"
-        )),
-        None => Ok(()),
-    }
+    handler_build::build_and_install(source, handlers_dir)
+        .map_err(|failure| format!("{failure}; what failed keeps serving its last good version"))
 }

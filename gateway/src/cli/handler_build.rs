@@ -112,6 +112,23 @@ pub fn build(cargo: &Path, workspace: &Path) -> Result<Built, String> {
     })
 }
 
+/// `wasmgate build`: builds the guest workspace `source` and installs what
+/// a gateway serves into `dir`, saying on stderr what changed. A crate that
+/// failed is the error (the others are installed).
+pub fn build_and_install(source: &Path, dir: &Path) -> Result<(), String> {
+    ensure_target()?;
+    let built = build(Path::new("cargo"), source)?;
+    let installed = install(&built.components, dir, Install::Servable)?;
+    let unchanged = installed.iter().filter(|one| !one.changed).count();
+    for one in installed.iter().filter(|one| one.changed) {
+        eprintln!("installed {}", one.path.display());
+    }
+    if unchanged > 0 {
+        eprintln!("{unchanged} components unchanged");
+    }
+    built.failure.map_or(Ok(()), Err)
+}
+
 /// Which of the built components to install.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Install {
