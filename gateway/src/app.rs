@@ -58,6 +58,8 @@ pub struct App {
     pub hub: Arc<Hub>,
     /// Components' channel subscriptions, kept to the live generation's.
     pub channels: crate::guest::channel::Channels,
+    /// Resident components, kept to the live generation's and supervised.
+    pub residents: crate::guest::resident::Residents,
     /// Open WebSocket and SSE streams per route.
     pub stream_slots: StreamSlots,
     /// Certificates obtained through ACME and the challenges in flight.
@@ -104,6 +106,7 @@ impl App {
             drain: Drain::new(),
             hub: Arc::default(),
             channels: crate::guest::channel::Channels::default(),
+            residents: crate::guest::resident::Residents::default(),
             acme,
             deployments,
         }

@@ -130,6 +130,7 @@ impl Prepared {
         let app = Arc::new(App::new(parts, config.gateway.clone(), self.snapshot));
         app.channels
             .sync(&app.hub, &app.metrics, app.live.load().components());
+        app.residents.sync(&app.hub, app.live.load().components());
         let live_config = {
             let app = Arc::clone(&app);
             Box::new(move || Arc::clone(&app.live.load().config))
@@ -440,6 +441,8 @@ impl Gateway {
             self.admin
         };
         let abandoned = self.app.drain.wait(grace).await;
+        // Residents serve the requests that were in flight: stopped last.
+        self.app.residents.stop_all().await;
         drop(admin);
         abandoned
     }

@@ -11,6 +11,7 @@ use bytesize::ByteSize;
 mod compose;
 mod deploy;
 mod profile;
+mod resident;
 mod tls;
 
 use compose::{Section, parse_invoke_path};
@@ -634,6 +635,7 @@ impl<'a> Checker<'a> {
             }
             self.apply_profile(&key, &mut handler);
             let files = self.files(&key, std::mem::take(&mut handler.files));
+            let resident = self.resident(&key, &mut handler, section);
             let composed = self.composed(&key, &mut handler, section);
             let path = match handler.path {
                 Some(path) => self.resolve(path),
@@ -774,6 +776,7 @@ impl<'a> Checker<'a> {
                 config: composed.config,
                 subscription: composed.subscription,
                 files,
+                resident,
             };
             self.grants_cover(&key, &config);
             handlers.insert(handler_name, config);

@@ -379,6 +379,36 @@ pub struct HandlerConfig {
     pub subscription: Option<Subscription>,
     /// Host directories mapped into the guest (none by default).
     pub files: Vec<FileGrant>,
+    /// `resident = true` (`[component]`s only): one long-lived instance
+    /// from boot, supervised.
+    pub resident: Option<Resident>,
+}
+
+/// How a resident component is supervised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resident {
+    /// Whether `/readyz` waits for it (and fails while it has failed).
+    pub required: bool,
+    /// It is marked failed, and no longer restarted, after `max_restarts`
+    /// restarts within `within`.
+    pub max_restarts: u32,
+    /// The crash-loop window.
+    pub within: std::time::Duration,
+    /// The first restart's delay; each further one in the window doubles it
+    /// (at most [`Resident::MAX_BACKOFF`]).
+    pub backoff: std::time::Duration,
+}
+
+impl Resident {
+    /// The longest wait between two restarts.
+    pub const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(30);
+
+    /// The wait before the restart that follows `recent` restarts in the window.
+    pub fn delay(&self, recent: u32) -> std::time::Duration {
+        self.backoff
+            .saturating_mul(1u32 << recent.min(16))
+            .min(Self::MAX_BACKOFF)
+    }
 }
 
 /// One `files` entry: a host directory the guest sees at `at`, read-only
@@ -585,6 +615,7 @@ impl HandlerConfig {
             config: BTreeMap::new(),
             subscription: None,
             files: Vec::new(),
+            resident: None,
         }
     }
 }

@@ -188,6 +188,17 @@ pub(super) struct RawHandler {
     pub(super) profile: Option<String>,
     #[serde(default)]
     pub(super) files: Vec<RawFiles>,
+    pub(super) resident: Option<bool>,
+    pub(super) required: Option<bool>,
+    pub(super) restart: Option<RawRestart>,
+}
+
+/// `restart = { max = 5, within = "60s", backoff = "100ms" }` of a resident.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawRestart {
+    pub(super) max: Option<u32>,
+    pub(super) within: Option<String>,
+    pub(super) backoff: Option<String>,
 }
 
 /// `[profile.NAME]`: grants and limits that handlers and components take by

@@ -832,3 +832,70 @@ handler = "hello"
         );
     }
 }
+
+#[test]
+fn resident_settings_need_a_resident_component() {
+    let found = problems(
+        r#"
+[[listener]]
+addr = "127.0.0.1:8080"
+
+[handler.web]
+resident = true
+required = true
+
+[component.bot]
+required = true
+restart = { max = 3 }
+
+[component.ticker]
+resident = true
+restart = { max = 0, within = "soon", backoff = "0s" }
+
+[[route]]
+path = "/"
+handler = "web"
+"#,
+    );
+    for expected in [
+        "handler.web.resident: only a [component] can be resident",
+        "handler.web.required: only a [component] can be resident",
+        "component.bot.required: applies to resident components only: add `resident = true`",
+        "component.bot.restart: applies to resident components only",
+        "component.ticker.restart.max: must be at least 1",
+        "component.ticker.restart.within:",
+        "component.ticker.restart.backoff: must be longer than zero",
+    ] {
+        assert!(
+            found.iter().any(|line| line.contains(expected)),
+            "missing {expected:?} in {found:#?}"
+        );
+    }
+    let config = parse(
+        r#"
+[[listener]]
+addr = "127.0.0.1:8080"
+
+[component.ticker]
+resident = true
+required = true
+restart = { within = "10s" }
+"#,
+    )
+    .expect("valid");
+    let ticker = &config.handlers[&HandlerName::parse("ticker").expect("name")];
+    assert_eq!(
+        ticker.resident,
+        Some(super::Resident {
+            required: true,
+            max_restarts: 5,
+            within: Duration::from_secs(10),
+            backoff: Duration::from_millis(100),
+        })
+    );
+    // Each restart in the window waits twice as long as the one before.
+    assert_eq!(
+        ticker.resident.map(|policy| policy.delay(3)),
+        Some(Duration::from_millis(800))
+    );
+}

@@ -294,7 +294,8 @@ fn operator_only(
 }
 
 /// Ready (once started, so the public listeners are bound): not draining,
-/// and every configured handler served by a loaded component.
+/// every configured handler served by a loaded component, and every
+/// required resident ready.
 fn readiness(app: &App) -> (StatusCode, serde_json::Value) {
     let snapshot = app.live.load();
     let mut reasons: Vec<String> = snapshot
@@ -304,6 +305,15 @@ fn readiness(app: &App) -> (StatusCode, serde_json::Value) {
         .filter(|name| snapshot.handler(name).is_none())
         .map(|name| format!("handler {name} has no loaded component"))
         .collect();
+    for resident in app.residents.seen() {
+        if resident.report.required && !resident.ready {
+            reasons.push(format!(
+                "resident {} is {}",
+                resident.name,
+                resident.report.state.label()
+            ));
+        }
+    }
     if app.drain.is_draining() {
         reasons.push("draining".into());
     }
@@ -373,10 +383,30 @@ fn status(app: &App) -> serde_json::Value {
             })
         })
         .collect();
+    let residents: Vec<serde_json::Value> = app
+        .residents
+        .seen()
+        .into_iter()
+        .map(|resident| {
+            let report = resident.report;
+            serde_json::json!({
+                "name": resident.name.as_str(),
+                "state": report.state.label(),
+                "ready": resident.ready,
+                "required": report.required,
+                "restarts": report.restarts,
+                "last_exit": report.last_exit.as_ref().map(|(_, exit)| exit),
+                "last_exit_at": report.last_exit.as_ref().map(|(at, _)| {
+                    humantime::format_rfc3339_millis(*at).to_string()
+                }),
+            })
+        })
+        .collect();
     serde_json::json!({
         "generation": snapshot.generation,
         "version": env!("CARGO_PKG_VERSION"),
         "handlers": handlers,
+        "residents": residents,
     })
 }
 

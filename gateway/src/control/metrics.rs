@@ -66,6 +66,14 @@ pub struct Metrics {
     /// Channel messages by channel and outcome (published, invoked,
     /// failed, dropped).
     pub channel_messages: IntCounterVec,
+    /// Ends of resident components' runs, by component and how (exit,
+    /// trap, out_of_fuel).
+    pub resident_exits: IntCounterVec,
+    /// Restarts of resident components.
+    pub resident_restarts: IntCounterVec,
+    /// Each resident's state: 1 for the state it is in (starting, ready,
+    /// restarting, failed), 0 for the others.
+    pub resident_state: IntGaugeVec,
     /// ACME orders by domain and outcome (issued, failed).
     pub acme_orders: IntCounterVec,
     /// When each ACME-managed certificate expires (Unix seconds), by domain.
@@ -212,6 +220,21 @@ impl Metrics {
                 "Channel messages: published (by routes), invoked (a subscribed component returned), failed (it did not), dropped (its queue was full or the message too large).",
                 &["channel", "outcome"],
             )?,
+            resident_exits: counter(
+                "wasmgate_resident_exits_total",
+                "Ends of resident components' runs, by component and how they ended (exit, trap, out_of_fuel).",
+                &["component", "outcome"],
+            )?,
+            resident_restarts: counter(
+                "wasmgate_resident_restarts_total",
+                "Restarts of resident components after they ended.",
+                &["component"],
+            )?,
+            resident_state: gauge(
+                "wasmgate_resident_state",
+                "1 for the state each resident component is in (starting, ready, restarting, failed), 0 for the others.",
+                &["component", "state"],
+            )?,
             acme_orders: counter(
                 "wasmgate_acme_orders_total",
                 "ACME certificate orders, by domain and outcome (issued, failed).",
@@ -351,6 +374,24 @@ impl Metrics {
         }
     }
 
+    /// The collectors of the resident component called `name`.
+    pub fn resident(&self, name: &str) -> ResidentMetrics {
+        let exit = |outcome: &str| self.resident_exits.with_label_values(&[name, outcome]);
+        let state = |state: &str| self.resident_state.with_label_values(&[name, state]);
+        ResidentMetrics {
+            exited: exit("exit"),
+            trapped: exit("trap"),
+            out_of_fuel: exit("out_of_fuel"),
+            restarts: self.resident_restarts.with_label_values(&[name]),
+            states: [
+                state("starting"),
+                state("ready"),
+                state("restarting"),
+                state("failed"),
+            ],
+        }
+    }
+
     /// Counts one answered request.
     pub fn request(
         &self,
@@ -393,6 +434,20 @@ impl VersionSeries {
 }
 
 /// One component's call counters, resolved once when it starts.
+pub struct ResidentMetrics {
+    /// Runs that returned or exited.
+    pub exited: IntCounter,
+    /// Runs that trapped.
+    pub trapped: IntCounter,
+    /// Runs that used up a slice's CPU budget.
+    pub out_of_fuel: IntCounter,
+    /// Restarts.
+    pub restarts: IntCounter,
+    /// The state gauges: starting, ready, restarting, failed.
+    pub states: [IntGauge; 4],
+}
+
+/// One component's call counters.
 pub struct ComponentCalls {
     /// The call returned.
     pub ok: IntCounter,

@@ -149,6 +149,7 @@ impl Reloader {
         self.app
             .channels
             .sync(&self.app.hub, &self.app.metrics, next.components());
+        self.app.residents.sync(&self.app.hub, next.components());
         live::record_versions(&self.app.metrics, Some(&previous), &next);
         // New names, a new CA, or an operator asking to retry a failed order.
         self.app.acme.wake();

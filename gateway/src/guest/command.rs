@@ -116,6 +116,7 @@ async fn run_component(
         fuel: limits.fuel,
         command: Some(args.to_vec()),
         files: Arc::new([]),
+        ready: None,
     };
     let mut store = stores.make(engine.engine());
     let deadline = Instant::now() + limits.timeout;
@@ -210,7 +211,7 @@ fn ended_by(error: &wasmtime::Error, limits: &RunLimits) -> Ended {
             limits.fuel.unwrap_or(u64::MAX)
         ));
     }
-    Ended::Trap(super::handler::trap_summary(error))
+    Ended::Trap(super::host::trap_summary(error))
 }
 
 fn timed_out(timeout: Duration) -> String {

@@ -24,7 +24,9 @@ use super::cache::ContentHash;
 use super::component::{HttpPre, Pre, Unlinked};
 use super::component::{LoadError, Loaded};
 use super::engine::is_pool_full;
-use super::host::{DeadlineExceeded, Host, StoreMaker, hostcall_fuel, is_out_of_fuel, refuel};
+use super::host::{
+    DeadlineExceeded, Host, StoreMaker, hostcall_fuel, is_out_of_fuel, refuel, trap_summary,
+};
 use super::log::LogBudget;
 use super::outbound::{NextHop, OutboundClient};
 use super::pool::{Blueprint, Instance, Pool, Ready, Returner};
@@ -249,6 +251,7 @@ impl Handler {
             logging: config.capabilities.has(Capability::Logging),
             fuel: config.limits.fuel,
             command: None,
+            ready: None,
             files: config.files.iter().cloned().collect(),
             config: Arc::new(config_values),
             handler: Arc::clone(&label),
@@ -285,6 +288,9 @@ impl Handler {
                     stores,
                     &advice,
                     calls,
+                    config
+                        .resident
+                        .map(|policy| (policy, services.metrics.resident(name.as_str()))),
                 )?;
                 library.trial().await.map_err(instantiate_failed)?;
                 Kind::Component(Arc::new(library))
@@ -709,15 +715,6 @@ impl GuestRun {
         };
         tracing::warn!(route = &*self.route, handler = &*self.handler, "{error}");
         Outcome::Failed(error)
-    }
-}
-
-/// The trap's cause on one line (`wasm trap: wasm \`unreachable\` instruction
-/// executed`), without the multi-line wasm backtrace, which goes to the debug log.
-pub(super) fn trap_summary(error: &wasmtime::Error) -> String {
-    match error.downcast_ref::<wasmtime::Trap>() {
-        Some(trap) => trap.to_string(),
-        None => error.root_cause().to_string(),
     }
 }
 

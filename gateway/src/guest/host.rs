@@ -65,8 +65,12 @@ impl Host {
                 .inherit_stdout()
                 .inherit_stderr();
         } else if maker.logging {
-            wasi.stdout(GuestLog::new(&maker.log_budget, GuestStream::Stdout))
-                .stderr(GuestLog::new(&maker.log_budget, GuestStream::Stderr));
+            wasi.stdout(GuestLog::new(
+                &maker.log_budget,
+                GuestStream::Stdout,
+                maker.ready.clone(),
+            ))
+            .stderr(GuestLog::new(&maker.log_budget, GuestStream::Stderr, None));
         }
         for grant in maker.files.iter() {
             let perms = if grant.write {
@@ -202,6 +206,8 @@ pub(super) struct StoreMaker {
     pub(super) command: Option<Vec<String>>,
     /// Host directories mapped into each store (`files`).
     pub(super) files: Arc<[crate::config::FileGrant]>,
+    /// For a resident's run only: set when it prints `READY` on stdout.
+    pub(super) ready: Option<super::log::Ready>,
 }
 
 /// Resources (streams, fields, requests, pollables…) one guest may hold in
@@ -278,6 +284,15 @@ pub(super) fn is_out_of_fuel(error: &wasmtime::Error) -> bool {
         .any(|cause| cause.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::OutOfFuel))
 }
 
+/// The trap's cause on one line (`wasm trap: wasm \`unreachable\` instruction
+/// executed`), without the multi-line wasm backtrace, which goes to the debug log.
+pub(super) fn trap_summary(error: &wasmtime::Error) -> String {
+    match error.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => error.root_cause().to_string(),
+    }
+}
+
 /// How long instantiating a component may run (its start functions, data
 /// initialisation): one that runs away is stopped like a request would be.
 pub(super) const INSTANTIATE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -333,6 +348,7 @@ mod guard_tests {
             fuel: None,
             command: None,
             files: Arc::new([]),
+            ready: None,
         };
         let mut store = maker.make(&engine);
         assert_eq!(store.hostcall_fuel(), 64 * 1024 * 1024);

@@ -94,15 +94,22 @@ struct Lines {
     stream: GuestStream,
     pending: Vec<u8>,
     budget: Arc<LogBudget>,
+    /// Set when the guest prints a line that is exactly `READY` (a
+    /// resident's readiness signal), if anyone listens.
+    ready: Option<Ready>,
 }
 
+/// A resident's readiness signal, shared by its stores' stdout.
+pub(super) type Ready = Arc<tokio::sync::watch::Sender<bool>>;
+
 impl GuestLog {
-    pub(super) fn new(budget: &Arc<LogBudget>, stream: GuestStream) -> Self {
+    pub(super) fn new(budget: &Arc<LogBudget>, stream: GuestStream, ready: Option<Ready>) -> Self {
         Self {
             lines: Arc::new(Mutex::new(Lines {
                 stream,
                 pending: Vec::new(),
                 budget: Arc::clone(budget),
+                ready,
             })),
         }
     }
@@ -144,6 +151,11 @@ impl Lines {
     fn emit(&self, line: &[u8]) {
         let text = String::from_utf8_lossy(line);
         let text = text.trim_end_matches('\r');
+        if let Some(ready) = &self.ready
+            && text == "READY"
+        {
+            ready.send_replace(true);
+        }
         if text.is_empty() || !self.budget.admit() {
             return;
         }

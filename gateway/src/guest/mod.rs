@@ -11,7 +11,8 @@
 //! needs, [`wire`] serves a component's imports from other components
 //! (with interceptors' advice, values rendered by [`render`]), [`chain`]
 //! runs a route's middleware, [`channel`] keeps components subscribed to
-//! channels.
+//! channels. [`resident`] supervises resident components (their records
+//! and restart decisions in [`supervision`]).
 //!
 //! May use: [`crate::config`], [`crate::control::metrics`], and the
 //! response vocabulary of [`crate::http::body`] and [`crate::http::error`].
@@ -34,8 +35,10 @@ mod outbound;
 mod pool;
 pub mod pubsub;
 mod render;
+pub mod resident;
 pub mod sse;
 pub mod stream;
+pub mod supervision;
 pub mod websocket;
 pub mod wire;
 

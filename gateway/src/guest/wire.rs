@@ -18,6 +18,8 @@
 //! (made at its first call, dropped with it, never reused after a failure);
 //! a dependency's calls run under the importer's deadline.
 
+mod shared;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -30,7 +32,9 @@ use super::bindings::advice::{Argument, Call};
 use super::component::LoadError;
 use super::host::{Host, INSTANTIATE_LIMIT, Linked, StoreMaker, refuel};
 use super::render::{render, render_all};
-use crate::control::metrics::ComponentCalls;
+use super::supervision::Supervision;
+use crate::control::metrics::{ComponentCalls, ResidentMetrics};
+pub use shared::Shared;
 
 /// A `[component]` ready to serve its exports to the components that import
 /// it.
@@ -46,6 +50,32 @@ pub struct Library {
     /// Its exported functions by name (the first interface that exports a
     /// name wins), for invocation routes and channel subscriptions.
     functions: HashMap<String, Export>,
+    /// How it lives, if it is resident.
+    residence: Option<Residence>,
+}
+
+/// How a resident component lives.
+pub enum Residence {
+    /// It exports `wasi:cli/run`: one long run at a time, supervised by
+    /// [`super::resident`]; it serves no calls (its instance is busy running).
+    Program {
+        /// Its run export, ready to instantiate.
+        command: wasmtime_wasi::p2::bindings::CommandPre<Host>,
+        /// Its supervision record.
+        supervision: Arc<Supervision>,
+    },
+    /// It serves calls on one shared instance.
+    Service(Arc<Shared>),
+}
+
+impl Residence {
+    /// Its supervision record.
+    pub fn supervision(&self) -> &Arc<Supervision> {
+        match self {
+            Self::Program { supervision, .. } => supervision,
+            Self::Service(shared) => &shared.supervision,
+        }
+    }
 }
 
 /// One exported function.
@@ -91,7 +121,8 @@ pub struct Advice {
 }
 
 impl Library {
-    /// A component's runtime; `advice` are its interceptors' libraries.
+    /// A component's runtime; `advice` are its interceptors' libraries;
+    /// `resident` its supervision policy, if it is resident.
     pub(super) fn new(
         name: Arc<str>,
         component: Component,
@@ -99,6 +130,7 @@ impl Library {
         stores: StoreMaker,
         advice: &[Arc<Library>],
         calls: ComponentCalls,
+        resident: Option<(crate::config::Resident, ResidentMetrics)>,
     ) -> Result<Self, LoadError> {
         let advice = advice
             .iter()
@@ -117,6 +149,16 @@ impl Library {
             })
             .collect::<Result<_, LoadError>>()?;
         let functions = exported_functions(&component);
+        let residence = resident.map(|(policy, metrics)| {
+            let supervision = Arc::new(Supervision::new(Arc::clone(&name), policy, metrics));
+            match wasmtime_wasi::p2::bindings::CommandPre::new(pre.clone()) {
+                Ok(command) => Residence::Program {
+                    command,
+                    supervision,
+                },
+                Err(_) => Residence::Service(Arc::new(Shared::new(supervision, stores.fuel))),
+            }
+        });
         Ok(Self {
             name,
             component,
@@ -125,7 +167,23 @@ impl Library {
             advice,
             calls,
             functions,
+            residence,
         })
+    }
+
+    /// How it lives, if it is resident.
+    pub fn residence(&self) -> Option<&Residence> {
+        self.residence.as_ref()
+    }
+
+    /// What its stores are made from.
+    pub(super) fn stores(&self) -> &StoreMaker {
+        &self.stores
+    }
+
+    /// Its engine.
+    pub(super) fn engine(&self) -> &Engine {
+        self.component.engine()
     }
 
     /// The name of its one exported function that takes one string, if it
@@ -187,14 +245,21 @@ impl Library {
                 })
                 .collect::<Result<_, _>>()?,
         };
-        let mut linked = self
-            .instantiate(deadline)
-            .await
-            .map_err(InvokeError::Failed)?;
         let mut results = vec![Val::Bool(false); export.ty.results().len()];
-        let outcome = self
-            .call_export(&mut linked, export, &values, &mut results)
-            .await;
+        let outcome = match &self.residence {
+            Some(Residence::Service(shared)) => {
+                shared
+                    .call(self, export, &values, &mut results, deadline)
+                    .await
+            }
+            _ => match self.instantiate(deadline).await {
+                Ok(mut linked) => {
+                    self.call_export(&mut linked, export, &values, &mut results)
+                        .await
+                }
+                Err(error) => return Err(InvokeError::Failed(error)),
+            },
+        };
         self.count(&outcome);
         outcome.map_err(InvokeError::Failed)?;
         Ok(match results.as_slice() {
@@ -274,9 +339,13 @@ impl Library {
         &self.name
     }
 
-    /// Instantiates it once, as a load-time check that it can be.
+    /// Instantiates it once, as a load-time check that it can be (a
+    /// resident service keeps that instance as its shared one).
     pub(super) async fn trial(&self) -> wasmtime::Result<()> {
-        self.instantiate(super::host::far_future()).await.map(drop)
+        match &self.residence {
+            Some(Residence::Service(shared)) => shared.fill(self).await,
+            _ => self.instantiate(super::host::far_future()).await.map(drop),
+        }
     }
 
     /// Instantiates it (and its interceptors) for one importing instance.
@@ -339,6 +408,13 @@ impl Target {
         results: &mut [Val],
     ) -> wasmtime::Result<()> {
         let deadline = caller.data().deadline;
+        if let Some(Residence::Service(shared)) = &self.library.residence {
+            let outcome = shared
+                .call(&self.library, &self.export, params, results, deadline)
+                .await;
+            self.library.count(&outcome);
+            return outcome;
+        }
         let held = caller
             .data_mut()
             .wired
@@ -412,6 +488,14 @@ pub(super) fn link(
                 _ => None,
             }
         });
+        if let Some((_, library, _)) = found
+            && let Some(Residence::Program { .. }) = library.residence
+        {
+            return Err(LoadError::Wiring(format!(
+                "imports `{name}` from `{}`, a resident that runs a program (it exports wasi:cli/run): its one instance is busy running, so it serves no calls (a resident without `run` does)",
+                library.name
+            )));
+        }
         let Some((slot, library, exported)) = found else {
             let listed: Vec<&str> = deps.iter().map(|library| library.name()).collect();
             return Err(LoadError::Unwired {
