@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use http::Method;
-use wasmgate::cli::{devcert, handler_build, ops};
+use wasmgate::cli::{devcert, ops, toolchain};
 use wasmgate::config::Config;
 use wasmgate::control::drain::ShutdownSignals;
 use wasmgate::edge::activation::Activated;
@@ -38,8 +38,9 @@ enum Command {
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
-    /// Build the guest workspace for wasm32-wasip2 and copy each component
-    /// into the configuration's handlers directory.
+    /// Build every component source (the Rust workspace for wasm32-wasip2,
+    /// npm and Python projects beside it) and copy each component into the
+    /// configuration's handlers directory.
     Build(BuildArgs),
     /// Build the handlers, make a development certificate if none exists, then serve.
     Up(BuildArgs),
@@ -48,7 +49,7 @@ enum Command {
     New {
         /// The project (and its first component's) name.
         name: String,
-        /// The component's language (rust; ts, js and python are planned).
+        /// The component's language: rust, ts, js or python.
         #[arg(long, default_value = "rust")]
         lang: String,
     },
@@ -451,7 +452,7 @@ async fn check(path: &Path) -> ExitCode {
 
 async fn build(args: &BuildArgs) -> Result<Config, ExitCode> {
     let config = load_config(&args.config, NOTHING_STARTED).await?;
-    handler_build::build_and_install(&args.source, &config.gateway.handlers_dir).map_err(
+    toolchain::build_and_install(&args.source, &config.gateway.handlers_dir).map_err(
         |message| {
             eprintln!("error: {message}");
             ExitCode::from(EXIT_RUNTIME)
@@ -475,9 +476,7 @@ async fn dev(args: &BuildArgs) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    if let Err(message) =
-        handler_build::build_and_install(&args.source, &config.gateway.handlers_dir)
-    {
+    if let Err(message) = toolchain::build_and_install(&args.source, &config.gateway.handlers_dir) {
         eprintln!("error: {message}");
     }
     if !config.gateway.watch {

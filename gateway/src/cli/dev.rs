@@ -1,5 +1,5 @@
-//! `wasmgate dev`: the guest sources are watched; after an edit the
-//! workspace is built again (cargo rebuilds only what changed) and what
+//! `wasmgate dev`: the guest sources are watched; after an edit they are
+//! built again (each toolchain rebuilds only what changed) and what
 //! changed is installed into the handlers directory, where the serving
 //! gateway's own watcher hot-swaps it.
 //!
@@ -13,7 +13,7 @@ use std::time::Duration;
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 
-use super::handler_build;
+use super::toolchain;
 
 /// How long the sources must be quiet before a build starts: an editor's
 /// save is often several writes.
@@ -23,7 +23,10 @@ const QUIET: Duration = Duration::from_millis(300);
 /// the returned watcher is dropped.
 pub fn watch(source: &Path, handlers_dir: &Path) -> notify::Result<RecommendedWatcher> {
     let source = source.canonicalize()?;
-    let target = source.join("target");
+    // Installing is not editing (a project may install inside its sources).
+    let installed = handlers_dir
+        .canonicalize()
+        .unwrap_or_else(|_| handlers_dir.to_path_buf());
     let (edits, mut edited) = mpsc::unbounded_channel();
     let watched = source.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -33,16 +36,12 @@ pub fn watch(source: &Path, handlers_dir: &Path) -> notify::Result<RecommendedWa
             event.kind,
             EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_)
         );
-        // Build output and hidden files (editors' swap files, .git) are not
-        // sources.
-        let relevant = event.paths.iter().any(|path| {
-            !path.starts_with(&target)
-                && path.strip_prefix(source).is_ok_and(|inside| {
-                    !inside
-                        .components()
-                        .any(|part| part.as_os_str().to_string_lossy().starts_with('.'))
-                })
-        });
+        // Build output, installed toolchains and hidden files (editors'
+        // swap files, .git) are not sources.
+        let relevant = event
+            .paths
+            .iter()
+            .any(|path| !path.starts_with(&installed) && toolchain::is_source(source, path));
         if is_edit && relevant {
             let _ = edits.send(());
         }
@@ -73,6 +72,6 @@ pub fn watch(source: &Path, handlers_dir: &Path) -> notify::Result<RecommendedWa
 /// One build and install; what changed is named on stderr.
 fn rebuild(source: &Path, handlers_dir: &Path) -> Result<(), String> {
     eprintln!("sources changed; building {}", source.display());
-    handler_build::build_and_install(source, handlers_dir)
+    toolchain::build_and_install(source, handlers_dir)
         .map_err(|failure| format!("{failure}; what failed keeps serving its last good version"))
 }

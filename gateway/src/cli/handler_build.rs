@@ -140,7 +140,7 @@ pub enum Install {
 
 /// Fixtures that exist to be rejected by the gateway, or to be wired into
 /// a test or a benchmark rather than served on their own.
-pub const TEST_ONLY: [&str; 7] = [
+pub const TEST_ONLY: [&str; 9] = [
     "no-handler",
     "cli-hello",
     "translator-mismatch",
@@ -148,6 +148,8 @@ pub const TEST_ONLY: [&str; 7] = [
     "advice-pass",
     "mw-stamp",
     "mw-fanout",
+    "resident-ticker",
+    "resident-tally",
 ];
 
 /// One component in the install directory.
