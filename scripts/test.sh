@@ -21,7 +21,8 @@ export COMPONENTIZE_PY="$PWD/target/test-venv/bin/componentize-py"
 # admin listener's metrics (tests/tests/observability.rs); haproxy sends PROXY
 # headers (tests/tests/behind_proxy.rs); pebble is the ACME CA
 # (tests/tests/acme.rs); systemd-socket-activate passes sockets like a .socket
-# unit (tests/tests/restarts.rs).
+# unit (tests/tests/restarts.rs); node and npm build the JavaScript and
+# TypeScript templates (tests/tests/templates.rs).
 # Installed only when missing; needs root or sudo.
 apt_install() {
   local missing=()
@@ -35,7 +36,7 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 apt_install chromium:chromium promtool:prometheus haproxy:haproxy pebble:pebble \
-  systemd-socket-activate:systemd
+  systemd-socket-activate:systemd node:nodejs npm:npm
 
 # --workspace also builds the wasmgate binary the end-to-end tests run.
 cargo test --workspace --locked

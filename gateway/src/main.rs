@@ -125,12 +125,12 @@ enum Command {
     Run {
         /// The program.
         file: PathBuf,
-        /// Its linear memory cap.
-        #[arg(long, default_value = "128MiB")]
-        memory: String,
-        /// Its wall-clock limit.
-        #[arg(long, default_value = "1h")]
-        timeout: String,
+        /// Its linear memory cap (default: the profile's, else 128MiB).
+        #[arg(long)]
+        memory: Option<String>,
+        /// Its wall-clock limit (default: the profile's, else 1h).
+        #[arg(long)]
+        timeout: Option<String>,
         /// Its CPU budget, in fuel (about one per instruction); none by default.
         #[arg(long)]
         fuel: Option<u64>,
@@ -138,6 +138,13 @@ enum Command {
         /// environment (repeat for more); none by default.
         #[arg(long = "env")]
         env: Vec<String>,
+        /// Run with the grants and limits of `[profile.NAME]` in the
+        /// config: its env, files and limits (flags given here win).
+        #[arg(long)]
+        profile: Option<String>,
+        /// The config that holds the profile.
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
         /// Its arguments, after `--`.
         #[arg(last = true)]
         args: Vec<String>,
@@ -307,8 +314,21 @@ fn main() -> ExitCode {
                 timeout,
                 fuel,
                 env,
+                profile,
+                config,
                 args,
-            } => run_program(&file, &memory, &timeout, fuel, &env, args).await,
+            } => {
+                let flags = RunFlags {
+                    memory,
+                    timeout,
+                    fuel,
+                    env,
+                };
+                match run_limits(flags, profile.as_deref(), &config).await {
+                    Ok(limits) => run_program(&file, &limits, args).await,
+                    Err(code) => code,
+                }
+            }
         }
     });
     // The drain is over (or its grace period is): a compile or a file read
@@ -515,46 +535,106 @@ async fn serve_built(config: &Config) -> ExitCode {
 
 /// `wasmgate run`: the program's exit code, 134 after a trap (as a
 /// signal-killed program's), 2 when it cannot run at all.
-async fn run_program(
-    file: &Path,
-    memory: &str,
-    timeout: &str,
+/// What `wasmgate run` was given on its command line.
+struct RunFlags {
+    memory: Option<String>,
+    timeout: Option<String>,
     fuel: Option<u64>,
-    env: &[String],
-    args: Vec<String>,
-) -> ExitCode {
-    use wasmgate::guest::command::{Ended, RunLimits, run};
+    env: Vec<String>,
+}
+
+/// The limits of a run: the flags, else the profile's, else the defaults.
+async fn run_limits(
+    flags: RunFlags,
+    profile: Option<&str>,
+    config: &Path,
+) -> Result<wasmgate::guest::command::RunLimits, ExitCode> {
+    use wasmgate::config::EnvGrant;
     let refuse = |message: String| {
         eprintln!("error: {message}");
         ExitCode::from(EXIT_CONFIG)
     };
-    let memory = match memory.parse::<bytesize::ByteSize>() {
-        Ok(size) => usize::try_from(size.as_u64()).unwrap_or(usize::MAX),
-        Err(error) => return refuse(format!("--memory {memory}: {error}")),
+    let profile = match profile {
+        None => None,
+        Some(name) => {
+            let loaded = load_config(config, NOTHING_STARTED).await?;
+            let Some(found) = loaded.profiles.get(name).cloned() else {
+                return Err(refuse(format!(
+                    "{}: no [profile.{name}] is configured",
+                    config.display()
+                )));
+            };
+            Some(found)
+        }
     };
-    let timeout = match humantime::parse_duration(timeout) {
-        Ok(timeout) => timeout,
-        Err(error) => return refuse(format!("--timeout {timeout}: {error}")),
+    let memory = match (&flags.memory, &profile) {
+        (Some(text), _) => match text.parse::<bytesize::ByteSize>() {
+            Ok(size) => size.as_u64(),
+            Err(error) => return Err(refuse(format!("--memory {text}: {error}"))),
+        },
+        (None, Some(profile)) => profile.limits.memory,
+        (None, None) => 128 << 20,
     };
+    let timeout = match (&flags.timeout, &profile) {
+        (Some(text), _) => match humantime::parse_duration(text) {
+            Ok(timeout) => timeout,
+            Err(error) => return Err(refuse(format!("--timeout {text}: {error}"))),
+        },
+        (None, Some(profile)) => profile.limits.timeout,
+        (None, None) => std::time::Duration::from_secs(3600),
+    };
+    let fuel = flags
+        .fuel
+        .or_else(|| profile.as_ref().and_then(|profile| profile.limits.fuel));
     if fuel == Some(0) {
-        return refuse("--fuel 0 leaves no instruction to run".into());
+        return Err(refuse("--fuel 0 leaves no instruction to run".into()));
     }
-    let env = env
-        .iter()
-        .filter_map(|key| Some((key.clone(), std::env::var(key).ok()?)))
-        .collect();
+    let lookup = |key: &String| Some((key.clone(), std::env::var(key).ok()?));
+    let mut env: Vec<(String, String)> = flags.env.iter().filter_map(lookup).collect();
+    let mut files = Vec::new();
+    if let Some(profile) = profile {
+        match &profile.env {
+            EnvGrant::All => env.extend(std::env::vars()),
+            EnvGrant::Keys(keys) => env.extend(keys.iter().filter_map(lookup)),
+        }
+        for grant in &profile.files {
+            if !grant.dir.is_dir() {
+                return Err(refuse(format!(
+                    "files: {} (mapped at {}) is not a directory",
+                    grant.dir.display(),
+                    grant.at
+                )));
+            }
+        }
+        files = profile.files;
+    }
+    env.sort();
+    env.dedup_by(|a, b| a.0 == b.0);
+    Ok(wasmgate::guest::command::RunLimits {
+        memory: usize::try_from(memory).unwrap_or(usize::MAX),
+        timeout,
+        fuel,
+        env,
+        files,
+    })
+}
+
+async fn run_program(
+    file: &Path,
+    limits: &wasmgate::guest::command::RunLimits,
+    args: Vec<String>,
+) -> ExitCode {
+    use wasmgate::guest::command::{Ended, run};
+    let refuse = |message: String| {
+        eprintln!("error: {message}");
+        ExitCode::from(EXIT_CONFIG)
+    };
     let name = file.file_name().map_or_else(
         || "program".into(),
         |name| name.to_string_lossy().into_owned(),
     );
     let argv: Vec<String> = std::iter::once(name).chain(args).collect();
-    let limits = RunLimits {
-        memory,
-        timeout,
-        fuel,
-        env,
-    };
-    match run(file, &argv, &limits).await {
+    match run(file, &argv, limits).await {
         Ok(Ended::Exit(code)) => ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1)),
         Ok(Ended::Trap(message)) => {
             eprintln!("error: {}: {message}", file.display());

@@ -133,3 +133,49 @@ fn a_file_without_an_entry_point_is_refused_naming_what_it_exports() {
         "{stderr}"
     );
 }
+
+/// `--profile NAME` takes a `[profile.NAME]`'s env grants and limits from
+/// the config; flags given on the command line win.
+#[test]
+fn a_profile_lends_its_env_and_limits_to_a_run() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("gw.toml");
+    std::fs::write(
+        &config,
+        "[[listener]]\naddr = \"127.0.0.1:0\"\n\n\
+         [profile.batch]\nenv = [\"HOME\"]\nlimits = { fuel = 1_000_000, timeout = \"30s\" }\n",
+    )
+    .expect("write");
+    let config = config.display().to_string();
+    let file = command().display().to_string();
+    let with = |args: &[&str]| {
+        let mut all = vec!["--config", &config, "--profile", "batch", &file];
+        all.extend_from_slice(args);
+        run(dir.path(), &all)
+    };
+    let (code, stdout, stderr) = with(&["--", "env", "HOME"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let home = std::env::var("HOME").expect("HOME is set");
+    assert!(stdout.contains(&format!("HOME={home}")), "{stdout}");
+    // Without the profile the variable is not granted.
+    let (_, stdout, _) = run(dir.path(), &[&file, "--", "env", "HOME"]);
+    assert!(stdout.contains("HOME unset"), "{stdout}");
+    // The profile's fuel ends a loop long before its 30 s.
+    let (code, _, stderr) = with(&["--", "spin"]);
+    assert_eq!(code, Some(134), "{stderr}");
+    assert!(stderr.contains("CPU budget of 1000000 fuel"), "{stderr}");
+    // A flag wins over the profile.
+    let (code, _, stderr) = with(&["--timeout", "200ms", "--fuel", "100000000000", "--", "spin"]);
+    assert_eq!(code, Some(134), "{stderr}");
+    assert!(stderr.contains("time limit of 200ms"), "{stderr}");
+
+    let (code, _, stderr) = run(
+        dir.path(),
+        &["--config", &config, "--profile", "nightly", &file],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no [profile.nightly] is configured"),
+        "{stderr}"
+    );
+}

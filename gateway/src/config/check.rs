@@ -62,6 +62,7 @@ impl<'a> Checker<'a> {
         let listeners = self.listeners(raw.listener);
         let deploy = self.deploy(raw.deploy);
         self.profiles(raw.profile);
+        let profiles = self.typed_profiles(&gateway);
         let (mut handlers, mut handler_deploy) =
             self.handlers(&gateway, raw.handler, Section::Handler);
         let (components, component_deploy) =
@@ -146,6 +147,7 @@ impl<'a> Checker<'a> {
             acme,
             deploy,
             handler_deploy,
+            profiles,
         }
     }
 
@@ -234,6 +236,31 @@ impl<'a> Checker<'a> {
     }
 
     /// `raw` limits at `key`, each unset one from `defaults`.
+    /// `env = [...]` or `env = "all"`.
+    fn env_grant(&mut self, key: &str, raw: raw::RawEnv) -> EnvGrant {
+        match raw {
+            raw::RawEnv::Word(word) if word == "all" => EnvGrant::All,
+            raw::RawEnv::Word(word) => {
+                self.problems.push(
+                    format!("{key}.env"),
+                    format!("`{word}` is neither a list of keys nor \"all\""),
+                );
+                EnvGrant::Keys(Vec::new())
+            }
+            raw::RawEnv::Keys(keys) => {
+                for (index, variable) in keys.iter().enumerate() {
+                    if variable.is_empty() || variable.contains('=') || variable.contains('\0') {
+                        self.problems.push(
+                            format!("{key}.env[{index}]"),
+                            format!("`{variable}` is not an environment variable name"),
+                        );
+                    }
+                }
+                EnvGrant::Keys(keys)
+            }
+        }
+    }
+
     fn limits(
         &mut self,
         key: &str,
@@ -649,28 +676,7 @@ impl<'a> Checker<'a> {
             );
             deploys.insert(handler_name.clone(), deploy);
             let limits = self.limits(&format!("{key}.limits"), handler.limits, &gateway.limits);
-            let env = match handler.env {
-                raw::RawEnv::Word(word) if word == "all" => EnvGrant::All,
-                raw::RawEnv::Word(word) => {
-                    self.problems.push(
-                        format!("{key}.env"),
-                        format!("`{word}` is neither a list of keys nor \"all\""),
-                    );
-                    EnvGrant::Keys(Vec::new())
-                }
-                raw::RawEnv::Keys(keys) => {
-                    for (index, variable) in keys.iter().enumerate() {
-                        if variable.is_empty() || variable.contains('=') || variable.contains('\0')
-                        {
-                            self.problems.push(
-                                format!("{key}.env[{index}]"),
-                                format!("`{variable}` is not an environment variable name"),
-                            );
-                        }
-                    }
-                    EnvGrant::Keys(keys)
-                }
-            };
+            let env = self.env_grant(&key, handler.env);
             let outbound = handler
                 .outbound
                 .iter()

@@ -55,6 +55,20 @@ pub struct Config {
     pub deploy: DeploySettings,
     /// Each configured handler's split and rollout policy.
     pub handler_deploy: BTreeMap<HandlerName, HandlerDeploy>,
+    /// `[profile.NAME]`s, typed (for `wasmgate run --profile`; handlers
+    /// have theirs applied already).
+    pub profiles: BTreeMap<String, Profile>,
+}
+
+/// What a `[profile.NAME]` grants a program run with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    /// The environment variables it may read.
+    pub env: EnvGrant,
+    /// Its limits (the gateway's defaults where the profile sets none).
+    pub limits: HandlerLimits,
+    /// Host directories mapped into it.
+    pub files: Vec<FileGrant>,
 }
 
 /// The `[acme]` section: one ACME account and where its certificates live.

@@ -34,6 +34,8 @@ pub struct RunLimits {
     pub fuel: Option<u64>,
     /// The environment variables it sees.
     pub env: Vec<(String, String)>,
+    /// Host directories mapped into it (a profile's `files`).
+    pub files: Vec<crate::config::FileGrant>,
 }
 
 /// How a run ended.
@@ -115,7 +117,7 @@ async fn run_component(
         config: Arc::default(),
         fuel: limits.fuel,
         command: Some(args.to_vec()),
-        files: Arc::new([]),
+        files: limits.files.iter().cloned().collect(),
         ready: None,
     };
     let mut store = stores.make(engine.engine());
@@ -172,6 +174,17 @@ async fn run_module(
         .inherit_stdin()
         .inherit_stdout()
         .inherit_stderr();
+    for grant in &limits.files {
+        let perms = if grant.write {
+            wasmtime_wasi::FsPerms::ReadWrite
+        } else {
+            wasmtime_wasi::FsPerms::ReadOnly
+        };
+        wasi.preopened_dir(&grant.dir, &grant.at, perms)
+            .map_err(|error| {
+                RunError::Engine(format!("files: {}: {error:#}", grant.dir.display()))
+            })?;
+    }
     let deadline = Instant::now() + limits.timeout;
     let mut store = Store::new(
         engine,

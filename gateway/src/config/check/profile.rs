@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use super::super::raw;
-use super::super::{FileGrant, HandlerName};
+use super::super::{FileGrant, GatewaySettings, HandlerName, Profile};
 use super::Checker;
 
 impl Checker<'_> {
@@ -21,6 +21,28 @@ impl Checker<'_> {
             }
             self.profiles.insert(name, profile);
         }
+    }
+
+    /// Each profile's environment, limits and files, typed (what `wasmgate
+    /// run --profile` uses); their problems are reported under
+    /// `profile.NAME`, whether or not a handler names them.
+    pub(super) fn typed_profiles(
+        &mut self,
+        gateway: &GatewaySettings,
+    ) -> std::collections::BTreeMap<String, Profile> {
+        let profiles = self.profiles.clone();
+        profiles
+            .into_iter()
+            .map(|(name, raw)| {
+                let key = format!("profile.{name}");
+                let profile = Profile {
+                    env: self.env_grant(&key, raw.env),
+                    limits: self.limits(&format!("{key}.limits"), raw.limits, &gateway.limits),
+                    files: self.files(&key, raw.files),
+                };
+                (name, profile)
+            })
+            .collect()
     }
 
     /// Adds the named profile's grants to `raw`'s own: lists join (`env =
