@@ -27,7 +27,7 @@ fn ticker(extra: &str) -> String {
     format!(
         "[component.ticker]\npath = \"{{handlers}}/resident-ticker.wasm\"\nresident = true\n\
          topic_scope = \"demo\"\ncapabilities = [\"pubsub\", \"logging\", \"clocks\", \"env\"]\n\
-         env = [\"TRAP_AFTER\", \"EXIT_AFTER\"]\n{extra}"
+         env = [\"TRAP_AFTER\", \"EXIT_AFTER\", \"SPIN_AFTER\"]\n{extra}"
     )
 }
 
@@ -205,7 +205,7 @@ async fn an_exiting_resident_logs_its_exit_code() {
 async fn a_resident_service_keeps_state_its_callers_share_and_restarts_after_a_trap() {
     let gateway = TestGateway::start(&config(
         "[component.tally]\npath = \"{handlers}/resident-tally.wasm\"\nresident = true\n\
-         restart = { backoff = \"10ms\" }\n\n\
+         capabilities = [\"pubsub\", \"logging\"]\nrestart = { backoff = \"10ms\" }\n\n\
          [[route]]\npath = \"/add/{n}\"\ninvoke = \"tally.add\"\n\n\
          [[route]]\npath = \"/crash\"\ninvoke = \"tally.crash\"\n",
     ));
@@ -277,4 +277,92 @@ async fn a_new_resident_version_takes_over_once_ready_with_no_gap() {
     assert!(gap < Duration::from_millis(400), "a gap of {gap:?}");
     gateway.wait_for_log("new resident version ready: stopping the previous one");
     assert_eq!(resident(&gateway, "ticker").await["state"], "ready");
+}
+
+#[tokio::test]
+async fn a_resident_past_its_cpu_budget_per_second_is_restarted() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let gateway = TestGateway::start_with_env(
+        dir,
+        &config(&ticker(
+            "limits = { fuel = 20_000_000 }\n\
+             restart = { max = 1, within = \"60s\", backoff = \"10ms\" }\n",
+        )),
+        &[("SPIN_AFTER", "2")],
+    );
+    let failed = wait_for_state(&gateway, "ticker", "failed").await;
+    assert_eq!(
+        failed["last_exit"], "used up its CPU budget of 20000000 fuel in one 1-second slice",
+        "{failed}"
+    );
+    assert_eq!(
+        metric(
+            &gateway,
+            "wasmgate_resident_exits_total{component=\"ticker\",outcome=\"out_of_fuel\"}"
+        )
+        .await,
+        2.0
+    );
+}
+
+/// The tally as a resident service (or not), imported by the wired-bench
+/// handler, whose every request calls `translate` once.
+fn tally_imported(resident: bool) -> String {
+    format!(
+        "[handler.bench]\npath = \"{{handlers}}/wired-bench.wasm\"\nimports = [\"tally\"]\n\n\
+         [[route]]\npath = \"/bench\"\nhandler = \"bench\"\n\n\
+         [component.tally]\npath = \"{{handlers}}/resident-tally.wasm\"\nresident = {resident}\n\
+         capabilities = [\"pubsub\", \"logging\"]\n"
+    )
+}
+
+#[tokio::test]
+async fn handlers_importing_a_resident_service_share_its_state() {
+    let gateway = TestGateway::start(&config(&tally_imported(true)));
+    for expected in 1..=3 {
+        // A new connection each time: a new handler instance each time.
+        let reply = Client::http1(gateway.http())
+            .await
+            .get("/bench?calls=1")
+            .await;
+        assert_eq!(reply.text(), format!("Hello, World! #{expected}"));
+    }
+    // Not resident: each importing instance gets an instance of its own.
+    let gateway = TestGateway::start(&config(&tally_imported(false)));
+    for _ in 1..=3 {
+        let reply = Client::http1(gateway.http())
+            .await
+            .get("/bench?calls=1")
+            .await;
+        assert_eq!(reply.text(), "Hello, World! #1");
+    }
+}
+
+#[tokio::test]
+async fn a_resident_bot_hears_a_chat_room_and_answers_in_it() {
+    let gateway = TestGateway::start(
+        &config(
+            "[component.tally]\npath = \"{handlers}/resident-tally.wasm\"\nresident = true\n\
+             capabilities = [\"pubsub\", \"logging\"]\ntopic_scope = \"channels\"\n\
+             subscription = \"lobby\"\n\n\
+             [[route]]\npath = \"/add/{n}\"\ninvoke = \"tally.add\"\n",
+        )
+        .replace("topic_scope = \"demo\"", "topic_scope = \"channels\""),
+    );
+    let mut client = Client::http1(gateway.http()).await;
+    assert_eq!(client.get("/add/7").await.text(), "7");
+    let mut socket = ws::connect(&gateway, "/ws?room=lobby")
+        .await
+        .expect("upgrade");
+    socket
+        .send(Message::Text("!total".into()))
+        .await
+        .expect("send");
+    assert_eq!(ws::next(&mut socket).await, Message::Text("!total".into()));
+    assert_eq!(
+        ws::next(&mut socket).await,
+        Message::Text("total is 7".into())
+    );
+    // It heard its own answer too, and let it be.
+    gateway.wait_for_log("result=ignored");
 }
