@@ -44,6 +44,35 @@ pub fn run_cli(args: &[&str], cwd: &Path) -> Output {
         .expect("wasmgate runs")
 }
 
+/// Starts `wasmgate ARGS` in a project directory `cwd` (with `env` added)
+/// and returns it with the address of its first plain listener, once its
+/// `listening on http://` line is out; the caller kills it.
+pub fn start_in_project(
+    args: &[&str],
+    cwd: &Path,
+    env: &[(&str, &str)],
+) -> (std::process::Child, std::net::SocketAddr) {
+    use std::io::BufRead as _;
+    let mut child = Command::new(wasmgate_bin())
+        .args(args)
+        .current_dir(cwd)
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("wasmgate starts");
+    let stdout = child.stdout.take().expect("piped");
+    let addr = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            line.strip_prefix("listening on http://")
+                .and_then(|addr| addr.parse().ok())
+        })
+        .expect("wasmgate listens");
+    (child, addr)
+}
+
 /// How long the gateway may take to compile its components and bind.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 

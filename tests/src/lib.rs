@@ -14,7 +14,7 @@ mod gateway;
 pub mod pebble;
 pub mod ws;
 
-pub use gateway::{TestGateway, handlers_dir, run_cli, wasmgate_bin};
+pub use gateway::{TestGateway, handlers_dir, run_cli, start_in_project, wasmgate_bin};
 
 /// A loopback port free right now, for servers that cannot report the port
 /// of a port-0 bind (HAProxy, pebble).

@@ -324,7 +324,6 @@ async fn dev_rebuilds_and_swaps_on_edit_and_keeps_serving_through_a_broken_edit(
 /// pins that same version).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_project_serves_with_dev_and_no_arguments() {
-    use std::io::BufRead as _;
     let dir = tempfile::tempdir().expect("temp dir");
     let created = run_cli(&["new", "hello-app"], dir.path());
     assert!(created.status.success(), "{created:?}");
@@ -349,28 +348,15 @@ async fn a_new_project_serves_with_dev_and_no_arguments() {
             .replace("127.0.0.1:9090", "127.0.0.1:0"),
     )
     .expect("write");
-    let mut child = std::process::Command::new(wasmgate_tests::wasmgate_bin())
-        .arg("dev")
-        .current_dir(&project)
-        .env("RUSTUP_TOOLCHAIN", "stable")
-        .env("CARGO_NET_OFFLINE", "true")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("wasmgate dev starts");
-    let stdout = child.stdout.take().expect("piped");
-    let addr = std::io::BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .find_map(|line| {
-            line.strip_prefix("listening on http://")
-                .map(str::to_string)
-        })
-        .expect("wasmgate dev listens");
-    let reply = Client::http1(addr.parse().expect("an address"))
-        .await
-        .get("/hi")
-        .await;
+    let (mut child, addr) = wasmgate_tests::start_in_project(
+        &["dev"],
+        &project,
+        &[
+            ("RUSTUP_TOOLCHAIN", "stable"),
+            ("CARGO_NET_OFFLINE", "true"),
+        ],
+    );
+    let reply = Client::http1(addr).await.get("/hi").await;
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(reply.text(), "Hello from hello-app! You asked for /hi\n");

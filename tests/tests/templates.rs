@@ -4,12 +4,10 @@
 //! with `wasmgate serve`, and ask it. The Rust template is tested the same
 //! way through `wasmgate dev` in `cli.rs`.
 
-use std::io::BufRead as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use wasmgate_tests::client::Client;
-use wasmgate_tests::{run_cli, wasmgate_bin};
+use wasmgate_tests::{run_cli, start_in_project};
 
 /// Creates `name` in `lang`, builds and serves it; returns what `GET /hi` answered.
 async fn create_build_serve(dir: &Path, name: &str, lang: &str) -> String {
@@ -45,26 +43,8 @@ async fn create_build_serve(dir: &Path, name: &str, lang: &str) -> String {
         String::from_utf8_lossy(&again.stderr)
     );
 
-    let mut child = Command::new(wasmgate_bin())
-        .arg("serve")
-        .current_dir(&project)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("wasmgate serve starts");
-    let stdout = child.stdout.take().expect("piped");
-    let addr = std::io::BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .find_map(|line| {
-            line.strip_prefix("listening on http://")
-                .map(str::to_string)
-        })
-        .expect("wasmgate serve listens");
-    let reply = Client::http1(addr.parse().expect("an address"))
-        .await
-        .get("/hi")
-        .await;
+    let (mut child, addr) = start_in_project(&["serve"], &project, &[]);
+    let reply = Client::http1(addr).await.get("/hi").await;
     let _ = child.kill();
     let _ = child.wait();
     reply.text()

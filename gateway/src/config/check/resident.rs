@@ -25,33 +25,32 @@ impl Checker<'_> {
         let resident = raw.resident.take();
         let required = raw.required.take();
         let restart = raw.restart.take();
-        if section == Section::Handler {
-            for (field, present) in [
-                ("resident", resident.is_some()),
-                ("required", required.is_some()),
-                ("restart", restart.is_some()),
-            ] {
-                if present {
-                    self.problems.push(
-                        format!("{key}.{field}"),
-                        "only a [component] can be resident: a handler's instances live for one request or stream",
-                    );
+        let mut refuse = |fields: &[(&str, bool)], reason: &str| {
+            for (field, present) in fields {
+                if *present {
+                    self.problems.push(format!("{key}.{field}"), reason);
                 }
             }
+        };
+        if section == Section::Handler {
+            refuse(
+                &[
+                    ("resident", resident.is_some()),
+                    ("required", required.is_some()),
+                    ("restart", restart.is_some()),
+                ],
+                "only a [component] can be resident: a handler's instances live for one request or stream",
+            );
             return None;
         }
         if resident != Some(true) {
-            for (field, present) in [
-                ("required", required.is_some()),
-                ("restart", restart.is_some()),
-            ] {
-                if present {
-                    self.problems.push(
-                        format!("{key}.{field}"),
-                        "applies to resident components only: add `resident = true`",
-                    );
-                }
-            }
+            refuse(
+                &[
+                    ("required", required.is_some()),
+                    ("restart", restart.is_some()),
+                ],
+                "applies to resident components only: add `resident = true`",
+            );
             return None;
         }
         let restart = restart.unwrap_or_default();
