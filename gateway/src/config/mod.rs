@@ -337,6 +337,12 @@ impl HandlerName {
         &self.0
     }
 
+    /// The label of a route that serves static files (not a handler name:
+    /// it cannot clash with one).
+    pub fn static_label() -> Self {
+        Self("static:files".into())
+    }
+
     /// The label of a route that publishes to `channel` (not a handler
     /// name: it cannot clash with one).
     pub fn channel_label(channel: &str) -> Self {
@@ -462,6 +468,9 @@ pub enum RouteAction {
         /// The function's name.
         function: std::sync::Arc<str>,
     },
+    /// `static = "DIR"`: serves the files under DIR (a `/prefix/*` route:
+    /// the path after the prefix is the file's path in DIR).
+    Static(std::sync::Arc<std::path::Path>),
 }
 
 /// `reuse = { max_requests, max_concurrent, idle }`: an instance whose

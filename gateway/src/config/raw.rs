@@ -287,6 +287,8 @@ pub(super) struct RawRoute {
     pub(super) handler: Option<String>,
     pub(super) publish: Option<String>,
     pub(super) invoke: Option<String>,
+    #[serde(rename = "static")]
+    pub(super) static_dir: Option<PathBuf>,
     #[serde(default)]
     pub(super) middleware: Vec<String>,
 }

@@ -899,3 +899,49 @@ restart = { within = "10s" }
         Some(Duration::from_millis(800))
     );
 }
+
+#[test]
+fn a_static_route_needs_a_directory_and_a_tree_path_and_nothing_else() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(dir.path().join("public")).expect("mkdir");
+    let text = r#"
+[[listener]]
+addr = "127.0.0.1:8080"
+
+[handler.hello]
+
+[[route]]
+path = "/a/*"
+static = "public"
+
+[[route]]
+path = "/b/*"
+static = "missing"
+
+[[route]]
+path = "/c"
+static = "public"
+
+[[route]]
+path = "/d/*"
+static = "public"
+handler = "hello"
+"#;
+    let path = dir.path().join("gw.toml");
+    let found = match Config::parse(&path, text) {
+        Ok(_) => Vec::new(),
+        Err(invalid) => invalid.problems.0.iter().map(ToString::to_string).collect(),
+    };
+    for expected in [
+        "route[1].static: ",
+        "is not a directory",
+        "route[2].path: a static route serves a tree of files",
+        "route[3]: a route names exactly one of `handler`, `publish`, `invoke` or `static`",
+    ] {
+        assert!(
+            found.iter().any(|line| line.contains(expected)),
+            "missing {expected:?} in {found:#?}"
+        );
+    }
+    assert!(!found.iter().any(|line| line.contains("route[0]")), "{found:#?}");
+}

@@ -6,7 +6,8 @@
 //! forwarding headers), then [`router`], then the guest, or [`upgrade`] for
 //! stream routes, whose connections [`websocket`] and [`sse`] carry on their
 //! own tasks under [`stream_slots`]; [`invoke`] answers the routes that
-//! publish to a channel or call a component's function. [`error`] is the one rescue point,
+//! publish to a channel or call a component's function, [`static_files`]
+//! those that serve a directory. [`error`] is the one rescue point,
 //! [`body`] the response body type, [`access`] the access log.
 //!
 //! May use: [`crate::guest`] (handlers and stream sessions), [`crate::app`],
@@ -27,6 +28,7 @@ pub mod invoke;
 pub mod router;
 pub mod service;
 pub mod sse;
+pub mod static_files;
 pub mod stream_slots;
 pub mod upgrade;
 pub mod websocket;

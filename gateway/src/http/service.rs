@@ -154,6 +154,11 @@ async fn dispatch(
             };
             return (answer(&route.id, invoked), route_id, handler_name, None);
         }
+        RouteAction::Static(root) => {
+            let prefix = route.pattern.strip_suffix("/*").unwrap_or(&route.pattern);
+            let served = crate::http::static_files::serve(root, prefix, request).await;
+            return (answer(&route.id, served), route_id, handler_name, None);
+        }
     };
     let Some(deployed) = snapshot.handlers.get(&route.handler) else {
         // Its component has never loaded (the reason was logged at load time).

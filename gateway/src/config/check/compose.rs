@@ -218,6 +218,31 @@ impl Checker<'_> {
         handlers: &BTreeMap<HandlerName, HandlerConfig>,
         route: &raw::RawRoute,
     ) -> Option<(HandlerName, RouteAction)> {
+        if let Some(dir) = &route.static_dir {
+            if route.handler.is_some() || route.publish.is_some() || route.invoke.is_some() {
+                self.problems.push(
+                    key,
+                    "a route names exactly one of `handler`, `publish`, `invoke` or `static`",
+                );
+                return None;
+            }
+            let dir = self.resolve(dir.clone());
+            if !dir.is_dir() {
+                self.problems.push(
+                    format!("{key}.static"),
+                    format!("{} is not a directory", dir.display()),
+                );
+                return None;
+            }
+            if !route.path.ends_with("/*") {
+                self.problems.push(
+                    format!("{key}.path"),
+                    "a static route serves a tree of files: its path ends in `/*` (e.g. \"/assets/*\")",
+                );
+                return None;
+            }
+            return Some((HandlerName::static_label(), RouteAction::Static(dir.into())));
+        }
         match (&route.handler, &route.publish, &route.invoke) {
             (Some(handler), None, None) => {
                 let name = HandlerName(handler.as_str().into());
@@ -279,7 +304,7 @@ impl Checker<'_> {
             _ => {
                 self.problems.push(
                     key,
-                    "a route names exactly one of `handler`, `publish` (a channel) or `invoke` (COMPONENT.FUNCTION)",
+                    "a route names exactly one of `handler`, `publish` (a channel), `invoke` (COMPONENT.FUNCTION) or `static` (a directory)",
                 );
                 None
             }
