@@ -10,6 +10,7 @@ use bytesize::ByteSize;
 
 mod compose;
 mod deploy;
+mod edge;
 mod profile;
 mod resident;
 mod tls;
@@ -883,6 +884,7 @@ impl<'a> Checker<'a> {
                 }
                 Vec::new()
             };
+            let edge = self.route_edge(&key, route.cors, route.headers);
             routes.push(RouteConfig {
                 index,
                 host,
@@ -890,6 +892,7 @@ impl<'a> Checker<'a> {
                 handler,
                 middleware,
                 action,
+                edge,
             });
         }
         routes

@@ -660,6 +660,46 @@ pub struct RouteConfig {
     /// What it does: serve a handler, publish to a channel, invoke a
     /// function (then `handler` is the component; for a channel, a label).
     pub action: RouteAction,
+    /// What the gateway adds around it: CORS, response header rules.
+    pub edge: RouteEdge,
+}
+
+/// The HTTP features a route gets from the gateway itself, whatever
+/// serves it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteEdge {
+    /// `cors`: answered by the gateway, preflights included.
+    pub cors: Option<CorsPolicy>,
+    /// `headers`: applied to every response of the route, in order.
+    pub headers: Vec<HeaderRule>,
+}
+
+/// A route's CORS policy (every value checked to be a valid header value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorsPolicy {
+    /// Allowed origins (`scheme://host[:port]`); `None`: any (`"*"`).
+    pub origins: Option<Vec<http::HeaderValue>>,
+    /// Allowed methods.
+    pub methods: Vec<http::Method>,
+    /// Allowed request headers; `None`: any (`"*"`).
+    pub headers: Option<Vec<http::HeaderName>>,
+    /// Response headers scripts may read.
+    pub expose: Vec<http::HeaderName>,
+    /// Whether credentials (cookies, `Authorization`) may be sent.
+    pub credentials: bool,
+    /// How long a preflight answer may be cached.
+    pub max_age: Option<std::time::Duration>,
+}
+
+/// One response header rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderRule {
+    /// Replaces the header (whatever the handler set).
+    Set(http::HeaderName, http::HeaderValue),
+    /// Adds a value.
+    Append(http::HeaderName, http::HeaderValue),
+    /// Removes it.
+    Remove(http::HeaderName),
 }
 
 impl RouteConfig {

@@ -291,6 +291,31 @@ pub(super) struct RawRoute {
     pub(super) static_dir: Option<PathBuf>,
     #[serde(default)]
     pub(super) middleware: Vec<String>,
+    pub(super) cors: Option<RawCors>,
+    pub(super) headers: Option<RawHeaders>,
+}
+
+/// `cors = { origins, methods, headers, expose, credentials, max_age }`.
+#[derive(Debug, Deserialize)]
+pub(super) struct RawCors {
+    pub(super) origins: Vec<String>,
+    pub(super) methods: Option<Vec<String>>,
+    pub(super) headers: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) expose: Vec<String>,
+    pub(super) credentials: Option<bool>,
+    pub(super) max_age: Option<String>,
+}
+
+/// `headers = { set = { NAME = VALUE }, append = { ... }, remove = [NAME] }`.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawHeaders {
+    #[serde(default)]
+    pub(super) set: BTreeMap<String, String>,
+    #[serde(default)]
+    pub(super) append: BTreeMap<String, String>,
+    #[serde(default)]
+    pub(super) remove: Vec<String>,
 }
 
 /// `subscription = "names"` or `subscription = { channel = "names", function = "greet" }`.

@@ -745,7 +745,7 @@ handler = "translator"
         "route[0].middleware[1]: `greeter` is the route's own handler",
         "route[1].middleware: middleware applies to routes that serve a handler",
         "route[2].invoke: `greeter` is not COMPONENT.FUNCTION",
-        "route[3]: a route names exactly one of `handler`, `publish` (a channel) or `invoke`",
+        "route[3]: a route names exactly one of `handler`, `publish` (a channel), `invoke`",
         "route[4].handler: `translator` is a [component], which no route can serve",
     ] {
         assert!(
@@ -943,5 +943,8 @@ handler = "hello"
             "missing {expected:?} in {found:#?}"
         );
     }
-    assert!(!found.iter().any(|line| line.contains("route[0]")), "{found:#?}");
+    assert!(
+        !found.iter().any(|line| line.contains("route[0]")),
+        "{found:#?}"
+    );
 }

@@ -7,7 +7,8 @@
 //! stream routes, whose connections [`websocket`] and [`sse`] carry on their
 //! own tasks under [`stream_slots`]; [`invoke`] answers the routes that
 //! publish to a channel or call a component's function, [`static_files`]
-//! those that serve a directory. [`error`] is the one rescue point,
+//! those that serve a directory; [`layers`] puts a route's CORS and header
+//! rules around whatever serves it. [`error`] is the one rescue point,
 //! [`body`] the response body type, [`access`] the access log.
 //!
 //! May use: [`crate::guest`] (handlers and stream sessions), [`crate::app`],
@@ -25,6 +26,7 @@ pub mod conn;
 pub mod error;
 pub mod front_door;
 pub mod invoke;
+pub mod layers;
 pub mod router;
 pub mod service;
 pub mod sse;

@@ -25,6 +25,8 @@ pub struct Route {
     /// The configured path, whose `{name}` segments an invocation route
     /// takes its arguments from.
     pub pattern: std::sync::Arc<str>,
+    /// Its CORS and header layers, if it has any.
+    pub edge: Option<crate::http::layers::RouteLayers>,
 }
 
 /// Host → path table.
@@ -66,6 +68,7 @@ impl Router {
                 middleware: config.middleware.clone(),
                 action: config.action.clone(),
                 pattern: config.path.to_string().into(),
+                edge: crate::http::layers::RouteLayers::build(&config.edge),
             });
             let table = match &config.host {
                 Some(host) => router.by_host.entry(host.clone()).or_default(),
@@ -95,6 +98,7 @@ impl Router {
                 middleware: Vec::new(),
                 action: RouteAction::Handler,
                 pattern: format!("/{name}/*").into(),
+                edge: None,
             });
             insert_prefix(&mut router.automatic, &format!("/{name}"), slot).map_err(|reason| {
                 RouteConflict {
@@ -178,6 +182,7 @@ mod tests {
             handler: HandlerName::parse(handler).expect("valid test handler name"),
             middleware: Vec::new(),
             action: crate::config::RouteAction::Handler,
+            edge: crate::config::RouteEdge::default(),
         }
     }
 

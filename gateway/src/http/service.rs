@@ -123,6 +123,40 @@ async fn dispatch(
     };
     let route_id = Arc::clone(&route.id);
     let handler_name = route.handler.label();
+    let (response, series) = match &route.edge {
+        None => serve_route(app, snapshot, connection, host, route, request).await,
+        Some(edge) => {
+            // The version that served it, seen from inside the layers.
+            let series = std::sync::OnceLock::new();
+            let response = edge
+                .serve(request, |request| {
+                    Box::pin(async {
+                        let (response, found) =
+                            serve_route(app, snapshot, connection, host, route, request).await;
+                        if let Some(found) = found {
+                            let _ = series.set(found);
+                        }
+                        response
+                    })
+                })
+                .await;
+            (response, series.into_inner())
+        }
+    };
+    (response, route_id, handler_name, series)
+}
+
+/// Serves `request` on `route`: its handler (through its middleware), or
+/// its channel, function or directory; returns the response with the series
+/// of the version that served it.
+async fn serve_route(
+    app: &Arc<App>,
+    snapshot: &Snapshot,
+    connection: &Arc<ConnectionInfo>,
+    host: Option<&str>,
+    route: &crate::http::router::Route,
+    request: Request<Incoming>,
+) -> (Response<ResponseBody>, Option<VersionSeries>) {
     let body_timeout = snapshot
         .config
         .listeners
@@ -142,7 +176,7 @@ async fn dispatch(
                 body_timeout,
             )
             .await;
-            return (answer(&route.id, published), route_id, handler_name, None);
+            return (answer(&route.id, published), None);
         }
         RouteAction::Invoke { function } => {
             let invoked = match snapshot.handler(&route.handler) {
@@ -152,19 +186,19 @@ async fn dispatch(
                 }
                 None => Err(GatewayError::HandlerUnavailable(route.handler.to_string())),
             };
-            return (answer(&route.id, invoked), route_id, handler_name, None);
+            return (answer(&route.id, invoked), None);
         }
         RouteAction::Static(root) => {
             let prefix = route.pattern.strip_suffix("/*").unwrap_or(&route.pattern);
             let served = crate::http::static_files::serve(root, prefix, request).await;
-            return (answer(&route.id, served), route_id, handler_name, None);
+            return (answer(&route.id, served), None);
         }
     };
     let Some(deployed) = snapshot.handlers.get(&route.handler) else {
         // Its component has never loaded (the reason was logged at load time).
         let error = GatewayError::HandlerUnavailable(route.handler.to_string());
         tracing::debug!(route = &*route.id, "{error}");
-        return (rescue(&error), route_id, handler_name, None);
+        return (rescue(&error), None);
     };
     let (version, set_cookie) = deployed.place(request.headers(), connection.peer.ip());
     let handler = &version.handler;
@@ -234,12 +268,7 @@ async fn dispatch(
     if let Some(cookie) = set_cookie {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
-    (
-        response,
-        route_id,
-        handler_name,
-        Some(version.series.clone()),
-    )
+    (response, Some(version.series.clone()))
 }
 
 /// The response of a route answered without a handler, or the rescue of

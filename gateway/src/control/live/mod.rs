@@ -535,6 +535,7 @@ mod tests {
             handler: conflicting.routes[0].handler.clone(),
             middleware: Vec::new(),
             action: crate::config::RouteAction::Handler,
+            edge: crate::config::RouteEdge::default(),
         };
         conflicting.routes.push(duplicate);
         let Err(problems) = rebuild(&loader, conflicting, &first).await else {

@@ -1,0 +1,164 @@
+//! A route's `cors` and `headers` tables: every origin, method and header
+//! checked here, so the layers built from them at load cannot fail.
+
+use super::super::raw;
+use super::super::{CorsPolicy, HeaderRule, RouteEdge};
+use super::Checker;
+
+impl Checker<'_> {
+    /// The route's CORS policy and header rules.
+    pub(super) fn route_edge(
+        &mut self,
+        key: &str,
+        cors: Option<raw::RawCors>,
+        headers: Option<raw::RawHeaders>,
+    ) -> RouteEdge {
+        RouteEdge {
+            cors: cors.and_then(|cors| self.cors(&format!("{key}.cors"), cors)),
+            headers: headers
+                .map(|headers| self.header_rules(&format!("{key}.headers"), headers))
+                .unwrap_or_default(),
+        }
+    }
+
+    fn header_name(&mut self, key: &str, name: &str) -> Option<http::HeaderName> {
+        let parsed = http::HeaderName::from_bytes(name.as_bytes()).ok();
+        if parsed.is_none() {
+            self.problems
+                .push(key, format!("`{name}` is not a header name"));
+        }
+        parsed
+    }
+
+    fn header_value(&mut self, key: &str, value: &str) -> Option<http::HeaderValue> {
+        let parsed = http::HeaderValue::from_str(value).ok();
+        if parsed.is_none() {
+            self.problems.push(
+                key,
+                format!("`{value}` is not a header value (visible ASCII and spaces)"),
+            );
+        }
+        parsed
+    }
+
+    fn cors(&mut self, key: &str, raw: raw::RawCors) -> Option<CorsPolicy> {
+        let any_origin = raw.origins.iter().any(|origin| origin == "*");
+        let origins = if any_origin {
+            if raw.origins.len() > 1 {
+                self.problems.push(
+                    format!("{key}.origins"),
+                    "`*` allows every origin: list origins or give `*` alone",
+                );
+            }
+            None
+        } else {
+            if raw.origins.is_empty() {
+                self.problems.push(
+                    format!("{key}.origins"),
+                    "lists no origin: write origins like \"https://app.example.com\", or \"*\"",
+                );
+            }
+            let mut origins = Vec::new();
+            for (index, origin) in raw.origins.iter().enumerate() {
+                let key = format!("{key}.origins[{index}]");
+                let shaped = origin.split_once("://").is_some_and(|(scheme, rest)| {
+                    matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.contains('/')
+                });
+                if !shaped {
+                    self.problems.push(
+                        &key,
+                        format!("`{origin}` is not an origin: scheme://host[:port], with no path"),
+                    );
+                    continue;
+                }
+                origins.extend(self.header_value(&key, origin));
+            }
+            Some(origins)
+        };
+        let methods = raw
+            .methods
+            .unwrap_or_else(|| vec!["GET".into(), "HEAD".into(), "POST".into()])
+            .iter()
+            .enumerate()
+            .filter_map(|(index, method)| {
+                let parsed = method.parse::<http::Method>().ok();
+                if parsed.is_none() {
+                    self.problems.push(
+                        format!("{key}.methods[{index}]"),
+                        format!("`{method}` is not an HTTP method"),
+                    );
+                }
+                parsed
+            })
+            .collect();
+        let headers = match raw.headers {
+            Some(list) if list.iter().any(|header| header == "*") => None,
+            Some(list) => Some(
+                list.iter()
+                    .enumerate()
+                    .filter_map(|(index, name)| {
+                        self.header_name(&format!("{key}.headers[{index}]"), name)
+                    })
+                    .collect(),
+            ),
+            None => Some(Vec::new()),
+        };
+        let expose = raw
+            .expose
+            .iter()
+            .enumerate()
+            .filter_map(|(index, name)| self.header_name(&format!("{key}.expose[{index}]"), name))
+            .collect();
+        let credentials = raw.credentials.unwrap_or(false);
+        if credentials && (origins.is_none() || headers.is_none()) {
+            // Browsers refuse credentials with a wildcard; tower-http would
+            // refuse the layer.
+            self.problems.push(
+                format!("{key}.credentials"),
+                "credentials cannot be allowed with `*` origins or headers: list them",
+            );
+            return None;
+        }
+        let max_age = raw.max_age.map(|text| {
+            self.duration(
+                &format!("{key}.max_age"),
+                Some(text),
+                std::time::Duration::ZERO,
+            )
+        });
+        Some(CorsPolicy {
+            origins,
+            methods,
+            headers,
+            expose,
+            credentials,
+            max_age,
+        })
+    }
+
+    fn header_rules(&mut self, key: &str, raw: raw::RawHeaders) -> Vec<HeaderRule> {
+        let mut rules = Vec::new();
+        for (field, pairs) in [("set", raw.set), ("append", raw.append)] {
+            for (name, value) in pairs {
+                let key = format!("{key}.{field}.{name}");
+                let (Some(parsed), Some(value)) = (
+                    self.header_name(&key, &name),
+                    self.header_value(&key, &value),
+                ) else {
+                    continue;
+                };
+                rules.push(if field == "set" {
+                    HeaderRule::Set(parsed, value)
+                } else {
+                    HeaderRule::Append(parsed, value)
+                });
+            }
+        }
+        for (index, name) in raw.remove.iter().enumerate() {
+            if let Some(parsed) = self.header_name(&format!("{key}.remove[{index}]"), name) {
+                rules.push(HeaderRule::Remove(parsed));
+            }
+        }
+        rules
+    }
+}
