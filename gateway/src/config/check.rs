@@ -398,6 +398,16 @@ impl<'a> Checker<'a> {
                 DEFAULT_STREAM_KEEP_ALIVE,
             ),
             limits: self.limits("gateway.limits", raw.limits, &HandlerLimits::default()),
+            request_id_header: match raw.request_id_header.as_deref() {
+                None => http::HeaderName::from_static("x-request-id"),
+                Some(name) => http::HeaderName::from_bytes(name.as_bytes()).unwrap_or_else(|_| {
+                    self.problems.push(
+                        "gateway.request_id_header",
+                        format!("`{name}` is not a header name"),
+                    );
+                    http::HeaderName::from_static("x-request-id")
+                }),
+            },
             access_log: match raw.access_log.as_deref() {
                 None | Some("text") => AccessLog::Text,
                 Some("json") => AccessLog::Json,

@@ -131,6 +131,9 @@ pub struct GatewaySettings {
     pub stream_keep_alive: Duration,
     /// How each request is logged.
     pub access_log: AccessLog,
+    /// The header carrying each request's id (taken from a trusted proxy,
+    /// else made here), passed to the guest and returned on the response.
+    pub request_id_header: http::HeaderName,
     /// `[gateway.limits]`: what a handler gets when it sets no limit itself.
     pub limits: HandlerLimits,
 }

@@ -105,6 +105,7 @@ pub(super) struct RawGateway {
     pub(super) handover_socket: Option<PathBuf>,
     pub(super) stream_keep_alive: Option<String>,
     pub(super) access_log: Option<String>,
+    pub(super) request_id_header: Option<String>,
     #[serde(default)]
     pub(super) limits: RawLimits,
 }

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument as _;
 
 use http::{Request, Response};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
@@ -532,17 +533,20 @@ impl Handler {
             .new_response_outparam(sender)
             .map_err(|error| GatewayError::Internal(format!("{error:#}")))?;
         let returner = pool.returner();
-        let task = AbortOnDropHandle::new(tokio::spawn(async move {
-            let call = proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, incoming, outparam);
-            let result = tokio::time::timeout_at(deadline.into(), call).await;
-            let ready = Ready {
-                store,
-                guest: Instance::P2(proxy),
-            };
-            guest.end(result, ready, returner)
-        }));
+        let task = AbortOnDropHandle::new(tokio::spawn(
+            async move {
+                let call = proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, incoming, outparam);
+                let result = tokio::time::timeout_at(deadline.into(), call).await;
+                let ready = Ready {
+                    store,
+                    guest: Instance::P2(proxy),
+                };
+                guest.end(result, ready, returner)
+            }
+            .in_current_span(),
+        ));
         Ok((HeadReceiver::P2(receiver), task))
     }
 

@@ -46,6 +46,8 @@ pub struct Access {
     pub handler: Arc<str>,
     /// The snapshot generation that served it.
     pub generation: u64,
+    /// Its request id (also on the response and in its tracing span).
+    pub request_id: http::HeaderValue,
 }
 
 /// The status logged for a request whose client left before its response
@@ -213,7 +215,7 @@ fn write(access: &Access, bytes: u64, ending: Ending, format: AccessLog) {
         AccessLog::Off => {}
         AccessLog::Text => tracing::info!(
             target: "wasmgate::access",
-            "{} \"{} {}\" host={} status={} bytes={} ms={:.3} route={} handler={} generation={} outcome={}",
+            "{} \"{} {}\" host={} status={} bytes={} ms={:.3} route={} handler={} generation={} outcome={} id={}",
             access.client,
             access.method,
             access.uri.path(),
@@ -225,6 +227,7 @@ fn write(access: &Access, bytes: u64, ending: Ending, format: AccessLog) {
             access.handler,
             access.generation,
             ending.as_str(),
+            access.request_id.to_str().unwrap_or("-"),
         ),
         AccessLog::Json => {
             let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
@@ -241,6 +244,7 @@ fn write(access: &Access, bytes: u64, ending: Ending, format: AccessLog) {
                 "handler": &*access.handler,
                 "generation": access.generation,
                 "outcome": ending.as_str(),
+                "request_id": access.request_id.to_str().unwrap_or("-"),
             });
             tracing::info!(target: "wasmgate::access", "{line}");
         }

@@ -176,6 +176,51 @@ fn bracketed(ip: IpAddr) -> String {
     }
 }
 
+/// The longest request id taken from a proxy; a longer one is replaced.
+const MAX_REQUEST_ID: usize = 128;
+
+/// The request's id under `header`: a trusted proxy's (`from_proxy`), if it
+/// sent a short printable one, else a new UUID (tower-http's
+/// `MakeRequestUuid`); set on the request for the guest, and returned.
+pub fn request_id(
+    headers: &mut HeaderMap,
+    header: &http::HeaderName,
+    from_proxy: bool,
+) -> HeaderValue {
+    use tower_http::request_id::MakeRequestId as _;
+    if from_proxy
+        && let Some(given) = headers.get(header)
+        && !given.is_empty()
+        && given.len() <= MAX_REQUEST_ID
+        && given.to_str().is_ok()
+    {
+        return given.clone();
+    }
+    let made = tower_http::request_id::MakeRequestUuid
+        .make_request_id(&http::Request::new(()))
+        .map(|id| id.header_value().clone())
+        .unwrap_or_else(|| HeaderValue::from_static("-"));
+    headers.insert(header.clone(), made.clone());
+    made
+}
+
+/// Marks the request headers that carry credentials as sensitive, so no
+/// debug output of the request shows their values (tower-http's
+/// `SetSensitiveRequestHeaders` does the same as a layer).
+pub fn hide_secrets(headers: &mut HeaderMap) {
+    for name in [
+        http::header::AUTHORIZATION,
+        http::header::PROXY_AUTHORIZATION,
+        http::header::COOKIE,
+    ] {
+        if let http::header::Entry::Occupied(mut entry) = headers.entry(name) {
+            for value in entry.iter_mut() {
+                value.set_sensitive(true);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

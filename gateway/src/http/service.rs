@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use http::{HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
+use tracing::Instrument as _;
 
 use crate::app::App;
 use crate::config::{ListenerLimits, RouteAction};
@@ -36,7 +37,7 @@ fn none() -> Arc<str> {
 pub async fn handle(
     app: Arc<App>,
     connection: Arc<ConnectionInfo>,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
     // In progress on its connection (the drain's first-request wait, the
@@ -44,6 +45,23 @@ pub async fn handle(
     let active = connection.begin();
     let method = request.method().clone();
     let snapshot = app.live.load_full();
+    let listener = snapshot.config.listeners.get(connection.listener);
+    let from_proxy = listener.is_some_and(|listener| {
+        listener
+            .trusted_proxies
+            .iter()
+            .any(|net| net.contains(connection.peer.ip()))
+    });
+    let id_header = &app.settings.request_id_header;
+    let request_id = front_door::request_id(request.headers_mut(), id_header, from_proxy);
+    front_door::hide_secrets(request.headers_mut());
+    let span = tracing::info_span!(
+        "request",
+        id = %request_id.to_str().unwrap_or("-"),
+        route = tracing::field::Empty,
+        handler = tracing::field::Empty,
+        version = tracing::field::Empty,
+    );
     let pending = Pending::start(
         Access {
             started,
@@ -55,13 +73,13 @@ pub async fn handle(
             route: none(),
             handler: none(),
             generation: snapshot.generation,
+            request_id: request_id.clone(),
         },
         app.settings.access_log,
         Arc::clone(&app.metrics),
         active,
     );
     let host = pending.host();
-    let listener = snapshot.config.listeners.get(connection.listener);
     let challenge = match connection.scheme {
         Scheme::Http => front_door::acme_http01(&app.acme, request.uri().path()),
         _ => None,
@@ -86,12 +104,15 @@ pub async fn handle(
                 trusted: listener.map_or(&[], |listener| &listener.trusted_proxies),
             };
             front_door::forwarding_headers(request.headers_mut(), &hop);
-            dispatch(&app, &snapshot, &connection, host, request).await
+            dispatch(&app, &snapshot, &connection, host, request)
+                .instrument(span)
+                .await
         }
     };
     if let Some(hsts) = listener.and_then(|listener| listener.hsts.as_ref()) {
         front_door::add_hsts(&mut response, hsts);
     }
+    response.headers_mut().insert(id_header.clone(), request_id);
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     app.metrics
@@ -123,6 +144,9 @@ async fn dispatch(
     };
     let route_id = Arc::clone(&route.id);
     let handler_name = route.handler.label();
+    tracing::Span::current()
+        .record("route", tracing::field::display(&route_id))
+        .record("handler", tracing::field::display(&handler_name));
     let (response, series) = match &route.edge {
         None => serve_route(app, snapshot, connection, host, route, request).await,
         Some(edge) => {
@@ -201,6 +225,7 @@ async fn serve_route(
         return (rescue(&error), None);
     };
     let (version, set_cookie) = deployed.place(request.headers(), connection.peer.ip());
+    tracing::Span::current().record("version", tracing::field::display(&version.name));
     let handler = &version.handler;
     if host.is_none() {
         // wasi:http requires an authority; an HTTP/1.0 request may have none.

@@ -16,6 +16,7 @@
 
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument as _;
 
 use http::{Request, Response};
 use tokio::sync::oneshot;
@@ -52,25 +53,28 @@ where
     store.data_mut().set_next(guest.next.take());
     let request = absolute(request, scheme);
     let (sender, receiver) = oneshot::channel::<Result<Response<ResponseBody>, String>>();
-    let task = AbortOnDropHandle::new(tokio::spawn(async move {
-        let serve = store.run_concurrent(async |accessor| -> wasmtime::Result<()> {
-            let answer = respond(accessor, &service, request).await?;
-            let _ = sender.send(answer);
-            // The body is written, and anything the guest does after
-            // answering runs, from this event loop: keep it turning until
-            // the guest has no task left (the deadline bounds it).
-            std::future::poll_fn(|cx| accessor.poll_no_interesting_tasks(cx)).await;
-            Ok(())
-        });
-        let result = tokio::time::timeout_at(deadline.into(), serve)
-            .await
-            .map(|ran| ran.and_then(|inner| inner));
-        let ready = Ready {
-            store,
-            guest: Instance::P3(service),
-        };
-        guest.end(result, ready, returner)
-    }));
+    let task = AbortOnDropHandle::new(tokio::spawn(
+        async move {
+            let serve = store.run_concurrent(async |accessor| -> wasmtime::Result<()> {
+                let answer = respond(accessor, &service, request).await?;
+                let _ = sender.send(answer);
+                // The body is written, and anything the guest does after
+                // answering runs, from this event loop: keep it turning until
+                // the guest has no task left (the deadline bounds it).
+                std::future::poll_fn(|cx| accessor.poll_no_interesting_tasks(cx)).await;
+                Ok(())
+            });
+            let result = tokio::time::timeout_at(deadline.into(), serve)
+                .await
+                .map(|ran| ran.and_then(|inner| inner));
+            let ready = Ready {
+                store,
+                guest: Instance::P3(service),
+            };
+            guest.end(result, ready, returner)
+        }
+        .in_current_span(),
+    ));
     (HeadReceiver::P3(receiver), task)
 }
 

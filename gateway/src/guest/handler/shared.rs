@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::future::poll_fn;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+use tracing::Instrument as _;
 
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
@@ -117,20 +118,23 @@ impl Workers {
                 }
             }
         };
-        let task = AbortOnDropHandle::new(tokio::spawn(async move {
-            let mut settled = settled;
-            let (end, memory_denied) = tokio::select! {
-                biased;
-                ended = &mut settled => ended.unwrap_or_else(|_| lost()),
-                () = tokio::time::sleep_until(deadline.into()) => {
-                    // Enforced here, not in the event loop, which a guest
-                    // busy in another task may be holding.
-                    door.settle(id, RunEnd::TimedOut, false);
-                    settled.await.unwrap_or_else(|_| lost())
-                }
-            };
-            guest.close(end, memory_denied)
-        }));
+        let task = AbortOnDropHandle::new(tokio::spawn(
+            async move {
+                let mut settled = settled;
+                let (end, memory_denied) = tokio::select! {
+                    biased;
+                    ended = &mut settled => ended.unwrap_or_else(|_| lost()),
+                    () = tokio::time::sleep_until(deadline.into()) => {
+                        // Enforced here, not in the event loop, which a guest
+                        // busy in another task may be holding.
+                        door.settle(id, RunEnd::TimedOut, false);
+                        settled.await.unwrap_or_else(|_| lost())
+                    }
+                };
+                guest.close(end, memory_denied)
+            }
+            .in_current_span(),
+        ));
         Ok((HeadReceiver::P3(receiver), task))
     }
 
