@@ -169,6 +169,7 @@ path = "/b"
 handler = "hello"
 cors = { origins = ["app.example/x"], methods = ["GE T"] }
 headers = { set = { "bad header" = "x" }, append = { "x-ok" = "line\nbreak" } }
+compress = { types = ["json", "text/*"] }
 "#,
     );
     assert_eq!(code, Some(2), "{stderr}");
@@ -178,6 +179,7 @@ headers = { set = { "bad header" = "x" }, append = { "x-ok" = "line\nbreak" } }
         "route[1].cors.methods[0]: `GE T` is not an HTTP method",
         "route[1].headers.set.bad header: `bad header` is not a header name",
         "route[1].headers.append.x-ok:",
+        "route[1].compress.types[0]: `json` is not a content type",
     ] {
         assert!(
             stderr.contains(expected),

@@ -894,7 +894,7 @@ impl<'a> Checker<'a> {
                 }
                 Vec::new()
             };
-            let edge = self.route_edge(&key, route.cors, route.headers);
+            let edge = self.route_edge(&key, route.cors, route.headers, route.compress);
             routes.push(RouteConfig {
                 index,
                 host,

@@ -675,6 +675,34 @@ pub struct RouteEdge {
     pub cors: Option<CorsPolicy>,
     /// `headers`: applied to every response of the route, in order.
     pub headers: Vec<HeaderRule>,
+    /// `compress`: responses compressed as the client accepts.
+    pub compress: Option<Compress>,
+}
+
+/// When a route's responses are compressed (gzip, br or zstd, as the
+/// client's `Accept-Encoding` prefers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compress {
+    /// Responses smaller than this (by `Content-Length`, or their size hint)
+    /// go as they are.
+    pub min_size: u64,
+    /// Content types compressed: `type/subtype`, or `type/*`.
+    pub types: Vec<String>,
+}
+
+impl Compress {
+    /// Compressed unless a route says otherwise: text and the text-like
+    /// formats web pages are made of.
+    pub const DEFAULT_TYPES: [&str; 6] = [
+        "text/*",
+        "application/json",
+        "application/javascript",
+        "application/xml",
+        "image/svg+xml",
+        "application/wasm",
+    ];
+    /// The default minimum size.
+    pub const DEFAULT_MIN_SIZE: u64 = 1024;
 }
 
 /// A route's CORS policy (every value checked to be a valid header value).

@@ -294,6 +294,18 @@ pub(super) struct RawRoute {
     pub(super) middleware: Vec<String>,
     pub(super) cors: Option<RawCors>,
     pub(super) headers: Option<RawHeaders>,
+    pub(super) compress: Option<RawCompress>,
+}
+
+/// `compress = true` or `compress = { min_size = 1024, types = [...] }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawCompress {
+    On(bool),
+    Table {
+        min_size: Option<u64>,
+        types: Option<Vec<String>>,
+    },
 }
 
 /// `cors = { origins, methods, headers, expose, credentials, max_age }`.

@@ -1,11 +1,15 @@
 //! What a route gets from the gateway around whatever serves it: CORS
-//! (tower-http's `Cors`, answering preflights itself) and response header
-//! rules. Built once per generation from the route's `cors` and `headers`;
-//! a route with neither has no layers and pays nothing.
+//! (tower-http's `Cors`, answering preflights itself), response compression
+//! (tower-http's `Compression`: gzip, br or zstd as `Accept-Encoding`
+//! prefers) and response header rules. Built once per generation from the
+//! route's `cors`, `compress` and `headers`; a route with none has no
+//! layers and pays nothing.
 //!
 //! Invariant: a preflight (`OPTIONS` with `Access-Control-Request-Method`)
 //! is answered here and never reaches a guest; the header rules apply to
-//! every response of the route, the gateway's own included.
+//! every response of the route, the gateway's own included; an event
+//! stream, a response that already has a `Content-Encoding`, one below the
+//! minimum size or of an unlisted type is never compressed.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -13,18 +17,22 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
+use tower_http::compression::predicate::{Predicate, SizeAbove};
+use tower_http::compression::{CompressionBody, CompressionLayer};
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer, ExposeHeaders};
 use tower_layer::Layer as _;
 use tower_service::Service;
 
-use crate::config::{HeaderRule, RouteEdge};
+use crate::config::{Compress, HeaderRule, RouteEdge};
 use crate::http::body::ResponseBody;
 
 /// A route's layers.
 #[derive(Debug, Clone)]
 pub struct RouteLayers {
     cors: Option<CorsLayer>,
+    compression: Option<CompressionLayer<CompressWhen>>,
     /// What they were built from (two routes' layers are equal when it is).
     edge: RouteEdge,
 }
@@ -49,9 +57,13 @@ pub type Rest<'a> = Box<
 impl RouteLayers {
     /// The layers `edge` asks for; `None` when it asks for none.
     pub fn build(edge: &RouteEdge) -> Option<Self> {
-        if edge.cors.is_none() && edge.headers.is_empty() {
+        if edge.cors.is_none() && edge.headers.is_empty() && edge.compress.is_none() {
             return None;
         }
+        let compression = edge.compress.as_ref().map(|compress| {
+            CompressionLayer::new()
+                .compress_when(CompressWhen(std::sync::Arc::new(compress.clone())))
+        });
         let cors = edge.cors.as_ref().map(|policy| {
             let mut layer = CorsLayer::new()
                 .allow_methods(policy.methods.clone())
@@ -72,6 +84,7 @@ impl RouteLayers {
         });
         Some(Self {
             cors,
+            compression,
             edge: edge.clone(),
         })
     }
@@ -87,9 +100,13 @@ impl RouteLayers {
         + 'a,
     ) -> Response<ResponseBody> {
         let inner = Once(Some(Box::new(rest)));
-        let mut response = match &self.cors {
-            Some(cors) => call(cors.layer(inner), request).await,
-            None => call(inner, request).await,
+        let mut response = match (&self.cors, &self.compression) {
+            (None, None) => call(inner, request).await,
+            (Some(cors), None) => call(cors.layer(inner), request).await,
+            (None, Some(compression)) => unbox(call(compression.layer(inner), request).await),
+            (Some(cors), Some(compression)) => {
+                unbox(call(compression.layer(cors.layer(inner)), request).await)
+            }
         };
         let headers = response.headers_mut();
         for rule in &self.edge.headers {
@@ -109,10 +126,53 @@ impl RouteLayers {
     }
 }
 
+/// A compressed response with the one body type every response has.
+fn unbox(response: Response<CompressionBody<ResponseBody>>) -> Response<ResponseBody> {
+    response.map(|body| {
+        body.map_err(|error| wasmtime_wasi_http::Error::InternalError(Some(error.to_string())))
+            .boxed_unsync()
+    })
+}
+
+/// `compress`: big enough, a listed type, never an event stream (tower-http
+/// itself never compresses what already has a `Content-Encoding`).
+#[derive(Debug, Clone)]
+struct CompressWhen(std::sync::Arc<Compress>);
+
+impl Predicate for CompressWhen {
+    fn should_compress<B>(&self, response: &http::Response<B>) -> bool
+    where
+        B: http_body::Body,
+    {
+        if !SizeAbove::new(self.0.min_size).should_compress(response) {
+            return false;
+        }
+        let content_type = response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("");
+        let essence = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if essence == "text/event-stream" {
+            return false;
+        }
+        let kind = essence.split('/').next().unwrap_or("");
+        self.0.types.iter().any(|ty| match ty.strip_suffix("/*") {
+            Some(listed) => listed == kind,
+            None => *ty == essence,
+        })
+    }
+}
+
 /// Drives a service that is always ready and never fails.
-async fn call<S>(mut service: S, request: Request<Incoming>) -> Response<ResponseBody>
+async fn call<S, B>(mut service: S, request: Request<Incoming>) -> Response<B>
 where
-    S: Service<Request<Incoming>, Response = Response<ResponseBody>, Error = Infallible>,
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>,
 {
     match std::future::poll_fn(|cx| service.poll_ready(cx)).await {
         Ok(()) => {}

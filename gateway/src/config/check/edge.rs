@@ -2,7 +2,7 @@
 //! checked here, so the layers built from them at load cannot fail.
 
 use super::super::raw;
-use super::super::{CorsPolicy, HeaderRule, RouteEdge};
+use super::super::{Compress, CorsPolicy, HeaderRule, RouteEdge};
 use super::Checker;
 
 impl Checker<'_> {
@@ -12,8 +12,10 @@ impl Checker<'_> {
         key: &str,
         cors: Option<raw::RawCors>,
         headers: Option<raw::RawHeaders>,
+        compress: Option<raw::RawCompress>,
     ) -> RouteEdge {
         RouteEdge {
+            compress: compress.and_then(|raw| self.compress(&format!("{key}.compress"), raw)),
             cors: cors.and_then(|cors| self.cors(&format!("{key}.cors"), cors)),
             headers: headers
                 .map(|headers| self.header_rules(&format!("{key}.headers"), headers))
@@ -134,6 +136,39 @@ impl Checker<'_> {
             credentials,
             max_age,
         })
+    }
+
+    fn compress(&mut self, key: &str, raw: raw::RawCompress) -> Option<Compress> {
+        let (min_size, types) = match raw {
+            raw::RawCompress::On(false) => return None,
+            raw::RawCompress::On(true) => (None, None),
+            raw::RawCompress::Table { min_size, types } => (min_size, types),
+        };
+        let min_size = min_size.unwrap_or(Compress::DEFAULT_MIN_SIZE);
+        let types = match types {
+            None => Compress::DEFAULT_TYPES
+                .iter()
+                .map(|ty| ty.to_string())
+                .collect(),
+            Some(types) => types
+                .into_iter()
+                .enumerate()
+                .filter(|(index, ty)| {
+                    let shaped = ty.split_once('/').is_some_and(|(kind, sub)| {
+                        !kind.is_empty() && !sub.is_empty() && !ty.contains(char::is_whitespace)
+                    });
+                    if !shaped {
+                        self.problems.push(
+                            format!("{key}.types[{index}]"),
+                            format!("`{ty}` is not a content type: type/subtype or type/*"),
+                        );
+                    }
+                    shaped && ty != "text/event-stream"
+                })
+                .map(|(_, ty)| ty.to_ascii_lowercase())
+                .collect(),
+        };
+        Some(Compress { min_size, types })
     }
 
     fn header_rules(&mut self, key: &str, raw: raw::RawHeaders) -> Vec<HeaderRule> {
