@@ -2,7 +2,8 @@
 # What the edge features cost on /hello: the same release binary twice, one
 # gateway whose route has no edge features ("none") and one whose route has
 # every one this build offers ("all": cors with a policy, header rules set,
-# append and remove), in alternating rounds, oha -c 50 with an Origin header
+# append and remove, compression, whose predicate runs but finds /hello's
+# answer too small), in alternating rounds, oha -c 50 with an Origin header
 # (so CORS does its work on every request). Request ids and the per-request
 # tracing span are always on, so both sides pay for them.
 #
@@ -21,7 +22,8 @@ source loadtests/lib.sh
 for side in none all; do
   edge=""
   [ "$side" = all ] && edge='cors = { origins = ["https://app.example"], methods = ["GET", "POST"], headers = ["content-type"], credentials = true, max_age = "10m" }
-headers = { set = { "x-frame-options" = "DENY", "x-content-type-options" = "nosniff" }, append = { "cache-control" = "no-store" }, remove = ["x-powered-by"] }'
+headers = { set = { "x-frame-options" = "DENY", "x-content-type-options" = "nosniff" }, append = { "cache-control" = "no-store" }, remove = ["x-powered-by"] }
+compress = true'
   cat >"$work/$side.toml" <<TOML
 [gateway]
 handlers_dir = "$PWD/handlers/wasm"
