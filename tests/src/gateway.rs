@@ -44,6 +44,19 @@ pub fn run_cli(args: &[&str], cwd: &Path) -> Output {
         .expect("wasmgate runs")
 }
 
+/// Moves a `wasmgate new` project's listener and admin ports (8080, 9090)
+/// to free ones (port 0), so its tests run beside anything.
+pub fn free_project_ports(project: &Path) {
+    let config = project.join("config/wasmgate.toml");
+    let text = std::fs::read_to_string(&config).expect("read the project's config");
+    std::fs::write(
+        &config,
+        text.replace("127.0.0.1:8080", "127.0.0.1:0")
+            .replace("127.0.0.1:9090", "127.0.0.1:0"),
+    )
+    .expect("write the project's config");
+}
+
 /// Starts `wasmgate ARGS` in a project directory `cwd` (with `env` added)
 /// and returns it with the address of its first plain listener, once its
 /// `listening on http://` line is out; the caller kills it.

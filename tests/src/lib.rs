@@ -14,7 +14,9 @@ mod gateway;
 pub mod pebble;
 pub mod ws;
 
-pub use gateway::{TestGateway, handlers_dir, run_cli, start_in_project, wasmgate_bin};
+pub use gateway::{
+    TestGateway, free_project_ports, handlers_dir, run_cli, start_in_project, wasmgate_bin,
+};
 
 /// A loopback port free right now, for servers that cannot report the port
 /// of a port-0 bind (HAProxy, pebble).

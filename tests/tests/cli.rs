@@ -340,14 +340,7 @@ async fn a_new_project_serves_with_dev_and_no_arguments() {
     }
     let again = run_cli(&["new", "hello-app"], dir.path());
     assert!(!again.status.success(), "never overwrites");
-    let config = project.join("config/wasmgate.toml");
-    let text = std::fs::read_to_string(&config).expect("read");
-    std::fs::write(
-        &config,
-        text.replace("127.0.0.1:8080", "127.0.0.1:0")
-            .replace("127.0.0.1:9090", "127.0.0.1:0"),
-    )
-    .expect("write");
+    wasmgate_tests::free_project_ports(&project);
     let (mut child, addr) = wasmgate_tests::start_in_project(
         &["dev"],
         &project,

@@ -17,14 +17,7 @@ async fn create_build_serve(dir: &Path, name: &str, lang: &str) -> String {
     for file in ["README.md", ".gitignore", "config/wasmgate.toml"] {
         assert!(project.join(file).is_file(), "{file} missing");
     }
-    let config = project.join("config/wasmgate.toml");
-    let text = std::fs::read_to_string(&config).expect("read");
-    std::fs::write(
-        &config,
-        text.replace("127.0.0.1:8080", "127.0.0.1:0")
-            .replace("127.0.0.1:9090", "127.0.0.1:0"),
-    )
-    .expect("write");
+    wasmgate_tests::free_project_ports(&project);
 
     let built = run_cli(&["build"], &project);
     assert!(
