@@ -113,7 +113,34 @@ async fn responses_are_compressed_as_the_client_accepts() {
     let (head, body) = curl(&format!("{base}/site/page.html"), "br", &[]);
     assert!(head.contains("content-encoding: br"), "{head}");
     assert_eq!(body, "<p>compress me</p>\n".repeat(200));
+    // Encoded here, its ETag is weak (it names another representation),
+    // and a conditional request with it still gets 304.
+    let etag = head
+        .lines()
+        .find_map(|line| line.strip_prefix("etag: "))
+        .expect("an etag")
+        .trim()
+        .to_string();
+    assert!(etag.starts_with("w/\""), "{etag}");
     let mut client = Client::http1(gateway.http()).await;
+    let plain = client.get("/site/page.html").await;
+    let strong = plain.headers[header::ETAG]
+        .to_str()
+        .expect("text")
+        .to_string();
+    assert!(
+        strong.starts_with('"'),
+        "uncompressed keeps its strong ETag: {strong}"
+    );
+    let request = client
+        .request("GET", "/site/page.html")
+        .header(header::ACCEPT_ENCODING, "br")
+        .header(header::IF_NONE_MATCH, format!("W/{strong}"))
+        .body(empty())
+        .expect("request");
+    let again = client.send(request).await.expect("answered");
+    assert_eq!(again.status, http::StatusCode::NOT_MODIFIED);
+
     let request = client
         .request("GET", "/site/app.js")
         .header(header::ACCEPT_ENCODING, "gzip")
@@ -122,6 +149,12 @@ async fn responses_are_compressed_as_the_client_accepts() {
     let reply = client.send(request).await.expect("answered");
     assert_eq!(reply.headers[header::CONTENT_ENCODING], "gzip");
     assert_eq!(reply.text(), "already gzip");
+    // Its encoding was not ours: its ETag stays as ServeDir made it.
+    assert!(
+        reply.headers[header::ETAG]
+            .to_str()
+            .is_ok_and(|etag| etag.starts_with('"'))
+    );
 }
 
 #[tokio::test]

@@ -9,11 +9,13 @@
 //! is answered here and never reaches a guest; the header rules apply to
 //! every response of the route, the gateway's own included; an event
 //! stream, a response that already has a `Content-Encoding`, one below the
-//! minimum size or of an unlisted type is never compressed.
+//! minimum size or of an unlisted type is never compressed, and one
+//! compressed here keeps only a weak `ETag`.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
@@ -99,7 +101,26 @@ impl RouteLayers {
         + Send
         + 'a,
     ) -> Response<ResponseBody> {
-        let inner = Once(Some(Box::new(rest)));
+        // Whether the response had an encoding before compression could
+        // give it one: an ETag names one representation, so a body encoded
+        // here keeps only a weak one (tower-http compares If-None-Match
+        // weakly, so 304s still work).
+        let encoded_inside = AtomicBool::new(false);
+        let watched =
+            |request| -> Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send + '_>> {
+                let answer = rest(request);
+                Box::pin(async {
+                    let response = answer.await;
+                    encoded_inside.store(
+                        response
+                            .headers()
+                            .contains_key(http::header::CONTENT_ENCODING),
+                        Ordering::Relaxed,
+                    );
+                    response
+                })
+            };
+        let inner = Once(Some(Box::new(watched)));
         let mut response = match (&self.cors, &self.compression) {
             (None, None) => call(inner, request).await,
             (Some(cors), None) => call(cors.layer(inner), request).await,
@@ -109,6 +130,11 @@ impl RouteLayers {
             }
         };
         let headers = response.headers_mut();
+        if headers.contains_key(http::header::CONTENT_ENCODING)
+            && !encoded_inside.load(Ordering::Relaxed)
+        {
+            weaken_etag(headers);
+        }
         for rule in &self.edge.headers {
             match rule {
                 HeaderRule::Set(name, value) => {
@@ -123,6 +149,20 @@ impl RouteLayers {
             }
         }
         response
+    }
+}
+
+/// Makes a strong `ETag` weak (`"x"` → `W/"x"`).
+fn weaken_etag(headers: &mut http::HeaderMap) {
+    let Some(etag) = headers.get(http::header::ETAG) else {
+        return;
+    };
+    if etag.as_bytes().starts_with(b"\"") {
+        let mut weak = b"W/".to_vec();
+        weak.extend_from_slice(etag.as_bytes());
+        if let Ok(weak) = http::HeaderValue::from_bytes(&weak) {
+            headers.insert(http::header::ETAG, weak);
+        }
     }
 }
 
