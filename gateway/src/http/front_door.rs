@@ -82,15 +82,21 @@ pub struct Hop<'a> {
     pub proto: &'static str,
     /// The host the client asked for.
     pub host: Option<&'a str>,
-    /// Proxies whose forwarding headers are believed.
-    pub trusted: &'a [IpNet],
+    /// Whether the client is a proxy whose forwarding headers are believed
+    /// ([`from_trusted_proxy`]).
+    pub from_proxy: bool,
+}
+
+/// Whether `client` is one of the `trusted` proxies, whose forwarding
+/// headers and request ids are believed.
+pub fn from_trusted_proxy(trusted: &[IpNet], client: IpAddr) -> bool {
+    trusted.iter().any(|net| net.contains(client))
 }
 
 /// Sets the forwarding headers of a request that arrived through `hop`.
 pub fn forwarding_headers(headers: &mut HeaderMap, hop: &Hop<'_>) {
     let client = hop.client.ip();
-    let trusted = hop.trusted.iter().any(|net| net.contains(client));
-    if !trusted {
+    if !hop.from_proxy {
         for name in [
             header::FORWARDED,
             X_FORWARDED_FOR,
@@ -230,7 +236,10 @@ mod tests {
             client: client.parse().expect("address"),
             proto: "https",
             host: Some("example.com"),
-            trusted,
+            from_proxy: from_trusted_proxy(
+                trusted,
+                client.parse::<SocketAddr>().expect("address").ip(),
+            ),
         }
     }
 
@@ -328,7 +337,7 @@ mod tests {
                     }
                 }
                 let client = std::net::SocketAddr::from((client, 4000));
-                let hop = Hop { client, proto: "https", host: host.as_deref(), trusted: &[] };
+                let hop = Hop { client, proto: "https", host: host.as_deref(), from_proxy: false };
                 forwarding_headers(&mut headers, &hop);
                 prop_assert_eq!(headers.get_all(X_FORWARDED_FOR).iter().count(), 1);
                 let shown = client.ip().to_string();

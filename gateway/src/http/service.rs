@@ -47,10 +47,7 @@ pub async fn handle(
     let snapshot = app.live.load_full();
     let listener = snapshot.config.listeners.get(connection.listener);
     let from_proxy = listener.is_some_and(|listener| {
-        listener
-            .trusted_proxies
-            .iter()
-            .any(|net| net.contains(connection.peer.ip()))
+        front_door::from_trusted_proxy(&listener.trusted_proxies, connection.peer.ip())
     });
     let id_header = &app.settings.request_id_header;
     let request_id = front_door::request_id(request.headers_mut(), id_header, from_proxy);
@@ -101,7 +98,7 @@ pub async fn handle(
                     _ => "http",
                 },
                 host,
-                trusted: listener.map_or(&[], |listener| &listener.trusted_proxies),
+                from_proxy,
             };
             front_door::forwarding_headers(request.headers_mut(), &hop);
             dispatch(&app, &snapshot, &connection, host, request)
