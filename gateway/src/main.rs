@@ -589,14 +589,24 @@ async fn run_limits(
     if fuel == Some(0) {
         return Err(refuse("--fuel 0 leaves no instruction to run".into()));
     }
-    let lookup = |key: &String| Some((key.clone(), std::env::var(key).ok()?));
-    let mut env: Vec<(String, String)> = flags.env.iter().filter_map(lookup).collect();
+    // The flags' variables and the profile's, from this process's environment.
+    let grant = match profile.as_ref().map(|profile| &profile.env) {
+        Some(EnvGrant::All) => EnvGrant::All,
+        Some(EnvGrant::Keys(keys)) => EnvGrant::Keys(
+            flags
+                .env
+                .iter()
+                .chain(keys)
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .cloned()
+                .collect(),
+        ),
+        None => EnvGrant::Keys(flags.env.clone()),
+    };
+    let env = wasmgate::guest::granted_env(&grant, &std::collections::HashMap::new());
     let mut files = Vec::new();
     if let Some(profile) = profile {
-        match &profile.env {
-            EnvGrant::All => env.extend(std::env::vars()),
-            EnvGrant::Keys(keys) => env.extend(keys.iter().filter_map(lookup)),
-        }
         for grant in &profile.files {
             if !grant.dir.is_dir() {
                 return Err(refuse(format!(
@@ -608,8 +618,6 @@ async fn run_limits(
         }
         files = profile.files;
     }
-    env.sort();
-    env.dedup_by(|a, b| a.0 == b.0);
     Ok(wasmgate::guest::command::RunLimits {
         memory: usize::try_from(memory).unwrap_or(usize::MAX),
         timeout,

@@ -15,14 +15,15 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::Component;
 use wasmtime::{Engine, Linker, Module, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi::p2::bindings::CommandPre;
-use wasmtime_wasi::{I32Exit, WasiCtx};
 
 use super::component::{ComponentFile, LoadError};
 use super::engine::GuestEngine;
 use super::host::{StoreMaker, guard_time_and_fuel, hostcall_fuel};
 use super::log::LogBudget;
 use super::outbound::OutboundClient;
+use super::supervision::Exit;
 
 /// What a run may use.
 pub struct RunLimits {
@@ -175,15 +176,9 @@ async fn run_module(
         .inherit_stdout()
         .inherit_stderr();
     for grant in &limits.files {
-        let perms = if grant.write {
-            wasmtime_wasi::FsPerms::ReadWrite
-        } else {
-            wasmtime_wasi::FsPerms::ReadOnly
-        };
-        wasi.preopened_dir(&grant.dir, &grant.at, perms)
-            .map_err(|error| {
-                RunError::Engine(format!("files: {}: {error:#}", grant.dir.display()))
-            })?;
+        super::host::preopen(&mut wasi, grant).map_err(|error| {
+            RunError::Engine(format!("files: {}: {error:#}", grant.dir.display()))
+        })?;
     }
     let deadline = Instant::now() + limits.timeout;
     let mut store = Store::new(
@@ -212,19 +207,14 @@ async fn run_module(
 
 /// An exit the program asked for, or the trap that ended it.
 fn ended_by(error: &wasmtime::Error, limits: &RunLimits) -> Ended {
-    if let Some(exit) = error.downcast_ref::<I32Exit>() {
-        return Ended::Exit(exit.0);
-    }
     if error.is::<super::host::DeadlineExceeded>() {
         return Ended::Trap(timed_out(limits.timeout));
     }
-    if super::host::is_out_of_fuel(error) {
-        return Ended::Trap(format!(
-            "used up its CPU budget of {} fuel",
-            limits.fuel.unwrap_or(u64::MAX)
-        ));
+    match Exit::from_error(error, limits.fuel) {
+        Exit::Code(code) => Ended::Exit(code),
+        Exit::OutOfFuel(fuel) => Ended::Trap(format!("used up its CPU budget of {fuel} fuel")),
+        Exit::Trap(message) => Ended::Trap(message),
     }
-    Ended::Trap(super::host::trap_summary(error))
 }
 
 fn timed_out(timeout: Duration) -> String {

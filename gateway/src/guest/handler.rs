@@ -64,7 +64,7 @@ pub struct Services<'a> {
 
 /// The variables `grant` gives a guest: from the process environment, else
 /// from the `.env` file (the real environment wins). Read once, at start.
-fn granted_env(grant: &EnvGrant, dotenv: &HashMap<String, String>) -> Vec<(String, String)> {
+pub fn granted_env(grant: &EnvGrant, dotenv: &HashMap<String, String>) -> Vec<(String, String)> {
     match grant {
         EnvGrant::Keys(keys) => keys
             .iter()

@@ -73,14 +73,9 @@ impl Host {
             .stderr(GuestLog::new(&maker.log_budget, GuestStream::Stderr, None));
         }
         for grant in maker.files.iter() {
-            let perms = if grant.write {
-                wasmtime_wasi::FsPerms::ReadWrite
-            } else {
-                wasmtime_wasi::FsPerms::ReadOnly
-            };
             // Checked at load; a directory removed since is left out (the
             // guest finds nothing there), never a failed store.
-            if let Err(error) = wasi.preopened_dir(&grant.dir, &grant.at, perms) {
+            if let Err(error) = preopen(&mut wasi, grant) {
                 tracing::warn!(
                     handler = &**handler,
                     dir = %grant.dir.display(),
@@ -208,6 +203,20 @@ pub(super) struct StoreMaker {
     pub(super) files: Arc<[crate::config::FileGrant]>,
     /// For a resident's run only: set when it prints `READY` on stdout.
     pub(super) ready: Option<super::log::Ready>,
+}
+
+/// Maps `grant`'s host directory into the guest, read-only unless it says
+/// `write`.
+pub(super) fn preopen(
+    wasi: &mut wasmtime_wasi::WasiCtxBuilder,
+    grant: &crate::config::FileGrant,
+) -> wasmtime::Result<()> {
+    let perms = if grant.write {
+        wasmtime_wasi::FsPerms::ReadWrite
+    } else {
+        wasmtime_wasi::FsPerms::ReadOnly
+    };
+    wasi.preopened_dir(&grant.dir, &grant.at, perms).map(drop)
 }
 
 /// Resources (streams, fields, requests, pollables…) one guest may hold in

@@ -46,7 +46,7 @@ pub use cache::{CompileCache, ContentHash};
 pub use chain::Chain;
 pub use component::{ComponentFile, HttpPre, LoadError, Loaded, Origin, Pre};
 pub use engine::GuestEngine;
-pub use handler::{Handler, Services};
+pub use handler::{Handler, Services, granted_env};
 pub use host::Host;
 pub use outbound::{NextHop, OutboundClient};
 pub use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
