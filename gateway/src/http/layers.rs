@@ -47,14 +47,11 @@ impl PartialEq for RouteLayers {
 
 impl Eq for RouteLayers {}
 
+/// The answer the rest of a request's way gives.
+pub type Answer<'a> = Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send + 'a>>;
+
 /// The rest of a request's way, once the layers let it through.
-pub type Rest<'a> = Box<
-    dyn FnOnce(
-            Request<Incoming>,
-        ) -> Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send + 'a>>
-        + Send
-        + 'a,
->;
+type Rest<'a> = Box<dyn FnOnce(Request<Incoming>) -> Answer<'a> + Send + 'a>;
 
 impl RouteLayers {
     /// The layers `edge` asks for; `None` when it asks for none.
@@ -95,19 +92,15 @@ impl RouteLayers {
     pub async fn serve<'a>(
         &self,
         request: Request<Incoming>,
-        rest: impl FnOnce(
-            Request<Incoming>,
-        ) -> Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send + 'a>>
-        + Send
-        + 'a,
+        rest: impl FnOnce(Request<Incoming>) -> Answer<'a> + Send + 'a,
     ) -> Response<ResponseBody> {
         // Whether the response had an encoding before compression could
         // give it one: an ETag names one representation, so a body encoded
         // here keeps only a weak one (tower-http compares If-None-Match
         // weakly, so 304s still work).
         let encoded_inside = AtomicBool::new(false);
-        let watched =
-            |request| -> Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send + '_>> {
+        let rest: Rest<'_> = if self.compression.is_some() {
+            Box::new(|request| -> Answer<'_> {
                 let answer = rest(request);
                 Box::pin(async {
                     let response = answer.await;
@@ -119,8 +112,11 @@ impl RouteLayers {
                     );
                     response
                 })
-            };
-        let inner = Once(Some(Box::new(watched)));
+            })
+        } else {
+            Box::new(|request| -> Answer<'_> { rest(request) })
+        };
+        let inner = Once(Some(rest));
         let mut response = match (&self.cors, &self.compression) {
             (None, None) => call(inner, request).await,
             (Some(cors), None) => call(cors.layer(inner), request).await,
