@@ -98,13 +98,14 @@ impl Residents {
                 continue;
             };
             let (mut started, ready) = started;
-            started.previous = running
-                .get(&name)
-                .and_then(|current| supervision_of(&current.handler));
-            let replaced = running.insert(name.clone(), started);
+            let replaced = running.remove(&name);
+            started.previous = replaced
+                .as_ref()
+                .and_then(|previous| supervision_of(&previous.handler));
+            let successor_stops = started.stop.subscribe();
+            running.insert(name.clone(), started);
             if let Some(previous) = replaced {
-                let stopped = running.get(&name).map(|current| current.stop.subscribe());
-                tokio::spawn(hand_over(name, previous, ready, stopped));
+                tokio::spawn(hand_over(name, previous, ready, successor_stops));
             }
         }
     }
@@ -192,16 +193,15 @@ async fn hand_over(
     name: HandlerName,
     previous: Running,
     mut ready: watch::Receiver<bool>,
-    stopped: Option<watch::Receiver<bool>>,
+    mut successor_stops: watch::Receiver<bool>,
 ) {
-    let mut stopped = stopped.unwrap_or_else(|| watch::channel(true).1);
     tokio::select! {
         became = ready.wait_for(|ready| *ready) => {
             if became.is_ok() {
                 tracing::info!(component = %name, "new resident version ready: stopping the previous one");
             }
         }
-        _ = stopped.wait_for(|stop| *stop) => {}
+        () = stopped(&mut successor_stops) => {}
     }
     previous.stop().await;
 }
