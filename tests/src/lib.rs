@@ -55,6 +55,25 @@ pub async fn wait_for_metric(gateway: &TestGateway, series: &str, value: f64) {
     }
 }
 
+/// `gzip -c` of `data`, made by the real tool.
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("gzip")
+        .args(["-c", "-9"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("gzip runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let data = data.to_vec();
+    // Written from a thread: gzip's output fills its pipe while it reads.
+    let writer = std::thread::spawn(move || stdin.write_all(&data).expect("gzip reads"));
+    let output = child.wait_with_output().expect("gzip ends");
+    writer.join().expect("written");
+    assert!(output.status.success());
+    output.stdout
+}
+
 /// Writes `config` (with `{handlers}` and `{dir}` expanded) as `dir/gw.toml`,
 /// runs `wasmgate check` on it and returns its exit code and its stderr,
 /// with `dir` written as `{dir}`.

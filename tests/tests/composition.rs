@@ -390,7 +390,9 @@ async fn step_6_a_channel_invokes_its_subscriber_per_message() {
     use futures::SinkExt as _;
     use tokio_tungstenite::tungstenite::Message;
     let (dir, config) = example("step6");
-    let gateway = TestGateway::start_in(dir, &format!("{config}\n{WATCHER}"));
+    // The same channel from a route that takes gzip bodies.
+    let packed = "[[route]]\npath = \"/names.gz\"\npublish = \"names\"\ndecompress = true\n";
+    let gateway = TestGateway::start_in(dir, &format!("{config}\n{WATCHER}\n{packed}"));
     let mut watcher = wasmgate_tests::ws::connect(&gateway, "/watch")
         .await
         .expect("websocket");
@@ -415,6 +417,14 @@ async fn step_6_a_channel_invokes_its_subscriber_per_message() {
     }
     gateway.wait_for_log("invocation complete component=greeter function=greet result=Aloha, Ana!");
     gateway.wait_for_log("invocation complete component=greeter function=greet result=Aloha, Kai!");
+    let request = client
+        .request("POST", "/names.gz")
+        .header(http::header::CONTENT_ENCODING, "gzip")
+        .body(wasmgate_tests::client::full(wasmgate_tests::gzip(b"Zoe")))
+        .expect("request");
+    let reply = client.send(request).await.expect("response");
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text());
+    gateway.wait_for_log("invocation complete component=greeter function=greet result=Aloha, Zoe!");
     let log = gateway.log();
     assert!(
         log.find("result=Aloha, Ana!") < log.find("result=Aloha, Kai!"),
@@ -427,7 +437,7 @@ async fn step_6_a_channel_invokes_its_subscriber_per_message() {
     wait_for_metric(
         &gateway,
         "wasmgate_channel_messages_total{channel=\"names\",outcome=\"invoked\"}",
-        2.0,
+        3.0,
     )
     .await;
 }

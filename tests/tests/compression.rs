@@ -2,7 +2,10 @@
 //! `Accept-Encoding` (gzip, br, zstd, checked with curl, which decodes all
 //! three), only above the minimum size and for the listed content types,
 //! never for event streams (which still arrive event by event) and never
-//! twice (a precompressed static variant keeps its own encoding).
+//! twice (a precompressed static variant keeps its own encoding). Request
+//! decompression per route (`decompress`): bodies arrive decoded, capped
+//! after decoding (a gzip bomb is refused with 413), undecodable bytes get
+//! 400, an unknown encoding 415; without `decompress` a body passes as sent.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -22,7 +25,14 @@ handlers_dir = "{handlers}"
 addr = "127.0.0.1:0"
 
 [handler.echo]
+limits = { body = "1MiB" }
+
 [handler.clock]
+
+[[route]]
+path = "/upload/*"
+handler = "echo"
+decompress = true
 
 [[route]]
 path = "/echo/*"
@@ -67,6 +77,42 @@ fn curl(url: &str, accept: &str, headers: &[&str]) -> (String, String) {
             .expect("headers")
             .to_lowercase(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+/// `curl` POSTing `body` to `url` with `encoding` as `Content-Encoding`:
+/// the status, the response's headers (lowercase) and body.
+fn post(url: &str, encoding: &str, body: &[u8]) -> (u16, String, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (file, head, out) = (
+        dir.path().join("body"),
+        dir.path().join("head"),
+        dir.path().join("out"),
+    );
+    std::fs::write(&file, body).expect("write");
+    let output = Command::new("curl")
+        .args(["-s", "-H", &format!("Content-Encoding: {encoding}")])
+        .args(["-H", "Content-Type: application/octet-stream"])
+        .arg("--data-binary")
+        .arg(format!("@{}", file.display()))
+        .arg("-D")
+        .arg(&head)
+        .arg("-o")
+        .arg(&out)
+        .args(["-w", "%{http_code}"])
+        .arg(url)
+        .output()
+        .expect("curl runs");
+    let status = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .expect("a status");
+    (
+        status,
+        std::fs::read_to_string(&head)
+            .expect("headers")
+            .to_lowercase(),
+        String::from_utf8_lossy(&std::fs::read(&out).unwrap_or_default()).into_owned(),
     )
 }
 
@@ -179,4 +225,58 @@ async fn an_event_stream_is_never_compressed_and_arrives_event_by_event() {
     assert!(started.elapsed() < Duration::from_millis(250));
     let rest: Vec<_> = body.collect().await;
     assert_eq!(rest.len(), 2, "one chunk per event");
+}
+
+#[tokio::test]
+async fn request_bodies_are_decoded_on_routes_that_ask_and_capped_after_decoding() {
+    let gateway = start();
+    let base = format!("http://{}", gateway.http());
+    let text = "hello wasmgate\n".repeat(20_000);
+    let packed = wasmgate_tests::gzip(text.as_bytes());
+    assert!(packed.len() < text.len() / 20);
+
+    // Decoded before the guest reads it: the echo streams back the text.
+    let (status, head, body) = post(&format!("{base}/upload/x?body"), "gzip", &packed);
+    assert_eq!(status, 200, "{head}");
+    assert_eq!(body, text);
+    // Without `decompress` the guest gets the bytes as sent.
+    let (status, _, body) = post(&format!("{base}/echo/x?length"), "gzip", &packed);
+    assert_eq!(status, 200);
+    assert_eq!(body.trim(), packed.len().to_string());
+    // `identity` and no encoding at all pass as they are.
+    let (status, _, body) = post(&format!("{base}/upload/x?length"), "identity", b"plain");
+    assert_eq!((status, body.trim()), (200, "5"));
+
+    // A bomb: 64 MiB of zeros in some 64 KiB of gzip, far under the 1 MiB
+    // limit as sent, far over it decoded. Refused once 1 MiB is decoded.
+    let bomb = wasmgate_tests::gzip(&vec![0u8; 64 << 20]);
+    assert!(bomb.len() < 1 << 20, "{}", bomb.len());
+    let (status, _, body) = post(&format!("{base}/upload/x?length"), "gzip", &bomb);
+    assert_eq!(status, 413, "{body}");
+
+    // Bytes that are not gzip: the client's fault, 400.
+    let (status, _, body) = post(
+        &format!("{base}/upload/x?length"),
+        "gzip",
+        b"not gzip at all",
+    );
+    assert_eq!(status, 400, "{body}");
+
+    // An encoding the gateway cannot decode: 415, naming those it can.
+    let (status, head, _) = post(&format!("{base}/upload/x?length"), "compress", b"x");
+    assert_eq!(status, 415);
+    let accepted = head
+        .lines()
+        .find_map(|line| line.strip_prefix("accept-encoding: "))
+        .unwrap_or_default();
+    for encoding in ["gzip", "deflate", "br", "zstd"] {
+        assert!(accepted.contains(encoding), "{head}");
+    }
+
+    // The gateway and the route carry on.
+    let (status, _, body) = post(&format!("{base}/upload/x?length"), "gzip", &packed);
+    assert_eq!(
+        (status, body.trim()),
+        (200, text.len().to_string().as_str())
+    );
 }

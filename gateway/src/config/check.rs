@@ -894,7 +894,14 @@ impl<'a> Checker<'a> {
                 }
                 Vec::new()
             };
-            let edge = self.route_edge(&key, route.cors, route.headers, route.compress);
+            let reads_body = matches!(action, RouteAction::Handler | RouteAction::Publish(_));
+            let edge = self.route_edge(
+                &key,
+                route.cors,
+                route.headers,
+                route.compress,
+                route.decompress.then_some(reads_body),
+            );
             routes.push(RouteConfig {
                 index,
                 host,

@@ -663,7 +663,8 @@ pub struct RouteConfig {
     /// What it does: serve a handler, publish to a channel, invoke a
     /// function (then `handler` is the component; for a channel, a label).
     pub action: RouteAction,
-    /// What the gateway adds around it: CORS, response header rules.
+    /// What the gateway adds around it: CORS, compression, decompression,
+    /// response header rules.
     pub edge: RouteEdge,
 }
 
@@ -677,6 +678,9 @@ pub struct RouteEdge {
     pub headers: Vec<HeaderRule>,
     /// `compress`: responses compressed as the client accepts.
     pub compress: Option<Compress>,
+    /// `decompress`: request bodies decoded from their `Content-Encoding`
+    /// before anything reads them (and capped after decoding).
+    pub decompress: bool,
 }
 
 /// When a route's responses are compressed (gzip, br or zstd, as the

@@ -295,6 +295,8 @@ pub(super) struct RawRoute {
     pub(super) cors: Option<RawCors>,
     pub(super) headers: Option<RawHeaders>,
     pub(super) compress: Option<RawCompress>,
+    #[serde(default)]
+    pub(super) decompress: bool,
 }
 
 /// `compress = true` or `compress = { min_size = 1024, types = [...] }`.

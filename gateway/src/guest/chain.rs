@@ -23,7 +23,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use super::handler::Handler;
 use super::outbound::NextHop;
 use super::pubsub::Hub;
-use crate::http::body::ResponseBody;
+use crate::http::body::{ReadFailure, ResponseBody};
 use crate::http::error::{Blame, GatewayError, rescue};
 
 /// One request's way through a route's middleware to its handler.
@@ -85,7 +85,7 @@ impl Chain {
     pub async fn serve<B>(self, request: Request<B>) -> Result<Response<ResponseBody>, GatewayError>
     where
         B: http_body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
-        B::Error: Into<wasmtime_wasi_http::Error>,
+        B::Error: ReadFailure,
     {
         let Some(link) = self.middleware.get(self.at).map(Arc::clone) else {
             return self

@@ -43,7 +43,7 @@ mod shared;
 
 use crate::config::{Capability, EnvGrant, HandlerConfig, HandlerName, HandlerWorld, StreamLimits};
 use crate::control::metrics::{HandlerMetrics, Metrics};
-use crate::http::body::{CappedBody, ResponseBody, Tripped};
+use crate::http::body::{CappedBody, ReadFailure, ResponseBody, Tripped};
 use crate::http::error::GatewayError;
 use compose::{Linked, WiredTo, check_files, config_values, wire_up};
 
@@ -370,7 +370,8 @@ impl Handler {
 
     /// Serves `request` on an instance (a fresh one unless the handler
     /// reuses them). `route` names the route in logs. The body is a
-    /// client's (`Incoming`) or the gateway's own (a smoke check's empty one).
+    /// client's ([`crate::http::body::RequestBody`]), a middleware's, or the
+    /// gateway's own (a smoke check's empty one).
     pub async fn serve<B>(
         &self,
         request: Request<B>,
@@ -382,7 +383,7 @@ impl Handler {
     ) -> Result<Response<ResponseBody>, GatewayError>
     where
         B: http_body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
-        B::Error: Into<wasmtime_wasi_http::Error>,
+        B::Error: ReadFailure,
     {
         let Kind::Http(pool, shared) = &self.kind else {
             return Err(GatewayError::UpgradeRequired);
@@ -499,7 +500,7 @@ impl Handler {
     ) -> Result<Started, GatewayError>
     where
         B: http_body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
-        B::Error: Into<wasmtime_wasi_http::Error>,
+        B::Error: ReadFailure,
     {
         let ready = self.instantiate(pool.take()).await?;
         let proxy = match ready.guest {
@@ -582,6 +583,12 @@ impl Handler {
             Tripped::Stalled => {
                 drop(task);
                 GatewayError::BodyTimeout(body_timeout)
+            }
+            Tripped::Undecodable => {
+                task.detach();
+                GatewayError::BadRequest(
+                    "the body does not decode as its Content-Encoding says".into(),
+                )
             }
         }
     }

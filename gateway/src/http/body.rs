@@ -1,8 +1,11 @@
 //! Bodies. The one response body type: guests stream theirs through
 //! wasi:http, the gateway's own answers (errors, 404s) are small in-memory
 //! bodies of the same type, so every response path hands hyper the same
-//! thing. And the request body as guests read it: capped at the handler's
-//! body limit, counted as it streams.
+//! thing. The request body as the gateway passes it on: the client's, or
+//! what tower-http decoded from it on a route that decompresses. And the
+//! request body as guests read it: capped at the handler's body limit,
+//! counted as it streams (after decoding, so a decompression bomb meets the
+//! same cap as any other body).
 
 use std::future::Future as _;
 use std::pin::Pin;
@@ -10,6 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use tower_http::decompression::DecompressionBody;
 
 /// The body of every response the gateway sends.
 pub type ResponseBody = wasmtime_wasi_http::p2::body::HyperOutgoingBody;
@@ -21,13 +25,111 @@ pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
         .boxed_unsync()
 }
 
+/// A request body as the gateway passes it on.
+pub enum RequestBody {
+    /// The client's bytes as they arrive.
+    Client(hyper::body::Incoming),
+    /// What tower-http's `RequestDecompression` decodes from them (boxed: a
+    /// decoder's state is large, and most requests have none).
+    Decoded(Pin<Box<DecompressionBody<hyper::body::Incoming>>>),
+}
+
+impl From<hyper::body::Incoming> for RequestBody {
+    fn from(body: hyper::body::Incoming) -> Self {
+        Self::Client(body)
+    }
+}
+
+impl From<DecompressionBody<hyper::body::Incoming>> for RequestBody {
+    fn from(body: DecompressionBody<hyper::body::Incoming>) -> Self {
+        Self::Decoded(Box::pin(body))
+    }
+}
+
+/// Why a request body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The connection failed (the client left, or broke HTTP framing).
+    #[error(transparent)]
+    Client(hyper::Error),
+    /// The bytes do not decode as their `Content-Encoding` says.
+    #[error("the body does not decode as its Content-Encoding: {0}")]
+    Undecodable(tower_http::BoxError),
+}
+
+impl From<ReadError> for wasmtime_wasi_http::Error {
+    fn from(error: ReadError) -> Self {
+        match error {
+            ReadError::Client(error) => error.into(),
+            ReadError::Undecodable(_) => Self::HttpProtocolError,
+        }
+    }
+}
+
+/// What a body's read error says about the request.
+pub trait ReadFailure: Into<wasmtime_wasi_http::Error> {
+    /// Whether the client sent bytes that do not decode: its fault (400).
+    fn undecodable(&self) -> bool {
+        false
+    }
+}
+
+impl ReadFailure for ReadError {
+    fn undecodable(&self) -> bool {
+        matches!(self, Self::Undecodable(_))
+    }
+}
+
+/// A body one guest passes to the next (a middleware's): its errors are
+/// already wasi:http's.
+impl ReadFailure for wasmtime_wasi_http::Error {}
+
+impl http_body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = ReadError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, ReadError>>> {
+        match self.get_mut() {
+            Self::Client(body) => Pin::new(body).poll_frame(cx).map_err(ReadError::Client),
+            Self::Decoded(body) => {
+                body.as_mut().poll_frame(cx).map_err(|error| {
+                    // The client's own failure comes through the decoder
+                    // unchanged; anything else is the decoding's.
+                    match error.downcast::<hyper::Error>() {
+                        Ok(error) => ReadError::Client(*error),
+                        Err(error) => ReadError::Undecodable(error),
+                    }
+                })
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Client(body) => body.is_end_stream(),
+            // Only the decoder knows when it has produced the last byte.
+            Self::Decoded(_) => false,
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            Self::Client(body) => body.size_hint(),
+            Self::Decoded(_) => http_body::SizeHint::default(),
+        }
+    }
+}
+
 /// A request body capped at `limit` bytes, counted as it streams (a
 /// `Content-Length` can be absent or lie), and at `idle` between chunks (a
 /// slow upload). Past either, the guest's next read fails
 /// (`HTTP-request-body-size`, `connection-read-timeout`) and `tripped` fires
 /// with the reason, so the request can be answered 413 or 408 if the guest
-/// has not answered yet.
-pub struct CappedBody<B = hyper::body::Incoming> {
+/// has not answered yet; likewise 400 for bytes that do not decode.
+pub struct CappedBody<B = RequestBody> {
     inner: B,
     remaining: u64,
     limit: u64,
@@ -48,6 +150,8 @@ pub enum Tripped {
     TooLarge,
     /// No bytes for the idle time.
     Stalled,
+    /// Bytes that do not decode as their `Content-Encoding` says.
+    Undecodable,
 }
 
 impl<B> CappedBody<B> {
@@ -82,6 +186,7 @@ impl<B> CappedBody<B> {
     fn error(&self) -> wasmtime_wasi_http::Error {
         match self.failed {
             Some(Tripped::Stalled) => wasmtime_wasi_http::Error::ConnectionReadTimeout,
+            Some(Tripped::Undecodable) => wasmtime_wasi_http::Error::HttpProtocolError,
             _ => wasmtime_wasi_http::Error::HttpRequestBodySize(Some(self.limit)),
         }
     }
@@ -90,7 +195,7 @@ impl<B> CappedBody<B> {
 impl<B> http_body::Body for CappedBody<B>
 where
     B: http_body::Body<Data = Bytes> + Unpin,
-    B::Error: Into<wasmtime_wasi_http::Error>,
+    B::Error: ReadFailure,
 {
     type Data = Bytes;
     type Error = wasmtime_wasi_http::Error;
@@ -112,6 +217,9 @@ where
                 self.remaining -= size;
                 self.waiting = false;
                 Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(error))) if error.undecodable() => {
+                Poll::Ready(Some(Err(self.trip(Tripped::Undecodable))))
             }
             Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error.into()))),
             Poll::Ready(None) => Poll::Ready(None),

@@ -13,14 +13,13 @@ use std::time::Duration;
 
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Limited};
-use hyper::body::Incoming;
 
 use crate::control::metrics::Metrics;
 use crate::guest::bindings::types::Message;
 use crate::guest::channel::MAX_MESSAGE;
 use crate::guest::pubsub::Hub;
 use crate::guest::{Arguments, Handler};
-use crate::http::body::{ResponseBody, full};
+use crate::http::body::{RequestBody, ResponseBody, full};
 use crate::http::error::GatewayError;
 use crate::http::router::arguments;
 
@@ -30,7 +29,7 @@ pub async fn publish(
     hub: &Hub,
     metrics: &Metrics,
     channel: &str,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     body_timeout: Duration,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let read = Limited::new(request.into_body(), MAX_MESSAGE).collect();

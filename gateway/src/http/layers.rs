@@ -1,8 +1,10 @@
 //! What a route gets from the gateway around whatever serves it: CORS
 //! (tower-http's `Cors`, answering preflights itself), response compression
 //! (tower-http's `Compression`: gzip, br or zstd as `Accept-Encoding`
-//! prefers) and response header rules. Built once per generation from the
-//! route's `cors`, `compress` and `headers`; a route with none has no
+//! prefers), request decompression (tower-http's `RequestDecompression`:
+//! gzip, deflate, br or zstd, any other encoding refused with 415) and
+//! response header rules. Built once per generation from the route's
+//! `cors`, `compress`, `decompress` and `headers`; a route with none has no
 //! layers and pays nothing.
 //!
 //! Invariant: a preflight (`OPTIONS` with `Access-Control-Request-Method`)
@@ -10,7 +12,9 @@
 //! every response of the route, the gateway's own included; an event
 //! stream, a response that already has a `Content-Encoding`, one below the
 //! minimum size or of an unlisted type is never compressed, and one
-//! compressed here keeps only a weak `ETag`.
+//! compressed here keeps only a weak `ETag`. A decoded request body is
+//! capped where every body is (its handler's `body` limit, a channel's
+//! message size), counting decoded bytes: a bomb is cut off at the cap.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -21,14 +25,15 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
+use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{Predicate, SizeAbove};
-use tower_http::compression::{CompressionBody, CompressionLayer};
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer, ExposeHeaders};
+use tower_http::decompression::RequestDecompression;
 use tower_layer::Layer as _;
 use tower_service::Service;
 
 use crate::config::{Compress, HeaderRule, RouteEdge};
-use crate::http::body::ResponseBody;
+use crate::http::body::{RequestBody, ResponseBody};
 
 /// A route's layers.
 #[derive(Debug, Clone)]
@@ -50,13 +55,17 @@ impl Eq for RouteLayers {}
 /// The answer the rest of a request's way gives.
 pub type Answer<'a> = Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send + 'a>>;
 
-/// The rest of a request's way, once the layers let it through.
-type Rest<'a> = Box<dyn FnOnce(Request<Incoming>) -> Answer<'a> + Send + 'a>;
+/// The rest of a request's way from a point where its body is a `B`.
+type Rest<'a, B> = Box<dyn FnOnce(Request<B>) -> Answer<'a> + Send + 'a>;
 
 impl RouteLayers {
     /// The layers `edge` asks for; `None` when it asks for none.
     pub fn build(edge: &RouteEdge) -> Option<Self> {
-        if edge.cors.is_none() && edge.headers.is_empty() && edge.compress.is_none() {
+        if edge.cors.is_none()
+            && edge.headers.is_empty()
+            && edge.compress.is_none()
+            && !edge.decompress
+        {
             return None;
         }
         let compression = edge.compress.as_ref().map(|compress| {
@@ -92,29 +101,39 @@ impl RouteLayers {
     pub async fn serve<'a>(
         &self,
         request: Request<Incoming>,
-        rest: impl FnOnce(Request<Incoming>) -> Answer<'a> + Send + 'a,
+        rest: impl FnOnce(Request<RequestBody>) -> Answer<'a> + Send + 'a,
     ) -> Response<ResponseBody> {
         // Whether the response had an encoding before compression could
         // give it one: an ETag names one representation, so a body encoded
         // here keeps only a weak one (tower-http compares If-None-Match
         // weakly, so 304s still work).
         let encoded_inside = AtomicBool::new(false);
-        let rest: Rest<'_> = if self.compression.is_some() {
-            Box::new(|request| -> Answer<'_> {
-                let answer = rest(request);
-                Box::pin(async {
-                    let response = answer.await;
-                    encoded_inside.store(
-                        response
-                            .headers()
-                            .contains_key(http::header::CONTENT_ENCODING),
-                        Ordering::Relaxed,
-                    );
+        let watch = self.compression.is_some();
+        let rest: Rest<'_, RequestBody> = Box::new(|request| -> Answer<'_> {
+            let answer = rest(request);
+            if !watch {
+                return answer;
+            }
+            Box::pin(async {
+                let response = answer.await;
+                encoded_inside.store(
                     response
-                })
+                        .headers()
+                        .contains_key(http::header::CONTENT_ENCODING),
+                    Ordering::Relaxed,
+                );
+                response
+            })
+        });
+        // Innermost, so a preflight never meets it and its 415 gets the
+        // route's CORS and header rules like any answer.
+        let rest: Rest<'_, Incoming> = if self.edge.decompress {
+            Box::new(|request| -> Answer<'_> {
+                let decoding = RequestDecompression::new(Once(Some(rest)));
+                Box::pin(async { unbox(call(decoding, request).await) })
             })
         } else {
-            Box::new(|request| -> Answer<'_> { rest(request) })
+            Box::new(|request| rest(request.map(RequestBody::Client)))
         };
         let inner = Once(Some(rest));
         let mut response = match (&self.cors, &self.compression) {
@@ -162,8 +181,13 @@ fn weaken_etag(headers: &mut http::HeaderMap) {
     }
 }
 
-/// A compressed response with the one body type every response has.
-fn unbox(response: Response<CompressionBody<ResponseBody>>) -> Response<ResponseBody> {
+/// A response from a tower-http layer (compressed, or the 415 of an
+/// encoding it cannot decode) with the one body type every response has.
+fn unbox<B>(response: Response<B>) -> Response<ResponseBody>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: std::fmt::Display,
+{
     response.map(|body| {
         body.map_err(|error| wasmtime_wasi_http::Error::InternalError(Some(error.to_string())))
             .boxed_unsync()
@@ -206,9 +230,9 @@ impl Predicate for CompressWhen {
 }
 
 /// Drives a service that is always ready and never fails.
-async fn call<S, B>(mut service: S, request: Request<Incoming>) -> Response<B>
+async fn call<S, R, B>(mut service: S, request: Request<R>) -> Response<B>
 where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>,
+    S: Service<Request<R>, Response = Response<B>, Error = Infallible>,
 {
     match std::future::poll_fn(|cx| service.poll_ready(cx)).await {
         Ok(()) => {}
@@ -220,10 +244,11 @@ where
     }
 }
 
-/// The rest of the request's way as the innermost service: called once.
-struct Once<'a>(Option<Rest<'a>>);
+/// The rest of the request's way as the innermost service: called once,
+/// with any body that converts to the one it takes.
+struct Once<'a, B>(Option<Rest<'a, B>>);
 
-impl<'a> Service<Request<Incoming>> for Once<'a> {
+impl<'a, B: Send + 'a, C: Into<B>> Service<Request<C>> for Once<'a, B> {
     type Response = Response<ResponseBody>;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send + 'a>>;
@@ -232,8 +257,9 @@ impl<'a> Service<Request<Incoming>> for Once<'a> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, request: Request<C>) -> Self::Future {
         let rest = self.0.take();
+        let request = request.map(Into::into);
         Box::pin(async move {
             Ok(match rest {
                 Some(rest) => rest(request).await,

@@ -20,7 +20,7 @@ use crate::control::metrics::VersionSeries;
 use crate::guest::Chain;
 use crate::guest::Scheme;
 use crate::http::access::{Access, Pending};
-use crate::http::body::ResponseBody;
+use crate::http::body::{RequestBody, ResponseBody};
 use crate::http::conn::ConnectionInfo;
 use crate::http::error::{Blame, GatewayError, rescue};
 use crate::http::front_door;
@@ -145,7 +145,10 @@ async fn dispatch(
         .record("route", tracing::field::display(&route_id))
         .record("handler", tracing::field::display(&handler_name));
     let (response, series) = match &route.edge {
-        None => serve_route(app, snapshot, connection, host, route, request).await,
+        None => {
+            let request = request.map(RequestBody::Client);
+            serve_route(app, snapshot, connection, host, route, request).await
+        }
         Some(edge) => {
             // The version that served it, seen from inside the layers.
             let series = std::sync::OnceLock::new();
@@ -176,7 +179,7 @@ async fn serve_route(
     connection: &Arc<ConnectionInfo>,
     host: Option<&str>,
     route: &crate::http::router::Route,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
 ) -> (Response<ResponseBody>, Option<VersionSeries>) {
     let body_timeout = snapshot
         .config

@@ -13,17 +13,16 @@ use std::path::{Component, Path, PathBuf};
 
 use http::{Request, Response, Uri};
 use http_body_util::BodyExt as _;
-use hyper::body::Incoming;
 use tower_http::services::ServeDir;
 
 use crate::http::body::ResponseBody;
 use crate::http::error::GatewayError;
 
 /// Serves `request` from `root` for a route whose path is `prefix/*`.
-pub async fn serve(
+pub async fn serve<B>(
     root: &Path,
     prefix: &str,
-    request: Request<Incoming>,
+    request: Request<B>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let (mut parts, _body) = request.into_parts();
     let path = parts.uri.path();

@@ -17,7 +17,6 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, StreamBody};
 use hyper::body::Frame;
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
@@ -27,7 +26,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use crate::app::App;
 use crate::guest::Handler;
 use crate::guest::stream::{Opening, Refused};
-use crate::http::body::{ResponseBody, full};
+use crate::http::body::{RequestBody, ResponseBody, full};
 use crate::http::conn::Active;
 use crate::http::error::{GatewayError, rescue};
 
@@ -42,7 +41,7 @@ pub async fn websocket(
     app: &Arc<App>,
     handler: &Handler,
     route: &Arc<str>,
-    mut request: Request<Incoming>,
+    mut request: Request<RequestBody>,
     connection: Active,
 ) -> Response<ResponseBody> {
     let Some(kind) = websocket_request(&request) else {
@@ -119,7 +118,7 @@ pub async fn sse(
     app: &Arc<App>,
     handler: &Handler,
     route: &Arc<str>,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
 ) -> Response<ResponseBody> {
     let Some(slot) = app
         .stream_slots

@@ -1,20 +1,30 @@
-//! A route's `cors` and `headers` tables: every origin, method and header
-//! checked here, so the layers built from them at load cannot fail.
+//! A route's `cors`, `headers`, `compress` and `decompress`: every origin,
+//! method, header and type checked here, so the layers built from them at
+//! load cannot fail.
 
 use super::super::raw;
 use super::super::{Compress, CorsPolicy, HeaderRule, RouteEdge};
 use super::Checker;
 
 impl Checker<'_> {
-    /// The route's CORS policy and header rules.
+    /// The route's CORS policy, compression and header rules; `decompress`
+    /// is `Some(whether the route reads a request body)` when asked for.
     pub(super) fn route_edge(
         &mut self,
         key: &str,
         cors: Option<raw::RawCors>,
         headers: Option<raw::RawHeaders>,
         compress: Option<raw::RawCompress>,
+        decompress: Option<bool>,
     ) -> RouteEdge {
+        if decompress == Some(false) {
+            self.problems.push(
+                format!("{key}.decompress"),
+                "decompress applies to routes that read a request body (a handler's or a channel's)",
+            );
+        }
         RouteEdge {
+            decompress: decompress == Some(true),
             compress: compress.and_then(|raw| self.compress(&format!("{key}.compress"), raw)),
             cors: cors.and_then(|cors| self.cors(&format!("{key}.cors"), cors)),
             headers: headers

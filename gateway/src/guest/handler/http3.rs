@@ -29,7 +29,7 @@ use wasmtime_wasi_http::p3::bindings::Service;
 use super::{Guest, HeadReceiver, Scheme, Started};
 use crate::guest::host::{Host, refuel};
 use crate::guest::pool::{Instance, Ready, Returner};
-use crate::http::body::{CappedBody, ResponseBody};
+use crate::http::body::{CappedBody, ReadFailure, ResponseBody};
 
 /// Starts `request` on `instance`, on a task of its own, with `timeout`
 /// from now; returns where the response head arrives, and the task.
@@ -43,7 +43,7 @@ pub(super) fn start<B>(
 ) -> Started
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
-    B::Error: Into<wasmtime_wasi_http::Error>,
+    B::Error: ReadFailure,
 {
     let (mut store, service) = instance;
     let deadline = Instant::now() + timeout;
@@ -95,7 +95,7 @@ pub(super) async fn respond<B>(
 ) -> wasmtime::Result<Result<Response<ResponseBody>, String>>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<wasmtime_wasi_http::Error>,
+    B::Error: ReadFailure,
 {
     let (request, request_io) = accessor.with(|mut store| {
         let hooks = store.data_mut().http().hooks;

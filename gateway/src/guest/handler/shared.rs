@@ -40,7 +40,7 @@ use wasmtime_wasi_http::p3::bindings::Service;
 use super::{Guest, HeadReceiver, RunEnd, Scheme, Started, trap_summary};
 use crate::guest::host::{DeadlineExceeded, Host, far_future};
 use crate::guest::pool::{Instance, Ready};
-use crate::http::body::{CappedBody, ResponseBody};
+use crate::http::body::{CappedBody, ReadFailure, ResponseBody};
 use crate::http::error::GatewayError;
 
 /// A request's body, as the worker takes it whatever its source.
@@ -89,7 +89,7 @@ impl Workers {
     ) -> Result<Started, GatewayError>
     where
         B: http_body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
-        B::Error: Into<wasmtime_wasi_http::Error>,
+        B::Error: ReadFailure,
         F: std::future::Future<Output = Result<Ready, GatewayError>>,
     {
         let deadline = Instant::now() + timeout;
