@@ -3,9 +3,17 @@
 # gateway whose route has no edge features ("none") and one whose route has
 # every one this build offers ("all": cors with a policy, header rules set,
 # append and remove, compression, whose predicate runs but finds /hello's
-# answer too small), in alternating rounds, oha -c 50 with an Origin header
-# (so CORS does its work on every request). Request ids and the per-request
-# tracing span are always on, so both sides pay for them.
+# answer too small, and request decompression, which finds no body
+# encoding), in alternating rounds, oha -c 50 with an Origin and an
+# Accept-Encoding header as a browser sends them (so CORS and the encoding
+# negotiation do their work on every request). Request ids and the
+# per-request tracing span are always on, so both sides pay for them.
+#
+# Two ratios, because one round's throughput drifts with the machine (rounds
+# of one side differ by up to 1.4x here): the median of each round's
+# all/none req/s (the two sides of a round run back to back, so a slow
+# drift cancels), and none/all of the gateway's median CPU time per request
+# (utime + stime from /proc).
 #
 # Usage: loadtests/edge.sh     (DURATION=10s ROUNDS=3)
 set -euo pipefail
@@ -18,12 +26,14 @@ cargo build --release --locked -p wasmgate
 ./target/release/wasmgate build --config config/wasmgate.toml >/dev/null
 
 source loadtests/lib.sh
+declare -A server
 
 for side in none all; do
   edge=""
   [ "$side" = all ] && edge='cors = { origins = ["https://app.example"], methods = ["GET", "POST"], headers = ["content-type"], credentials = true, max_age = "10m" }
 headers = { set = { "x-frame-options" = "DENY", "x-content-type-options" = "nosniff" }, append = { "cache-control" = "no-store" }, remove = ["x-powered-by"] }
-compress = true'
+compress = true
+decompress = true'
   cat >"$work/$side.toml" <<TOML
 [gateway]
 handlers_dir = "$PWD/handlers/wasm"
@@ -48,28 +58,39 @@ TOML
   # off so the terminal is not the bottleneck).
   WASMGATE_LOG=info,wasmgate::access=off start "$side" '^listening on' \
     ./target/release/wasmgate serve --config "$work/$side.toml"
+  server[$side]=${pids[-1]}
 done
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 echo "oha -z $DURATION -c 50, $ROUNDS alternating rounds"
 for round in $(seq 1 "$ROUNDS"); do
   order="none all"
   [ $((round % 2)) -eq 0 ] && order="all none"
   for side in $order; do
-    oha -z "$DURATION" -c 50 --no-tui --output-format json -H "Origin: https://app.example" \
+    before=$(cpu_ticks "${server[$side]}")
+    oha -z "$DURATION" -c 50 --no-tui --output-format json -H "Origin: https://app.example" -H "Accept-Encoding: gzip, br" \
       "http://$(http_addr "$side")/hello" >"$work/hello.$side.$round.json"
+    echo $(( $(cpu_ticks "${server[$side]}") - before )) >"$work/hello.$side.$round.cpu"
   done
 done
 
-python3 - "$work" "$ROUNDS" <<'PY'
+python3 - "$work" "$ROUNDS" "$(getconf CLK_TCK)" <<'PY'
 import json, statistics, sys
-work, rounds = sys.argv[1], int(sys.argv[2])
-rps = {}
+work, rounds, hz = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rps, cpu = {}, {}
 for side in ("none", "all"):
     runs = [json.load(open(f"{work}/hello.{side}.{r}.json")) for r in range(1, rounds + 1)]
     bad = {c: n for run in runs for c, n in run["statusCodeDistribution"].items() if c != "200"}
     if bad:
         print(f"{side}: answers other than 200: {bad}")
-    rps[side] = statistics.median(run["summary"]["requestsPerSec"] for run in runs)
-    print(f"{side:5} " + " ".join(f"{run['summary']['requestsPerSec']:.0f}" for run in runs))
-print(f"hello  none {rps['none']:>8.0f} req/s   all {rps['all']:>8.0f} req/s   all/none {rps['all'] / rps['none']:.3f}x")
+    rps[side] = [run["summary"]["requestsPerSec"] for run in runs]
+    ticks = [int(open(f"{work}/hello.{side}.{r}.cpu").read()) for r in range(1, rounds + 1)]
+    done = [sum(int(n) for n in run["statusCodeDistribution"].values()) for run in runs]
+    cpu[side] = [t / hz * 1e6 / max(n, 1) for t, n in zip(ticks, done)]
+    print(f"{side:5} req/s " + " ".join(f"{x:.0f}" for x in rps[side])
+          + "   CPU us/req " + " ".join(f"{x:.1f}" for x in cpu[side]))
+paired = statistics.median(a / n for a, n in zip(rps["all"], rps["none"]))
+cpu_ratio = statistics.median(cpu["none"]) / statistics.median(cpu["all"])
+print(f"hello  none {statistics.median(rps['none']):>8.0f} req/s   all {statistics.median(rps['all']):>8.0f} req/s"
+      f"   all/none per round (median) {paired:.3f}x   CPU per request none/all {cpu_ratio:.3f}x")
 PY

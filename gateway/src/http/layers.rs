@@ -18,10 +18,12 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::pin::Pin;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
+use futures::FutureExt as _;
+use futures::future::Either;
 use http::{Request, Response};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
@@ -51,12 +53,6 @@ impl PartialEq for RouteLayers {
 }
 
 impl Eq for RouteLayers {}
-
-/// The answer the rest of a request's way gives.
-pub type Answer<'a> = Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send + 'a>>;
-
-/// The rest of a request's way from a point where its body is a `B`.
-type Rest<'a, B> = Box<dyn FnOnce(Request<B>) -> Answer<'a> + Send + 'a>;
 
 impl RouteLayers {
     /// The layers `edge` asks for; `None` when it asks for none.
@@ -97,45 +93,49 @@ impl RouteLayers {
         })
     }
 
-    /// Serves `request` through the layers, `rest` inside them.
-    pub async fn serve<'a>(
+    /// Serves `request` through the layers, `rest` inside them. Generic
+    /// over what `rest` returns, so the future of whatever serves the route
+    /// lives inline in the layers' futures: nothing is boxed per request.
+    pub async fn serve<F>(
         &self,
         request: Request<Incoming>,
-        rest: impl FnOnce(Request<RequestBody>) -> Answer<'a> + Send + 'a,
-    ) -> Response<ResponseBody> {
+        rest: impl FnOnce(Request<RequestBody>) -> F + Send,
+    ) -> Response<ResponseBody>
+    where
+        F: Future<Output = Response<ResponseBody>> + Send,
+    {
         // Whether the response had an encoding before compression could
         // give it one: an ETag names one representation, so a body encoded
         // here keeps only a weak one (tower-http compares If-None-Match
         // weakly, so 304s still work).
         let encoded_inside = AtomicBool::new(false);
         let watch = self.compression.is_some();
-        let rest: Rest<'_, RequestBody> = Box::new(|request| -> Answer<'_> {
+        let encoded_inside_ref = &encoded_inside;
+        let rest = move |request| {
             let answer = rest(request);
-            if !watch {
-                return answer;
-            }
-            Box::pin(async {
+            async move {
                 let response = answer.await;
-                encoded_inside.store(
-                    response
+                if watch {
+                    let encoded = response
                         .headers()
-                        .contains_key(http::header::CONTENT_ENCODING),
-                    Ordering::Relaxed,
-                );
+                        .contains_key(http::header::CONTENT_ENCODING);
+                    encoded_inside_ref.store(encoded, Ordering::Relaxed);
+                }
                 response
-            })
-        });
+            }
+        };
         // Innermost, so a preflight never meets it and its 415 gets the
         // route's CORS and header rules like any answer.
-        let rest: Rest<'_, Incoming> = if self.edge.decompress {
-            Box::new(|request| -> Answer<'_> {
-                let decoding = RequestDecompression::new(Once(Some(rest)));
-                Box::pin(async { unbox(call(decoding, request).await) })
-            })
-        } else {
-            Box::new(|request| rest(request.map(RequestBody::Client)))
+        let decompress = self.edge.decompress;
+        let rest = move |request: Request<Incoming>| {
+            if decompress {
+                let decoding = RequestDecompression::new(Once::new(rest));
+                Either::Left(async move { unbox(call(decoding, request).await) })
+            } else {
+                Either::Right(rest(request.map(RequestBody::Client)))
+            }
         };
-        let inner = Once(Some(rest));
+        let inner = Once::new(rest);
         let mut response = match (&self.cors, &self.compression) {
             (None, None) => call(inner, request).await,
             (Some(cors), None) => call(cors.layer(inner), request).await,
@@ -245,29 +245,53 @@ where
 }
 
 /// The rest of the request's way as the innermost service: called once,
-/// with any body that converts to the one it takes.
-struct Once<'a, B>(Option<Rest<'a, B>>);
+/// with any body that converts to the `B` it takes.
+struct Once<R, B> {
+    rest: Option<R>,
+    body: PhantomData<fn(B)>,
+}
 
-impl<'a, B: Send + 'a, C: Into<B>> Service<Request<C>> for Once<'a, B> {
+impl<R, B> Once<R, B> {
+    fn new(rest: R) -> Self {
+        Self {
+            rest: Some(rest),
+            body: PhantomData,
+        }
+    }
+}
+
+/// What [`Once`] answers with: the rest's answer, or (called twice) an error.
+type OnceFuture<F> = Either<
+    futures::future::Map<
+        F,
+        fn(Response<ResponseBody>) -> Result<Response<ResponseBody>, Infallible>,
+    >,
+    std::future::Ready<Result<Response<ResponseBody>, Infallible>>,
+>;
+
+impl<R, B, C, F> Service<Request<C>> for Once<R, B>
+where
+    R: FnOnce(Request<B>) -> F,
+    C: Into<B>,
+    F: Future<Output = Response<ResponseBody>>,
+{
     type Response = Response<ResponseBody>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send + 'a>>;
+    type Future = OnceFuture<F>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: Request<C>) -> Self::Future {
-        let rest = self.0.take();
-        let request = request.map(Into::into);
-        Box::pin(async move {
-            Ok(match rest {
-                Some(rest) => rest(request).await,
-                // `call` sends one request; a second has nowhere to go.
-                None => crate::http::error::rescue(&crate::http::error::GatewayError::Internal(
+        match self.rest.take() {
+            Some(rest) => Either::Left(rest(request.map(Into::into)).map(Ok as fn(_) -> _)),
+            // `call` sends one request; a second has nowhere to go.
+            None => Either::Right(std::future::ready(Ok(crate::http::error::rescue(
+                &crate::http::error::GatewayError::Internal(
                     "a route's layers served a request twice".into(),
-                )),
-            })
-        })
+                ),
+            )))),
+        }
     }
 }

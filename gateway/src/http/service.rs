@@ -152,6 +152,9 @@ async fn dispatch(
         Some(edge) => {
             // The version that served it, seen from inside the layers.
             let series = std::sync::OnceLock::new();
+            // Boxed once: the route's future is large, and each layer
+            // wrapping it would otherwise move it again (a profile showed
+            // those copies as the layers' main cost).
             let response = edge
                 .serve(request, |request| {
                     Box::pin(async {
