@@ -22,7 +22,8 @@ export COMPONENTIZE_PY="$PWD/target/test-venv/bin/componentize-py"
 # headers (tests/tests/behind_proxy.rs); pebble is the ACME CA
 # (tests/tests/acme.rs); systemd-socket-activate passes sockets like a .socket
 # unit (tests/tests/restarts.rs); node and npm build the JavaScript and
-# TypeScript templates (tests/tests/templates.rs).
+# TypeScript templates (tests/tests/templates.rs); nats-server joins gateways
+# into a cluster (tests/tests/cluster.rs).
 # Installed only when missing; needs root or sudo.
 apt_install() {
   local missing=()
@@ -36,7 +37,7 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 apt_install chromium:chromium promtool:prometheus haproxy:haproxy pebble:pebble \
-  systemd-socket-activate:systemd node:nodejs npm:npm
+  systemd-socket-activate:systemd node:nodejs npm:npm nats-server:nats-server
 
 # --workspace also builds the wasmgate binary the end-to-end tests run.
 cargo test --workspace --locked
