@@ -12,7 +12,7 @@
 //! generations, because the old version's connections are still open:
 //!
 //! - the pub/sub [`Hub`] ([`App::hub`]): subscribers of every generation
-//!   hear each other;
+//!   hear each other (and, in a cluster, every node's);
 //! - the stream slots ([`App::stream_slots`]): a route's open WebSocket and
 //!   SSE connections count against its limit, and all of them against the
 //!   instances streams may hold, across swaps (a changed limit starts a new
@@ -28,6 +28,7 @@
 
 use std::sync::Arc;
 
+use crate::cluster::Cluster;
 use crate::config::GatewaySettings;
 use crate::control::drain::Drain;
 use crate::control::live::{Live, Snapshot};
@@ -66,6 +67,8 @@ pub struct App {
     pub acme: Arc<AcmeState>,
     /// Versions, candidates and the audit trail, across generations.
     pub deployments: Arc<Deployments>,
+    /// This node's membership in a cluster (`[cluster]`), if any.
+    pub cluster: Option<Cluster>,
 }
 
 /// The long-lived parts a gateway is assembled from, made at start-up.
@@ -82,6 +85,10 @@ pub struct Parts {
     pub acme: Arc<AcmeState>,
     /// Versions, candidates and the audit trail.
     pub deployments: Arc<Deployments>,
+    /// Pub/sub, already relayed to the cluster when there is one.
+    pub hub: Arc<Hub>,
+    /// This node's membership in a cluster, if any.
+    pub cluster: Option<Cluster>,
 }
 
 impl App {
@@ -94,6 +101,8 @@ impl App {
             cache,
             acme,
             deployments,
+            hub,
+            cluster,
         } = parts;
         Self {
             live: Live::from_pointee(snapshot),
@@ -104,11 +113,12 @@ impl App {
             stream_slots: StreamSlots::new(settings.stream_instances()),
             settings,
             drain: Drain::new(),
-            hub: Arc::default(),
+            hub,
             channels: crate::guest::channel::Channels::default(),
             residents: crate::guest::resident::Residents::default(),
             acme,
             deployments,
+            cluster,
         }
     }
 }

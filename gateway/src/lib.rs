@@ -49,6 +49,8 @@
 //! - [`http`]: a connection's requests: hyper connection, per-request
 //!   service, front-door policy, router, stream routes, bodies, errors,
 //!   access log.
+//! - [`cluster`]: gateways that share a NATS server act as one: pub/sub
+//!   relayed between nodes, and each node's connection state.
 //! - [`guest`]: everything that touches wasmtime: engine, compile cache,
 //!   components, store data, instance pools, handlers, streams, pub/sub,
 //!   and composition (wired imports, capabilities, interceptors, middleware
@@ -70,6 +72,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod deploy;

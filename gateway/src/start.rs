@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context as _;
 
 use crate::app::{App, Parts};
+use crate::cluster::Cluster;
 use crate::config::{Config, Problem, ProblemList, Problems};
 use crate::control::live::Snapshot;
 use crate::control::metrics::Metrics;
@@ -116,10 +117,21 @@ impl Prepared {
         admin: Option<Admin>,
         mut inherited: Inherited,
     ) -> Result<Gateway, StartError> {
+        let hub = Arc::new(crate::guest::pubsub::Hub::default());
+        let cluster = match &config.cluster {
+            Some(settings) => Some(
+                Cluster::join(settings, &hub, &self.metrics)
+                    .await
+                    .map_err(|error| StartError::Runtime(anyhow::anyhow!(error)))?,
+            ),
+            None => None,
+        };
         let listeners = listener::bind(&config.listeners, &mut inherited)
             .await
             .map_err(StartError::Runtime)?;
         let parts = Parts {
+            hub,
+            cluster,
             engine: self.engine,
             metrics: self.metrics,
             outbound: self.outbound,

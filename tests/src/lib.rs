@@ -11,6 +11,7 @@ pub mod browser;
 pub mod certs;
 pub mod client;
 mod gateway;
+pub mod nats;
 pub mod pebble;
 pub mod ws;
 

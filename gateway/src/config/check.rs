@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytesize::ByteSize;
 
+mod cluster;
 mod compose;
 mod deploy;
 mod edge;
@@ -96,6 +97,7 @@ impl<'a> Checker<'a> {
             );
         }
         let routes = self.routes(&handlers, raw.route);
+        let cluster = raw.cluster.and_then(|cluster| self.cluster(cluster));
         let acme = raw.acme.map(|acme| self.acme(acme, &listeners));
         if acme.is_none() {
             for (index, listener) in listeners.iter().enumerate() {
@@ -149,6 +151,7 @@ impl<'a> Checker<'a> {
             deploy,
             handler_deploy,
             profiles,
+            cluster,
         }
     }
 

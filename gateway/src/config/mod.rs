@@ -58,6 +58,23 @@ pub struct Config {
     /// `[profile.NAME]`s, typed (for `wasmgate run --profile`; handlers
     /// have theirs applied already).
     pub profiles: BTreeMap<String, Profile>,
+    /// `[cluster]`: the NATS server this gateway joins others through;
+    /// `None` for a gateway on its own.
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// `[cluster]`: several gateways as one, over NATS. Read at start; a
+/// reload that changes it is refused (a node leaves and joins by restart).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// `nats`: the server's URL (`nats://host:port`).
+    pub nats: String,
+    /// `name`: the cluster's name, the first token of every subject it
+    /// uses, so clusters can share a NATS server.
+    pub name: String,
+    /// `node`: this node's name in logs, `/status` and metrics (by default
+    /// the host's name and the process id).
+    pub node: String,
 }
 
 /// What a `[profile.NAME]` grants a program run with it.

@@ -27,6 +27,14 @@ pub(super) struct RawConfig {
     pub(super) admin: Option<RawAdmin>,
     pub(super) acme: Option<RawAcme>,
     pub(super) deploy: Option<RawDeploy>,
+    pub(super) cluster: Option<RawCluster>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RawCluster {
+    pub(super) nats: String,
+    pub(super) name: Option<String>,
+    pub(super) node: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -407,6 +407,7 @@ fn status(app: &App) -> serde_json::Value {
         "version": env!("CARGO_PKG_VERSION"),
         "handlers": handlers,
         "residents": residents,
+        "cluster": app.cluster.as_ref().map(crate::cluster::Cluster::status),
     })
 }
 

@@ -97,6 +97,12 @@ pub struct Metrics {
     pub signature_refused: IntCounterVec,
     /// Audit log lines that could not be written.
     pub audit_write_failures: IntCounter,
+    /// 1 while this node is connected to the cluster's NATS, 0 while it is
+    /// not (absent without `[cluster]`).
+    pub cluster_connected: IntGaugeVec,
+    /// Pub/sub messages between nodes, by direction (out, in) and outcome
+    /// (sent, dropped, delivered, refused).
+    pub cluster_messages: IntCounterVec,
 }
 
 impl Metrics {
@@ -214,6 +220,16 @@ impl Metrics {
                 "wasmgate_component_calls_total",
                 "Calls into components' exports through wired imports, by component and outcome (ok, failed, refused).",
                 &["component", "outcome"],
+            )?,
+            cluster_connected: gauge(
+                "wasmgate_cluster_connected",
+                "1 while this node is connected to the cluster's NATS server, 0 while it is not (it then serves on alone).",
+                &["node"],
+            )?,
+            cluster_messages: counter(
+                "wasmgate_cluster_messages_total",
+                "Pub/sub messages between nodes: out (sent; dropped while NATS was away or the relay queue full) and in (delivered here; refused as malformed).",
+                &["direction", "outcome"],
             )?,
             channel_messages: counter(
                 "wasmgate_channel_messages_total",

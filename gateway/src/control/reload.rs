@@ -120,6 +120,7 @@ impl Reloader {
         }
         let previous = self.app.live.load_full();
         keep_running_listeners(&mut config, &previous.config);
+        keep_running_cluster(&mut config, &previous.config);
         let app = &self.app;
         let loader = Loader::new(
             &config.source,
@@ -184,6 +185,18 @@ fn keep_running_listeners(config: &mut Config, running: &Config) {
             config.source.display()
         );
         config.listeners.clone_from(&running.listeners);
+    }
+}
+
+/// A node joins its cluster once: a reload keeps the running `[cluster]`,
+/// and says so when the file asks for another.
+fn keep_running_cluster(config: &mut Config, running: &Config) {
+    if config.cluster != running.cluster {
+        tracing::warn!(
+            "[cluster] changed in {}: a node joins or leaves a cluster by restart",
+            config.source.display()
+        );
+        config.cluster.clone_from(&running.cluster);
     }
 }
 

@@ -6,11 +6,13 @@
 //! bounded inbox, a guest's message into its connection's bounded send queue;
 //! when either is full the connection's slow-consumer policy decides (end the
 //! stream, or skip that message for that connection) and nobody else is held
-//! up.
+//! up. In cluster mode a publication is also offered to the [`Relay`] (a
+//! bounded queue: full, the other nodes miss it, counted) after it was
+//! delivered here; one that came from another node is delivered here only.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +24,7 @@ use crate::config::{SlowConsumer, StreamLimits};
 /// How many published messages may wait for a busy guest, per connection.
 const INBOX: usize = 256;
 /// The longest topic name, in bytes.
-pub(super) const MAX_TOPIC: usize = 256;
+pub const MAX_TOPIC: usize = 256;
 /// Topics one connection may be subscribed to at once.
 pub(super) const MAX_SUBSCRIPTIONS: usize = 64;
 
@@ -36,6 +38,25 @@ pub const CHANNEL_SCOPE: &str = "channels";
 pub struct Hub {
     topics: Mutex<HashMap<String, HashMap<u64, Subscriber>>>,
     next_id: AtomicU64,
+    /// Where this node's publications leave for the other nodes.
+    relay: OnceLock<Relay>,
+}
+
+/// The way out to the other nodes of a cluster: a bounded queue, drained by
+/// [`crate::cluster`], and the counter of publications it had no room for.
+pub struct Relay {
+    /// Publications for the other nodes.
+    pub queue: mpsc::Sender<Relayed>,
+    /// Counts publications the queue was too full to take.
+    pub dropped: prometheus::IntCounter,
+}
+
+/// A publication on its way to the other nodes.
+pub struct Relayed {
+    /// The scoped topic (`SCOPE:topic`) it was published to.
+    pub key: String,
+    /// What was published.
+    pub published: Published,
 }
 
 struct Subscriber {
@@ -50,10 +71,30 @@ struct Subscriber {
 
 /// A publication on its way to the subscribers' guests: one copy, shared by
 /// every subscriber.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Published {
     pub(super) topic: Arc<str>,
     pub(super) message: Arc<Message>,
+}
+
+impl Published {
+    /// `message` on `topic` (unscoped: as its subscribers see it).
+    pub fn new(topic: &str, message: Message) -> Self {
+        Self {
+            topic: Arc::from(topic),
+            message: Arc::new(message),
+        }
+    }
+
+    /// The topic, as its subscribers see it.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The message.
+    pub fn message(&self) -> &Message {
+        &self.message
+    }
 }
 
 impl Hub {
@@ -62,8 +103,31 @@ impl Hub {
         self.topics.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Delivers `published` to the subscribers of `key` (a scoped topic).
+    /// Delivers `published` to the subscribers of `key` (a scoped topic)
+    /// here, then offers it to the other nodes.
     fn publish(&self, key: &str, published: &Published) {
+        self.deliver(key, published);
+        if let Some(relay) = self.relay.get() {
+            let relayed = Relayed {
+                key: key.to_string(),
+                published: published.clone(),
+            };
+            if relay.queue.try_send(relayed).is_err() {
+                relay.dropped.inc();
+            }
+        }
+    }
+
+    /// Sends this node's publications to `relay` as well, from now on; the
+    /// first relay stays.
+    pub fn relay_to(&self, relay: Relay) {
+        let _ = self.relay.set(relay);
+    }
+
+    /// Delivers `published`, which another node published to `key`, to the
+    /// subscribers here, with the same per-subscriber limits as a local
+    /// publication; it is not relayed again.
+    pub fn deliver(&self, key: &str, published: &Published) {
         let size = message_size(&published.message);
         let topics = self.lock();
         for subscriber in topics.get(key).into_iter().flat_map(HashMap::values) {
