@@ -15,6 +15,12 @@ if [ ! -x target/test-venv/bin/componentize-py ]; then
   target/test-venv/bin/pip install --quiet --disable-pip-version-check componentize-py==0.25.1
 fi
 export COMPONENTIZE_PY="$PWD/target/test-venv/bin/componentize-py"
+# kubernetes-validate checks deploy/kubernetes against the Kubernetes API's
+# schemas, which it carries (tests/tests/kubernetes.rs).
+if [ ! -x target/test-venv/bin/kubernetes-validate ]; then
+  target/test-venv/bin/pip install --quiet --disable-pip-version-check kubernetes-validate==1.37.0
+fi
+export KUBERNETES_VALIDATE="$PWD/target/test-venv/bin/kubernetes-validate"
 
 # Debian packages the tests run for real: chromium drives the chat demo page
 # (tests/tests/chat.rs); prometheus (with promtool) checks and scrapes the
