@@ -10,6 +10,7 @@
 pub mod browser;
 pub mod certs;
 pub mod client;
+pub mod haproxy;
 mod gateway;
 pub mod nats;
 pub mod pebble;

@@ -6,7 +6,6 @@
 //! HAProxy connects to the gateway from 127.0.0.1, so the two are told apart.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,18 +17,6 @@ use wasmgate_tests::client::Client;
 use wasmgate_tests::{TestGateway, free_port, hello_and_echo};
 
 const CLIENT_IP: &str = "127.0.0.2";
-
-fn haproxy_bin() -> PathBuf {
-    std::env::var_os("WASMGATE_HAPROXY")
-        .map(PathBuf::from)
-        .or_else(|| {
-            ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
-                .into_iter()
-                .map(PathBuf::from)
-                .find(|path| path.exists())
-        })
-        .expect("haproxy is installed (scripts/test.sh installs it)")
-}
 
 struct Haproxy {
     child: Child,
@@ -53,7 +40,7 @@ impl Haproxy {
         );
         let path = dir.path().join("haproxy.cfg");
         std::fs::write(&path, config).expect("write haproxy.cfg");
-        let child = Command::new(haproxy_bin())
+        let child = Command::new(wasmgate_tests::haproxy::bin())
             .arg("-db")
             .arg("-f")
             .arg(&path)
