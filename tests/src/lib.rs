@@ -10,8 +10,8 @@
 pub mod browser;
 pub mod certs;
 pub mod client;
-pub mod haproxy;
 mod gateway;
+pub mod haproxy;
 pub mod nats;
 pub mod pebble;
 pub mod ws;

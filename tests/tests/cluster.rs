@@ -163,3 +163,126 @@ fn bad_cluster_settings_are_config_problems() {
         );
     }
 }
+
+/// HAProxy in TCP mode in front of `nodes`, checking each one's `/readyz`
+/// every 100 ms; a connection its server refuses is sent to another.
+struct Balancer {
+    child: std::process::Child,
+    front: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Balancer {
+    fn start(nodes: &[TestGateway]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let front = std::net::SocketAddr::from(([127, 0, 0, 1], wasmgate_tests::free_port()));
+        let servers: String = nodes
+            .iter()
+            .enumerate()
+            .map(|(index, node)| {
+                format!(
+                    "  server n{index} {} check port {}\n",
+                    node.http(),
+                    node.admin().port()
+                )
+            })
+            .collect();
+        let config = format!(
+            "defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 30s\n  timeout server 30s\n  \
+             retries 3\n  option redispatch\n\
+             frontend site\n  bind {front}\n  default_backend gateways\n\
+             backend gateways\n  balance roundrobin\n  option httpchk\n  \
+             http-check send meth GET uri /readyz\n  default-server inter 100ms fall 1 rise 1\n{servers}"
+        );
+        let path = dir.path().join("haproxy.cfg");
+        std::fs::write(&path, config).expect("write haproxy.cfg");
+        let child = std::process::Command::new(wasmgate_tests::haproxy::bin())
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("haproxy starts");
+        Self {
+            child,
+            front,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What one client saw through the balancer until `end`: answers 200, and
+/// requests that failed (connection refused or cut, any other status).
+async fn load(front: std::net::SocketAddr, end: tokio::time::Instant) -> (u64, u64) {
+    let (mut ok, mut failed) = (0, 0);
+    let mut client = None;
+    while tokio::time::Instant::now() < end {
+        if client.is_none() {
+            match tokio::net::TcpStream::connect(front).await {
+                Ok(io) => client = Some(Client::over_tcp(io, front).await),
+                Err(_) => {
+                    failed += 1;
+                    continue;
+                }
+            }
+        }
+        let Some(open) = client.as_mut() else {
+            continue;
+        };
+        let request = open
+            .request("GET", "/hello")
+            .body(wasmgate_tests::client::empty())
+            .expect("request");
+        match tokio::time::timeout(Duration::from_secs(5), open.send(request)).await {
+            Ok(Ok(reply)) if reply.status == StatusCode::OK => ok += 1,
+            _ => {
+                failed += 1;
+                client = None;
+            }
+        }
+    }
+    (ok, failed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_under_load_costs_under_a_thousandth_of_requests() {
+    let nats = Nats::start();
+    let nodes = [node(&nats, "a"), node(&nats, "b"), node(&nats, "c")];
+    let balancer = Balancer::start(&nodes);
+    // Every node in rotation: requests succeed through the balancer.
+    let warm = tokio::time::Instant::now() + Duration::from_secs(1);
+    let (ok, _) = load(balancer.front, warm).await;
+    assert!(ok > 0, "nothing answered through haproxy");
+
+    let started = tokio::time::Instant::now();
+    let end = started + Duration::from_secs(6);
+    let clients: Vec<_> = (0..8)
+        .map(|_| tokio::spawn(load(balancer.front, end)))
+        .collect();
+    tokio::time::sleep_until(started + Duration::from_secs(2)).await;
+    nodes[1].signal("KILL");
+    let mut ok = 0;
+    let mut failed = 0;
+    for client in clients {
+        let (answered, lost) = client.await.expect("client task");
+        ok += answered;
+        failed += lost;
+    }
+    let rate = ok as f64 / (ok + failed) as f64;
+    eprintln!("{ok} answered, {failed} failed: success rate {rate:.5}");
+    assert!(ok >= 5_000, "too few requests to judge a rate: {ok}");
+    assert!(rate >= 0.999, "{ok} answered, {failed} failed");
+    // The survivors served the rest.
+    for survivor in [&nodes[0], &nodes[2]] {
+        let served = r#"wasmgate_requests_total{handler="hello",method="GET",route="route[0]",status="2xx"}"#;
+        assert!(metric(survivor, served).await > 0.0);
+    }
+}
