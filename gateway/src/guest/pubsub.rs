@@ -541,6 +541,43 @@ mod tests {
     }
 
     #[test]
+    fn publications_are_delivered_here_then_relayed_and_arrivals_are_not_relayed() {
+        use pubsub::Host as _;
+        let hub = Arc::new(Hub::default());
+        let (queue, mut leaving) = mpsc::channel(1);
+        let dropped = prometheus::IntCounter::new("dropped", "test").expect("counter");
+        hub.relay_to(Relay {
+            queue,
+            dropped: dropped.clone(),
+        });
+        let (mut publisher, _) = attached(&hub, "chat", 16);
+        let (mut subscriber, mut ends) = attached(&hub, "chat", 16);
+        subscriber.subscribe("lobby".into());
+        publisher.publish("lobby".into(), Message::Text("one".into()));
+        assert!(ends.inbox.try_recv().is_ok(), "delivered here");
+        let relayed = leaving.try_recv().expect("relayed");
+        assert_eq!(relayed.key, "chat:lobby");
+        // The relay's queue is full: the other nodes miss it, counted; here
+        // it is delivered all the same.
+        publisher.publish("lobby".into(), Message::Text("two".into()));
+        publisher.publish("lobby".into(), Message::Text("three".into()));
+        assert_eq!(dropped.get(), 1);
+        assert_eq!(
+            ends.inbox.try_recv().map(|p| p.topic).ok().as_deref(),
+            Some("lobby")
+        );
+        assert!(ends.inbox.try_recv().is_ok());
+        // What another node published is delivered, never relayed again.
+        let _ = leaving.try_recv();
+        hub.deliver(
+            "chat:lobby",
+            &Published::new("lobby", Message::Text("remote".into())),
+        );
+        assert!(ends.inbox.try_recv().is_ok());
+        assert!(leaving.try_recv().is_err());
+    }
+
+    #[test]
     fn oversized_messages_long_topics_and_too_many_topics_are_refused() {
         use pubsub::Host as _;
         let hub = Arc::new(Hub::default());

@@ -10,6 +10,11 @@
 //!    messages/s, deliveries/s and messages/s per connection.
 //!
 //! Any subscriber that is closed or misses a message fails the run.
+//!
+//! With several `--addr` (nodes of one cluster), subscribers are spread
+//! over them round robin, the publisher is on the first, and single
+//! arrivals are reported apart for the publisher's node and the others
+//! (publish -> NATS -> another node -> its subscriber).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,9 +28,10 @@ use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Parser)]
 struct Args {
-    /// The gateway's plain listener, e.g. 127.0.0.1:8080.
-    #[arg(long)]
-    addr: String,
+    /// The gateway's plain listener, e.g. 127.0.0.1:8080; once per node of
+    /// a cluster.
+    #[arg(long, required = true)]
+    addr: Vec<String>,
     /// WebSocket path of the chat route (room in the query).
     #[arg(long, default_value = "/chat/ws?room=bench")]
     path: String,
@@ -46,13 +52,14 @@ struct Args {
     gateway_pid: Option<u32>,
 }
 
-/// One arrival: which message, when.
-type Arrival = (usize, Instant);
+/// One arrival: which message, when, on which node's subscriber.
+type Arrival = (usize, Instant, usize);
 
-async fn connect(args: &Args) -> tokio_tungstenite::WebSocketStream<TcpStream> {
-    let tcp = TcpStream::connect(&args.addr).await.expect("connect");
+async fn connect(args: &Args, node: usize) -> tokio_tungstenite::WebSocketStream<TcpStream> {
+    let addr = &args.addr[node];
+    let tcp = TcpStream::connect(addr).await.expect("connect");
     tcp.set_nodelay(true).expect("nodelay");
-    let url = format!("ws://{}{}", args.addr, args.path);
+    let url = format!("ws://{addr}{}", args.path);
     client_async(url, tcp).await.expect("upgrade").0
 }
 
@@ -61,15 +68,16 @@ async fn main() {
     let args = Arc::new(Args::parse());
     let (arrivals, mut arrived) = mpsc::unbounded_channel::<Arrival>();
     let mut subscribers = Vec::new();
-    for _ in 0..args.subscribers {
-        let mut socket = connect(&args).await;
+    for index in 0..args.subscribers {
+        let node = index % args.addr.len();
+        let mut socket = connect(&args, node).await;
         let arrivals = arrivals.clone();
         subscribers.push(tokio::spawn(async move {
             while let Some(frame) = socket.next().await {
                 match frame {
                     Ok(Message::Text(text)) => {
                         let index = text.parse().expect("the bench's own messages");
-                        if arrivals.send((index, Instant::now())).is_err() {
+                        if arrivals.send((index, Instant::now(), node)).is_err() {
                             return;
                         }
                     }
@@ -90,7 +98,7 @@ async fn main() {
             Err(error) => println!("gateway RSS unknown: {error}"),
         }
     }
-    let publisher = connect(&args).await;
+    let publisher = connect(&args, 0).await;
     // The publisher is in the room too; it reads its own copies away.
     let (mut send, mut own) = publisher.split();
     tokio::spawn(async move { while own.next().await.is_some() {} });
@@ -99,6 +107,7 @@ async fn main() {
     // Phase 1: one message at a time.
     let mut last_arrival = Vec::new();
     let mut each_arrival = Vec::new();
+    let (mut same_node, mut other_nodes) = (Vec::new(), Vec::new());
     for index in 0..args.latency_messages {
         let sent = Instant::now();
         send.send(Message::text(index.to_string()))
@@ -106,9 +115,14 @@ async fn main() {
             .expect("publish");
         let mut count = 0;
         while count < n {
-            let (got, at) = arrived.recv().await.expect("subscribers alive");
+            let (got, at, node) = arrived.recv().await.expect("subscribers alive");
             assert_eq!(got, index, "a message arrived out of turn");
             each_arrival.push(at - sent);
+            if node == 0 {
+                same_node.push(at - sent);
+            } else {
+                other_nodes.push(at - sent);
+            }
             count += 1;
             if count == n {
                 last_arrival.push(at - sent);
@@ -117,6 +131,10 @@ async fn main() {
     }
     report("publish -> last of N subscribers", &mut last_arrival);
     report("publish -> each delivery", &mut each_arrival);
+    if args.addr.len() > 1 {
+        report("  on the publisher's node", &mut same_node);
+        report("  on the other nodes", &mut other_nodes);
+    }
 
     // Phase 2: a window of messages in flight.
     let base = args.latency_messages;
@@ -132,7 +150,7 @@ async fn main() {
                 .expect("publish");
             published += 1;
         }
-        let (got, _) = arrived.recv().await.expect("subscribers alive");
+        let (got, _, _) = arrived.recv().await.expect("subscribers alive");
         let slot = &mut received[got - base];
         *slot += 1;
         if *slot == n {
