@@ -14,6 +14,7 @@ mod gateway;
 pub mod haproxy;
 pub mod nats;
 pub mod pebble;
+pub mod sse;
 pub mod ws;
 
 pub use gateway::{

@@ -6,13 +6,14 @@
 
 use std::time::Duration;
 
-use eventsource_stream::{Event, Eventsource as _};
-use futures::{SinkExt as _, StreamExt as _};
+use eventsource_stream::Eventsource as _;
+use futures::SinkExt as _;
 use http::StatusCode;
 use http_body_util::BodyDataStream;
 use tokio_tungstenite::tungstenite::Message;
 use wasmgate_tests::client::Client;
 use wasmgate_tests::nats::Nats;
+use wasmgate_tests::sse::next_event;
 use wasmgate_tests::{TestGateway, chat_config, metric, wait_for_metric};
 
 fn node(nats: &Nats, name: &str) -> TestGateway {
@@ -28,6 +29,13 @@ fn connected(name: &str) -> String {
     format!("wasmgate_cluster_connected{{node=\"{name}\"}}")
 }
 
+/// Waits until nodes a, b and c say they reach NATS.
+async fn all_connected(nodes: &[TestGateway; 3]) {
+    for (gateway, name) in nodes.iter().zip(["a", "b", "c"]) {
+        wait_for_metric(gateway, &connected(name), 1.0).await;
+    }
+}
+
 /// The next text message on a WebSocket, skipping pings.
 async fn text<S>(socket: &mut tokio_tungstenite::WebSocketStream<S>) -> String
 where
@@ -39,18 +47,6 @@ where
     }
 }
 
-async fn next_event<S, E>(events: &mut S) -> Event
-where
-    S: futures::Stream<Item = Result<Event, E>> + Unpin,
-    E: std::fmt::Debug,
-{
-    tokio::time::timeout(Duration::from_secs(10), events.next())
-        .await
-        .expect("an event in time")
-        .expect("the stream is open")
-        .expect("a well-formed event")
-}
-
 async fn status(gateway: &TestGateway) -> serde_json::Value {
     let mut admin = Client::http1(gateway.admin()).await;
     serde_json::from_slice(&admin.get("/status").await.body).expect("JSON")
@@ -60,9 +56,7 @@ async fn status(gateway: &TestGateway) -> serde_json::Value {
 async fn publications_cross_nodes_once_and_survive_a_nats_outage() {
     let mut nats = Nats::start();
     let nodes = [node(&nats, "a"), node(&nats, "b"), node(&nats, "c")];
-    for (gateway, name) in nodes.iter().zip(["a", "b", "c"]) {
-        wait_for_metric(gateway, &connected(name), 1.0).await;
-    }
+    all_connected(&nodes).await;
     let [a, b, c] = &nodes;
     let mut on_a = wasmgate_tests::ws::connect(a, "/chat/ws?room=x")
         .await
@@ -127,9 +121,7 @@ async fn publications_cross_nodes_once_and_survive_a_nats_outage() {
     // NATS is back: the nodes reconnect on their own and delivery resumes;
     // what was published while apart is not delivered late.
     nats.resume();
-    for (gateway, name) in nodes.iter().zip(["a", "b", "c"]) {
-        wait_for_metric(gateway, &connected(name), 1.0).await;
-    }
+    all_connected(&nodes).await;
     on_a.send(Message::Text("back".into())).await.expect("send");
     assert_eq!(text(&mut on_a).await, "back");
     assert_eq!(next_event(&mut on_b).await.data, "back");

@@ -3,14 +3,15 @@
 
 use std::time::Duration;
 
-use eventsource_stream::{Event, Eventsource as _};
-use futures::{SinkExt as _, Stream, StreamExt as _};
+use eventsource_stream::Eventsource as _;
+use futures::{SinkExt as _, StreamExt as _};
 use http::{StatusCode, header};
 use http_body_util::BodyDataStream;
 use tokio::net::TcpStream;
 use tokio_tungstenite::client_async;
 use tokio_tungstenite::tungstenite::Message;
 use wasmgate_tests::client::Client;
+use wasmgate_tests::sse::next_event;
 use wasmgate_tests::{TestGateway, hello_and_echo};
 
 fn gateway() -> TestGateway {
@@ -23,18 +24,6 @@ fn gateway() -> TestGateway {
     )
     .replace("[gateway]\n", "[gateway]\nstream_keep_alive = \"100ms\"\n");
     TestGateway::start(&config)
-}
-
-async fn next_event<S, E>(events: &mut S) -> Event
-where
-    S: Stream<Item = Result<Event, E>> + Unpin,
-    E: std::fmt::Debug,
-{
-    tokio::time::timeout(Duration::from_secs(10), events.next())
-        .await
-        .expect("an event in time")
-        .expect("the stream is open")
-        .expect("a well-formed event")
 }
 
 // Multi-threaded: the client's connection task must run (to close its
