@@ -47,6 +47,24 @@ where
     }
 }
 
+type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// Asserts that the next message of each subscriber (a WebSocket on a, SSE
+/// on b, a WebSocket on c) is `expected`.
+async fn heard_everywhere<E, Err>(
+    on_a: &mut Socket,
+    on_b: &mut E,
+    on_c: &mut Socket,
+    expected: &str,
+) where
+    E: futures::Stream<Item = Result<eventsource_stream::Event, Err>> + Unpin,
+    Err: std::fmt::Debug,
+{
+    assert_eq!(text(on_a).await, expected, "on a");
+    assert_eq!(next_event(on_b).await.data, expected, "on b");
+    assert_eq!(text(on_c).await, expected, "on c");
+}
+
 async fn status(gateway: &TestGateway) -> serde_json::Value {
     let mut admin = Client::http1(gateway.admin()).await;
     serde_json::from_slice(&admin.get("/status").await.body).expect("JSON")
@@ -72,9 +90,7 @@ async fn publications_cross_nodes_once_and_survive_a_nats_outage() {
 
     // From a WebSocket on a: a itself (local), b's SSE and c's WebSocket.
     on_a.send(Message::Text("one".into())).await.expect("send");
-    assert_eq!(text(&mut on_a).await, "one");
-    assert_eq!(next_event(&mut on_b).await.data, "one");
-    assert_eq!(text(&mut on_c).await, "one");
+    heard_everywhere(&mut on_a, &mut on_b, &mut on_c, "one").await;
     // From a POST on c; each subscriber's next message is this one, so
     // the first arrived once.
     let mut client_c = Client::http1(c.http()).await;
@@ -84,9 +100,7 @@ async fn publications_cross_nodes_once_and_survive_a_nats_outage() {
         .expect("request");
     let reply = client_c.send(request).await.expect("answered");
     assert!(reply.status.is_success(), "{}", reply.status);
-    assert_eq!(text(&mut on_a).await, "two");
-    assert_eq!(next_event(&mut on_b).await.data, "two");
-    assert_eq!(text(&mut on_c).await, "two");
+    heard_everywhere(&mut on_a, &mut on_b, &mut on_c, "two").await;
     assert!(
         metric(
             a,
@@ -123,9 +137,7 @@ async fn publications_cross_nodes_once_and_survive_a_nats_outage() {
     nats.resume();
     all_connected(&nodes).await;
     on_a.send(Message::Text("back".into())).await.expect("send");
-    assert_eq!(text(&mut on_a).await, "back");
-    assert_eq!(next_event(&mut on_b).await.data, "back");
-    assert_eq!(text(&mut on_c).await, "back");
+    heard_everywhere(&mut on_a, &mut on_b, &mut on_c, "back").await;
     assert!(
         metric(
             a,
