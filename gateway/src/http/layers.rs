@@ -19,7 +19,6 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use futures::FutureExt as _;
@@ -41,7 +40,7 @@ use crate::http::body::{RequestBody, ResponseBody};
 #[derive(Debug, Clone)]
 pub struct RouteLayers {
     cors: Option<CorsLayer>,
-    compression: Option<CompressionLayer<CompressWhen>>,
+    compression: Option<(CompressionLayer<CompressWhen>, CompressWhen)>,
     /// What they were built from (two routes' layers are equal when it is).
     edge: RouteEdge,
 }
@@ -65,8 +64,8 @@ impl RouteLayers {
             return None;
         }
         let compression = edge.compress.as_ref().map(|compress| {
-            CompressionLayer::new()
-                .compress_when(CompressWhen(std::sync::Arc::new(compress.clone())))
+            let when = CompressWhen(std::sync::Arc::new(compress.clone()));
+            (CompressionLayer::new().compress_when(when.clone()), when)
         });
         let cors = edge.cors.as_ref().map(|policy| {
             let mut layer = CorsLayer::new()
@@ -104,26 +103,6 @@ impl RouteLayers {
     where
         F: Future<Output = Response<ResponseBody>> + Send,
     {
-        // Whether the response had an encoding before compression could
-        // give it one: an ETag names one representation, so a body encoded
-        // here keeps only a weak one (tower-http compares If-None-Match
-        // weakly, so 304s still work).
-        let encoded_inside = AtomicBool::new(false);
-        let watch = self.compression.is_some();
-        let encoded_inside_ref = &encoded_inside;
-        let rest = move |request| {
-            let answer = rest(request);
-            async move {
-                let response = answer.await;
-                if watch {
-                    let encoded = response
-                        .headers()
-                        .contains_key(http::header::CONTENT_ENCODING);
-                    encoded_inside_ref.store(encoded, Ordering::Relaxed);
-                }
-                response
-            }
-        };
         // Innermost, so a preflight never meets it and its 415 gets the
         // route's CORS and header rules like any answer.
         let decompress = self.edge.decompress;
@@ -135,21 +114,50 @@ impl RouteLayers {
                 Either::Right(rest(request.map(RequestBody::Client)))
             }
         };
-        let inner = Once::new(rest);
-        let mut response = match (&self.cors, &self.compression) {
-            (None, None) => call(inner, request).await,
-            (Some(cors), None) => call(cors.layer(inner), request).await,
-            (None, Some(compression)) => unbox(call(compression.layer(inner), request).await),
-            (Some(cors), Some(compression)) => {
-                unbox(call(compression.layer(cors.layer(inner)), request).await)
-            }
+        // What compression negotiates on, kept before the request goes in.
+        let accepted: Vec<http::HeaderValue> = match &self.compression {
+            Some(_) => request
+                .headers()
+                .get_all(http::header::ACCEPT_ENCODING)
+                .iter()
+                .cloned()
+                .collect(),
+            None => Vec::new(),
         };
-        let headers = response.headers_mut();
-        if headers.contains_key(http::header::CONTENT_ENCODING)
-            && !encoded_inside.load(Ordering::Relaxed)
+        let inner = Once::new(rest);
+        let mut response = match &self.cors {
+            None => call(inner, request).await,
+            Some(cors) => call(cors.layer(inner), request).await,
+        };
+        // Compression is asked only about a response it would compress (by
+        // the route's predicate, for a client that accepts an encoding, not
+        // already encoded): the others, most of them small, go on as they
+        // are, without tower-http's body wrapper (5.8 KB) around them.
+        if let Some((compression, when)) = &self.compression
+            && !accepted.is_empty()
+            && when.should_compress(&response)
+            && !response
+                .headers()
+                .contains_key(http::header::CONTENT_ENCODING)
         {
-            weaken_etag(headers);
+            let mut asking = Request::new(());
+            for value in accepted {
+                asking
+                    .headers_mut()
+                    .append(http::header::ACCEPT_ENCODING, value);
+            }
+            response = unbox(call(compression.layer(Ready(Some(response))), asking).await);
+            // An ETag names one representation: a body encoded here keeps
+            // only a weak one (tower-http compares If-None-Match weakly, so
+            // 304s still work).
+            if response
+                .headers()
+                .contains_key(http::header::CONTENT_ENCODING)
+            {
+                weaken_etag(response.headers_mut());
+            }
         }
+        let headers = response.headers_mut();
         for rule in &self.edge.headers {
             match rule {
                 HeaderRule::Set(name, value) => {
@@ -241,6 +249,27 @@ where
     match service.call(request).await {
         Ok(response) => response,
         Err(never) => match never {},
+    }
+}
+
+/// A response already made, as the service compression wraps.
+struct Ready(Option<Response<ResponseBody>>);
+
+impl Service<Request<()>> for Ready {
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response<ResponseBody>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _request: Request<()>) -> Self::Future {
+        std::future::ready(Ok(self.0.take().unwrap_or_else(|| {
+            crate::http::error::rescue(&crate::http::error::GatewayError::Internal(
+                "a response was compressed twice".into(),
+            ))
+        })))
     }
 }
 
