@@ -43,7 +43,7 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 apt_install chromium:chromium promtool:prometheus haproxy:haproxy pebble:pebble \
-  systemd-socket-activate:systemd node:nodejs npm:npm nats-server:nats-server
+  systemd-socket-activate:systemd node:nodejs npm:npm /usr/sbin/nats-server:nats-server
 
 # --workspace also builds the wasmgate binary the end-to-end tests run.
 cargo test --workspace --locked
