@@ -112,9 +112,10 @@ impl Cluster {
                 .cluster_messages
                 .with_label_values(&["out", outcome])
         };
+        let dropped = out("dropped");
         hub.relay_to(Relay {
             queue,
-            dropped: out("dropped"),
+            dropped: dropped.clone(),
         });
         tokio::spawn(send(
             Sender {
@@ -149,11 +150,6 @@ impl Cluster {
             node: self.settings.node.clone(),
             connected: self.connected.load(Ordering::Acquire),
         }
-    }
-
-    /// The settings this node joined with.
-    pub fn settings(&self) -> &ClusterSettings {
-        &self.settings
     }
 }
 

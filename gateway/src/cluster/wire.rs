@@ -12,6 +12,7 @@
 use async_nats::HeaderMap;
 use bytes::{BufMut as _, Bytes, BytesMut};
 
+use crate::config::HandlerName;
 use crate::guest::bindings::types::Message;
 use crate::guest::pubsub::{MAX_TOPIC, Published, Relayed};
 
@@ -68,8 +69,9 @@ pub(super) fn decode(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<Arri
     };
     let node = header(NODE)?;
     let scope = header(SCOPE)?;
-    let scoped = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
-    if scope.is_empty() || scope.len() > 64 || !scope.chars().all(scoped) {
+    // A scope is a handler's name, its `topic_scope` or `channels`: all
+    // names the config accepts.
+    if HandlerName::parse(&scope).is_none() {
         return Err(format!("`{scope}` is not a scope"));
     }
     let kind = header(KIND)?;
