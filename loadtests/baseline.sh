@@ -70,8 +70,6 @@ declare -A server=(
   [wasmgate-p3]=$gateway_pid [wasmgate-p3-shared]=$gateway_pid [wasmtime]=$wasmtime_pid [wasmtime-reuse]=$wasmtime_reuse_pid
   [wasmtime-p3]=$wasmtime_p3_pid [native]=$native_pid
 )
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
 declare -A url=(
   [wasmgate]="$gateway_http/hello"

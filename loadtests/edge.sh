@@ -60,7 +60,6 @@ TOML
     ./target/release/wasmgate serve --config "$work/$side.toml"
   server[$side]=${pids[-1]}
 done
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 echo "oha -z $DURATION -c 50, $ROUNDS alternating rounds"
 for round in $(seq 1 "$ROUNDS"); do

@@ -16,7 +16,6 @@ command -v oha >/dev/null || cargo install oha --locked
 cargo build --release --locked -p wasmgate
 ./target/release/wasmgate build >/dev/null
 
-rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
 echo "== 1. start-up with 50 handlers in a warm compile cache"
 {

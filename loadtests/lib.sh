@@ -36,3 +36,8 @@ start() {
 http_addr() {
   sed -n 's|^listening on http://\(.*\)|\1|p' "$work/$1.log" | head -1
 }
+
+# A process's CPU time so far (user + system, in clock ticks) and its
+# resident memory (KiB), from /proc.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }

@@ -11,7 +11,6 @@ pub mod browser;
 pub mod certs;
 pub mod client;
 mod gateway;
-pub mod haproxy;
 pub mod nats;
 pub mod pebble;
 pub mod sse;
@@ -75,6 +74,43 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     writer.join().expect("written");
     assert!(output.status.success());
     output.stdout
+}
+
+/// A server a Debian package installs: `$ENV`, else `/usr/sbin/NAME` or
+/// `/usr/bin/NAME` (a non-root PATH may lack `/usr/sbin`), else NAME on the
+/// PATH.
+pub fn debian_tool(env: &str, name: &str) -> std::path::PathBuf {
+    std::env::var_os(env)
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            ["/usr/sbin", "/usr/bin"]
+                .into_iter()
+                .map(|dir| std::path::Path::new(dir).join(name))
+                .find(|path| path.exists())
+        })
+        .unwrap_or_else(|| name.into())
+}
+
+/// A tool scripts/test.sh installs into its virtualenv: `$ENV`, else
+/// `target/test-venv/bin/NAME`, else NAME on the PATH; the first whose
+/// `--version` succeeds.
+pub fn venv_tool(env: &str, name: &str) -> std::path::PathBuf {
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/test-venv/bin")
+        .join(name);
+    std::env::var_os(env)
+        .map(std::path::PathBuf::from)
+        .into_iter()
+        .chain([venv, std::path::PathBuf::from(name)])
+        .find(|tool| {
+            std::process::Command::new(tool)
+                .arg("--version")
+                .output()
+                .is_ok_and(|output| output.status.success())
+        })
+        .unwrap_or_else(|| {
+            panic!("{name} is not installed: run ./scripts/test.sh (it installs it), or set {env}")
+        })
 }
 
 /// Writes `config` (with `{handlers}` and `{dir}` expanded) as `dir/gw.toml`,

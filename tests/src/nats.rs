@@ -40,7 +40,7 @@ impl Nats {
     /// Starts it again on the same port and waits until it is ready.
     pub fn resume(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let mut child = Command::new(bin())
+        let mut child = Command::new(crate::debian_tool("WASMGATE_NATS_SERVER", "nats-server"))
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -63,18 +63,6 @@ impl Nats {
             .expect("nats-server says it is ready");
         self.child = Some(child);
     }
-}
-
-/// The nats-server binary: `$WASMGATE_NATS_SERVER`, else where Debian
-/// installs it (`/usr/sbin`, which a non-root PATH may lack), else the PATH.
-fn bin() -> std::path::PathBuf {
-    std::env::var_os("WASMGATE_NATS_SERVER")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            let debian = std::path::PathBuf::from("/usr/sbin/nats-server");
-            debian.exists().then_some(debian)
-        })
-        .unwrap_or_else(|| "nats-server".into())
 }
 
 impl Drop for Nats {

@@ -40,7 +40,7 @@ impl Haproxy {
         );
         let path = dir.path().join("haproxy.cfg");
         std::fs::write(&path, config).expect("write haproxy.cfg");
-        let child = Command::new(wasmgate_tests::haproxy::bin())
+        let child = Command::new(wasmgate_tests::debian_tool("WASMGATE_HAPROXY", "haproxy"))
             .arg("-db")
             .arg("-f")
             .arg(&path)

@@ -200,14 +200,15 @@ impl Balancer {
         );
         let path = dir.path().join("haproxy.cfg");
         std::fs::write(&path, config).expect("write haproxy.cfg");
-        let child = std::process::Command::new(wasmgate_tests::haproxy::bin())
-            .arg("-db")
-            .arg("-f")
-            .arg(&path)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("haproxy starts");
+        let child =
+            std::process::Command::new(wasmgate_tests::debian_tool("WASMGATE_HAPROXY", "haproxy"))
+                .arg("-db")
+                .arg("-f")
+                .arg(&path)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("haproxy starts");
         Self {
             child,
             front,

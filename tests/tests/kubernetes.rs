@@ -10,26 +10,6 @@ fn manifests() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes")
 }
 
-/// kubernetes-validate: `$KUBERNETES_VALIDATE`, else the virtualenv
-/// scripts/test.sh installs it in, else the PATH.
-fn validator() -> PathBuf {
-    let venv =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-venv/bin/kubernetes-validate");
-    std::env::var_os("KUBERNETES_VALIDATE")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([venv, PathBuf::from("kubernetes-validate")])
-        .find(|tool| {
-            Command::new(tool)
-                .arg("--version")
-                .output()
-                .is_ok_and(|output| output.status.success())
-        })
-        .unwrap_or_else(|| {
-            panic!("kubernetes-validate is not installed: run ./scripts/test.sh (it installs it), or set KUBERNETES_VALIDATE")
-        })
-}
-
 #[test]
 fn the_manifests_validate_against_the_kubernetes_schemas() {
     let resources = [
@@ -46,11 +26,14 @@ fn the_manifests_validate_against_the_kubernetes_schemas() {
             "{resource} not listed"
         );
     }
-    let output = Command::new(validator())
-        .args(["--strict", "--kubernetes-version", "1.37.0"])
-        .args(resources.map(|resource| manifests().join(resource)))
-        .output()
-        .expect("kubernetes-validate runs");
+    let output = Command::new(wasmgate_tests::venv_tool(
+        "KUBERNETES_VALIDATE",
+        "kubernetes-validate",
+    ))
+    .args(["--strict", "--kubernetes-version", "1.37.0"])
+    .args(resources.map(|resource| manifests().join(resource)))
+    .output()
+    .expect("kubernetes-validate runs");
     let report = String::from_utf8_lossy(&output.stdout).into_owned()
         + &String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{report}");

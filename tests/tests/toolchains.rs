@@ -9,25 +9,9 @@ use http::StatusCode;
 use wasmgate_tests::TestGateway;
 use wasmgate_tests::client::Client;
 
-/// componentize-py: `$COMPONENTIZE_PY`, else the virtualenv scripts/test.sh
-/// installs it in, else the PATH.
+/// componentize-py, as scripts/test.sh installs it.
 fn componentize_py() -> PathBuf {
-    let venv =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-venv/bin/componentize-py");
-    let works = |tool: &PathBuf| {
-        Command::new(tool)
-            .arg("--version")
-            .output()
-            .is_ok_and(|output| output.status.success())
-    };
-    std::env::var_os("COMPONENTIZE_PY")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([venv, PathBuf::from("componentize-py")])
-        .find(works)
-        .unwrap_or_else(|| {
-            panic!("componentize-py is not installed: run ./scripts/test.sh (it installs it), or set COMPONENTIZE_PY")
-        })
+    wasmgate_tests::venv_tool("COMPONENTIZE_PY", "componentize-py")
 }
 
 /// The WASI 0.2 WIT files that ship inside the `wasip2` crate the Rust
