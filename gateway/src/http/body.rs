@@ -25,6 +25,18 @@ pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
         .boxed_unsync()
 }
 
+/// `body` (a tower-http service's: a file, a compressed or decoded body)
+/// as the one response body type; its errors end the response like a
+/// guest's internal error.
+pub fn boxed<B>(body: B) -> ResponseBody
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::fmt::Display,
+{
+    body.map_err(|error| wasmtime_wasi_http::Error::InternalError(Some(error.to_string())))
+        .boxed_unsync()
+}
+
 /// A request body as the gateway passes it on.
 pub enum RequestBody {
     /// The client's bytes as they arrive.

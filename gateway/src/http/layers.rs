@@ -24,7 +24,6 @@ use std::task::{Context, Poll};
 use futures::FutureExt as _;
 use futures::future::Either;
 use http::{Request, Response};
-use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{Predicate, SizeAbove};
@@ -196,10 +195,7 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: std::fmt::Display,
 {
-    response.map(|body| {
-        body.map_err(|error| wasmtime_wasi_http::Error::InternalError(Some(error.to_string())))
-            .boxed_unsync()
-    })
+    response.map(crate::http::body::boxed)
 }
 
 /// `compress`: big enough, a listed type, never an event stream (tower-http

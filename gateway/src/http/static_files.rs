@@ -12,7 +12,6 @@
 use std::path::{Component, Path, PathBuf};
 
 use http::{Request, Response, Uri};
-use http_body_util::BodyExt as _;
 use tower_http::services::ServeDir;
 
 use crate::http::body::ResponseBody;
@@ -61,14 +60,12 @@ pub async fn serve<B>(
             _ => GatewayError::Internal(format!("reading a static file: {error}")),
         }
     })?;
-    Ok(response.map(|body| {
-        body.map_err(|error| wasmtime_wasi_http::Error::InternalError(Some(error.to_string())))
-            .boxed_unsync()
-    }))
+    Ok(response.map(crate::http::body::boxed))
 }
 
 /// Whether the file `inside` names under `root` (or, for a directory, its
-/// `index.html`) is a link that leads out of `root`. Paths `ServeDir`
+/// `index.html`) is a link that leads out of `root`, which the config
+/// check made canonical (so only the file's path is resolved here). Paths `ServeDir`
 /// refuses anyway (`..`, undecodable) are left to it.
 fn escapes(root: &Path, inside: &str) -> bool {
     let Ok(decoded) = percent_encoding::percent_decode_str(inside).decode_utf8() else {
@@ -82,12 +79,9 @@ fn escapes(root: &Path, inside: &str) -> bool {
             Component::ParentDir | Component::Prefix(_) => return false,
         }
     }
-    let Ok(real_root) = root.canonicalize() else {
-        return true;
-    };
     let outside = |path: &PathBuf| {
         path.canonicalize()
-            .is_ok_and(|real| !real.starts_with(&real_root))
+            .is_ok_and(|real| !real.starts_with(root))
     };
     outside(&candidate) || (candidate.is_dir() && outside(&candidate.join("index.html")))
 }

@@ -241,6 +241,9 @@ impl Checker<'_> {
                 );
                 return None;
             }
+            // Canonical once here, so a request resolves only its own
+            // file's path to tell whether a link leads out of the root.
+            let dir = dir.canonicalize().unwrap_or(dir);
             return Some((HandlerName::static_label(), RouteAction::Static(dir.into())));
         }
         match (&route.handler, &route.publish, &route.invoke) {
