@@ -16,10 +16,16 @@ use wasmgate_tests::nats::Nats;
 use wasmgate_tests::sse::next_event;
 use wasmgate_tests::{TestGateway, chat_config, metric, wait_for_metric};
 
+/// A node of the cluster. Its keep-alive is long: the test leaves a socket
+/// unread while it stops and resumes NATS, and a client that answers no
+/// pings for two 100 ms periods (`chat_config`'s) is rightly closed.
 fn node(nats: &Nats, name: &str) -> TestGateway {
     let config = format!(
         "{}\n[admin]\naddr = \"127.0.0.1:0\"\n\n[cluster]\nnats = \"{}\"\nnode = \"{name}\"\n",
-        chat_config(),
+        chat_config().replace(
+            "stream_keep_alive = \"100ms\"",
+            "stream_keep_alive = \"30s\""
+        ),
         nats.url()
     );
     TestGateway::start(&config)
