@@ -18,7 +18,7 @@ use crate::config::deploy::CanaryPlan;
 pub const STABLE_TOLERANCE: f64 = 1.25;
 
 /// One reading of a version's request counters and latency histogram.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Tally {
     /// Requests answered.
     pub requests: u64,
@@ -44,6 +44,26 @@ impl Tally {
             requests: self.requests.saturating_sub(earlier.requests),
             errors: self.errors.saturating_sub(earlier.errors),
             buckets,
+        }
+    }
+
+    /// Adds `other`'s counts (another node's reading of the same version);
+    /// its buckets count only when they have the same bounds.
+    pub fn add(&mut self, other: &Self) {
+        self.requests = self.requests.saturating_add(other.requests);
+        self.errors = self.errors.saturating_add(other.errors);
+        if self.buckets.is_empty() {
+            self.buckets.clone_from(&other.buckets);
+        } else if self.buckets.len() == other.buckets.len()
+            && self
+                .buckets
+                .iter()
+                .zip(&other.buckets)
+                .all(|(mine, theirs)| mine.0 == theirs.0)
+        {
+            for (mine, theirs) in self.buckets.iter_mut().zip(&other.buckets) {
+                mine.1 = mine.1.saturating_add(theirs.1);
+            }
         }
     }
 
@@ -131,6 +151,24 @@ mod tests {
             errors,
             buckets: vec![(0.01, fast), (1.0, requests), (10.0, requests)],
         }
+    }
+
+    #[test]
+    fn readings_of_several_nodes_add_up() {
+        let mut sum = Tally::default();
+        sum.add(&tally(100, 1, 90));
+        sum.add(&tally(50, 4, 10));
+        assert_eq!(sum, tally(150, 5, 100));
+        // Buckets of other bounds are not mixed in; the counts still are.
+        sum.add(&Tally {
+            requests: 10,
+            errors: 0,
+            buckets: vec![(0.5, 10)],
+        });
+        assert_eq!(
+            (sum.requests, sum.buckets),
+            (160, tally(150, 5, 100).buckets)
+        );
     }
 
     fn plan() -> CanaryPlan {
