@@ -1,7 +1,9 @@
-//! Cluster mode: gateways that share one NATS server act as one for
-//! pub/sub. Each node relays the publications made on it (by WebSocket and
+//! Cluster mode: gateways that share one NATS server act as one. For
+//! pub/sub, each node relays the publications made on it (by WebSocket and
 //! SSE guests, channel routes, residents) to `NAME.pubsub` and delivers the
-//! ones the other nodes relay to its own subscribers.
+//! ones the other nodes relay to its own subscribers. For deployments, it
+//! holds what the nodes share in JetStream ([`shared`]) and their
+//! per-version counts ([`tallies`]); applying them is `control`'s job.
 //!
 //! Invariant: local delivery never waits for NATS. A publication reaches
 //! this node's subscribers first, then is offered to a bounded queue; while
@@ -11,16 +13,19 @@
 //! once: the client asks NATS not to echo its own messages back, and one
 //! that names this node anyway is ignored.
 
+pub mod shared;
+pub mod tallies;
 mod wire;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
-use crate::config::ClusterSettings;
+use crate::config::{ClusterSettings, HandlerName};
 use crate::control::metrics::Metrics;
 use crate::guest::pubsub::{Hub, Relay, Relayed};
 
@@ -33,6 +38,16 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 pub struct Cluster {
     settings: ClusterSettings,
     connected: Arc<AtomicBool>,
+    client: async_nats::Client,
+    /// Whether this node has caught up with the shared deployment state.
+    synced: AtomicBool,
+    /// The last decision this node has read.
+    revision: AtomicU64,
+    /// Handlers whose state this node decided and has yet to share.
+    decided: Mutex<BTreeSet<HandlerName>>,
+    deciding: Notify,
+    /// The other nodes' per-version counts.
+    pub tallies: Arc<tallies::Tallies>,
 }
 
 /// What `/status` says about the cluster.
@@ -46,6 +61,10 @@ pub struct ClusterStatus {
     pub node: String,
     /// Whether this node reaches NATS now (when not, it serves alone).
     pub connected: bool,
+    /// Whether it has caught up with the shared deployment state.
+    pub synced: bool,
+    /// The last shared decision it has read.
+    pub revision: u64,
 }
 
 impl Cluster {
@@ -117,9 +136,19 @@ impl Cluster {
             queue,
             dropped: dropped.clone(),
         });
+        let reports = client
+            .subscribe(tallies::subject(&settings.name))
+            .await
+            .map_err(|error| format!("subscribing to the metrics reports: {error}"))?;
+        let tallies = Arc::new(tallies::Tallies::default());
+        tokio::spawn(hear_reports(
+            reports,
+            Arc::clone(&tallies),
+            settings.node.clone(),
+        ));
         tokio::spawn(send(
             Sender {
-                client,
+                client: client.clone(),
                 subject,
                 node: settings.node.clone(),
                 connected: Arc::clone(&connected),
@@ -139,6 +168,12 @@ impl Cluster {
         Ok(Self {
             settings: settings.clone(),
             connected,
+            client,
+            synced: AtomicBool::new(false),
+            revision: AtomicU64::new(0),
+            decided: Mutex::new(BTreeSet::new()),
+            deciding: Notify::new(),
+            tallies,
         })
     }
 
@@ -149,6 +184,98 @@ impl Cluster {
             name: self.settings.name.clone(),
             node: self.settings.node.clone(),
             connected: self.connected.load(Ordering::Acquire),
+            synced: self.is_synced(),
+            revision: self.revision.load(Ordering::Acquire),
+        }
+    }
+
+    /// The NATS connection.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// The cluster's name.
+    pub fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.settings.node
+    }
+
+    /// Whether this node has caught up with the shared deployment state
+    /// since it started (`/readyz` waits for it).
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// Records that this node has read every decision up to `revision`;
+    /// `caught_up` once nothing older is waiting.
+    pub fn read_up_to(&self, revision: u64, caught_up: bool) {
+        self.revision.fetch_max(revision, Ordering::AcqRel);
+        if caught_up && !self.synced.swap(true, Ordering::AcqRel) {
+            tracing::info!(
+                node = self.settings.node,
+                revision,
+                "cluster: caught up with the shared deployment state"
+            );
+        }
+    }
+
+    /// Notes that this node decided what `handler` serves (a deploy, a
+    /// step, a promotion, a rollback), for the other nodes to apply.
+    pub fn decided(&self, handler: &HandlerName) {
+        self.lock_decided().insert(handler.clone());
+        self.deciding.notify_one();
+    }
+
+    /// Waits for decisions to share; the handlers, each once however many
+    /// times it changed meanwhile.
+    pub async fn next_decided(&self) -> Vec<HandlerName> {
+        loop {
+            let handlers: Vec<HandlerName> = std::mem::take(&mut *self.lock_decided())
+                .into_iter()
+                .collect();
+            if !handlers.is_empty() {
+                return handlers;
+            }
+            self.deciding.notified().await;
+        }
+    }
+
+    /// Publishes this node's per-version counts for the others.
+    pub async fn report(&self, report: &tallies::Report) {
+        let Ok(payload) = serde_json::to_vec(report) else {
+            return;
+        };
+        if self.connected.load(Ordering::Acquire) {
+            let subject = tallies::subject(&self.settings.name);
+            if let Err(error) = self.client.publish(subject, payload.into()).await {
+                tracing::debug!(
+                    node = self.settings.node,
+                    "cluster: metrics not reported: {error}"
+                );
+            }
+        }
+    }
+
+    fn lock_decided(&self) -> std::sync::MutexGuard<'_, BTreeSet<HandlerName>> {
+        self.decided
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Keeps the other nodes' metrics reports.
+async fn hear_reports(
+    mut reports: async_nats::Subscriber,
+    tallies: Arc<tallies::Tallies>,
+    node: String,
+) {
+    while let Some(message) = reports.next().await {
+        if let Err(reason) = tallies.heard(&message.payload) {
+            tracing::debug!(node, "cluster: {reason}");
         }
     }
 }
