@@ -155,6 +155,7 @@ impl Prepared {
         }));
         let reloader = Arc::new(Reloader::new(Arc::clone(&app), config.source.clone()));
         let controller = Controller::start(Arc::clone(&app), Arc::clone(&reloader));
+        crate::control::cluster_sync::start(&app, &controller);
         if let Some(admin) = &admin {
             admin
                 .state

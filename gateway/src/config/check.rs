@@ -97,7 +97,14 @@ impl<'a> Checker<'a> {
             );
         }
         let routes = self.routes(&handlers, raw.route);
+        let clustered = raw.cluster.is_some();
         let cluster = raw.cluster.and_then(|cluster| self.cluster(cluster));
+        if clustered && deploy.state_dir.is_none() {
+            self.problems.push(
+                "deploy.state_dir",
+                "a cluster's nodes keep the versions they share on disk: set [deploy] state_dir",
+            );
+        }
         let acme = raw.acme.map(|acme| self.acme(acme, &listeners));
         if acme.is_none() {
             for (index, listener) in listeners.iter().enumerate() {

@@ -314,6 +314,13 @@ fn readiness(app: &App) -> (StatusCode, serde_json::Value) {
             ));
         }
     }
+    if app
+        .cluster
+        .as_ref()
+        .is_some_and(|cluster| !cluster.is_synced())
+    {
+        reasons.push("cluster: catching up with the shared deployment state".into());
+    }
     if app.drain.is_draining() {
         reasons.push("draining".into());
     }

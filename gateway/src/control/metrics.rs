@@ -103,6 +103,9 @@ pub struct Metrics {
     /// Pub/sub messages between nodes, by direction (out, in) and outcome
     /// (sent, dropped, delivered, refused).
     pub cluster_messages: IntCounterVec,
+    /// Shared deployment decisions, by outcome: shared (this node's, written
+    /// to NATS), applied, unchanged, failed (another node's, here).
+    pub cluster_decisions: IntCounterVec,
 }
 
 impl Metrics {
@@ -230,6 +233,11 @@ impl Metrics {
                 "wasmgate_cluster_messages_total",
                 "Pub/sub messages between nodes: out (sent; dropped while NATS was away or the relay queue full) and in (delivered here; refused as malformed).",
                 &["direction", "outcome"],
+            )?,
+            cluster_decisions: counter(
+                "wasmgate_cluster_decisions_total",
+                "Shared deployment decisions: shared (made here, written to NATS), applied, unchanged or failed (made on another node, applied here or not; a failed one leaves the handler as it was).",
+                &["outcome"],
             )?,
             channel_messages: counter(
                 "wasmgate_channel_messages_total",

@@ -39,6 +39,7 @@ impl Controller {
             {
                 return;
             }
+            self.share(&handler);
             self.app
                 .metrics
                 .rollout_step
@@ -226,8 +227,18 @@ impl Controller {
         }
     }
 
-    /// The requests `version` of `handler` has answered so far.
+    /// The requests `version` of `handler` has answered so far, on every
+    /// node of the cluster when there is one.
     fn tally(&self, handler: &HandlerName, sha: &str) -> Tally {
+        let mut tally = self.local_tally(handler, sha);
+        if let Some(cluster) = &self.app.cluster {
+            tally.add(&cluster.tallies.others(handler.as_str(), sha));
+        }
+        tally
+    }
+
+    /// The requests `version` of `handler` has answered on this node.
+    pub fn local_tally(&self, handler: &HandlerName, sha: &str) -> Tally {
         let short = crate::deploy::short(sha);
         let metrics = &self.app.metrics;
         let count = |outcome| {

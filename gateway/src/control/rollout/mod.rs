@@ -28,7 +28,10 @@ use crate::control::reload::{Outcome, Reloader};
 use crate::deploy::{Arrival, Candidate, Entry, Strategy};
 use crate::guest::ComponentFile;
 
+mod adopt;
 mod drive;
+
+pub use adopt::Adopted;
 
 /// How a deploy proceeds once its version has loaded.
 #[derive(Debug, Clone, PartialEq)]
@@ -239,6 +242,7 @@ impl Controller {
             %actor,
             "rollout started"
         );
+        self.share(&handler);
         match order {
             Order::Immediate => {
                 self.promote_candidate(&handler, id, &actor, Duration::from_secs(600))
@@ -365,6 +369,7 @@ impl Controller {
                 crate::deploy::short(&target)
             )));
         }
+        self.share(handler);
         self.schedule_cooling(handler, KEEP_WARM_AFTER_CANARY);
         self.app
             .metrics
@@ -407,6 +412,7 @@ impl Controller {
             .deployments
             .keep_warm(handler, Instant::now() + keep_warm);
         self.publish(&format!("promotion by {actor}")).await?;
+        self.share(handler);
         self.schedule_cooling(handler, keep_warm);
         self.count_end(handler, &self.app.metrics.rollout_promotions);
         tracing::info!(
@@ -436,6 +442,7 @@ impl Controller {
             return Ok(());
         };
         self.publish(&format!("rollback by {actor}")).await?;
+        self.share(handler);
         self.count_end(handler, &self.app.metrics.rollout_rollbacks);
         tracing::warn!(
             handler = handler.as_str(),
