@@ -1,5 +1,6 @@
-//! Debian's `nats-server`, on a free loopback port, for cluster tests: it
-//! can be stopped and started again on the same port (a partition healing).
+//! Debian's `nats-server` with JetStream, on a free loopback port, for
+//! cluster tests: it can be stopped and started again on the same port (a
+//! partition healing), keeping what JetStream stored.
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -11,6 +12,7 @@ use crate::free_port;
 pub struct Nats {
     port: u16,
     child: Option<Child>,
+    store: tempfile::TempDir,
 }
 
 impl Nats {
@@ -19,6 +21,7 @@ impl Nats {
         let mut nats = Self {
             port: free_port(),
             child: None,
+            store: tempfile::tempdir().expect("JetStream's store directory"),
         };
         nats.resume();
         nats
@@ -41,7 +44,15 @@ impl Nats {
     pub fn resume(&mut self) {
         assert!(self.child.is_none(), "already running");
         let mut child = Command::new(crate::debian_tool("WASMGATE_NATS_SERVER", "nats-server"))
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(self.store.path())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

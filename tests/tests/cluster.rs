@@ -159,13 +159,14 @@ fn bad_cluster_settings_are_config_problems() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (code, stderr) = wasmgate_tests::check_in(
         dir.path(),
-        "[[listener]]\naddr = \"127.0.0.1:0\"\n\n[cluster]\nnats = \"nats://\"\nname = \"a.b\"\nnode = \"has space\"\n",
+        "[[listener]]\naddr = \"127.0.0.1:0\"\n\n[deploy]\nstate_dir = \"\"\n\n[cluster]\nnats = \"nats://\"\nname = \"a.b\"\nnode = \"has space\"\n",
     );
     assert_eq!(code, Some(2), "{stderr}");
     for expected in [
         "cluster.nats: ",
         "cluster.name: `a.b`",
         "cluster.node: `has space`",
+        "deploy.state_dir: a cluster's nodes keep the versions they share on disk",
     ] {
         assert!(
             stderr.contains(expected),

@@ -1,0 +1,328 @@
+//! Cluster mode's shared deployment state: a deploy, a split and the
+//! rollbacks made on one node reach every node through JetStream; each
+//! node checks the signature itself (one that trusts a key refuses an
+//! unsigned version the others take); a node started late serves the
+//! cluster's version from its first ready moment.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use serde_json::Value;
+use wasmgate_tests::client::{self, Client};
+use wasmgate_tests::nats::Nats;
+use wasmgate_tests::{TestGateway, handlers_dir, install, metric, run_cli};
+
+/// A node serving `first` as `version`, trusting `key` when given.
+fn node(nats: &Nats, name: &str, first: &Path, key: Option<&Path>) -> TestGateway {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let handlers = dir.path().join("handlers");
+    std::fs::create_dir(&handlers).expect("handlers dir");
+    install(&handlers, "version.wasm", first);
+    let trusted = key.map_or_else(String::new, |key| {
+        format!("[deploy]\ntrusted_keys = [\"{}\"]\n", key.display())
+    });
+    let config = format!(
+        r#"
+[gateway]
+handlers_dir = "{{dir}}/handlers"
+cache_dir = "{{dir}}/cache"
+
+[[listener]]
+addr = "127.0.0.1:0"
+
+[handler.version]
+
+[[route]]
+path = "/version"
+handler = "version"
+
+[admin]
+addr = "127.0.0.1:0"
+
+{trusted}
+[cluster]
+nats = "{}"
+node = "{name}"
+"#,
+        nats.url()
+    );
+    TestGateway::start_in(dir, &config)
+}
+
+/// Calls `gateway`'s admin API.
+async fn admin(
+    gateway: &TestGateway,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> (StatusCode, Value) {
+    let mut client = Client::http1(gateway.admin()).await;
+    let request = client
+        .request(method, path)
+        .header("content-type", "application/wasm")
+        .body(client::full(body))
+        .expect("valid request");
+    let reply = client.send(request).await.expect("admin answers");
+    let json = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+    (reply.status, json)
+}
+
+/// Deploys the component at `file` on `gateway` with `query`; must succeed.
+async fn deploy(gateway: &TestGateway, file: &Path, query: &str) {
+    let bytes = std::fs::read(file).expect("component");
+    let (status, body) = admin(gateway, "POST", &format!("/deploy/version?{query}"), bytes).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// What `GET /version` answers on `gateway`.
+async fn version(gateway: &TestGateway) -> String {
+    let reply = Client::http1(gateway.http()).await.get("/version").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    String::from_utf8_lossy(&reply.body).trim().to_string()
+}
+
+/// Waits until every one of `nodes` answers `expected`; how long it took.
+async fn all_serve(nodes: &[&TestGateway], expected: &str) -> Duration {
+    let started = Instant::now();
+    for gateway in nodes {
+        loop {
+            if version(gateway).await == expected {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "still not {expected} on {}",
+                gateway.http()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    started.elapsed()
+}
+
+/// Waits until `check` holds for `gateway`'s `version` handler in `/status`.
+async fn status_until(gateway: &TestGateway, what: &str, check: impl Fn(&Value) -> bool) {
+    let started = Instant::now();
+    loop {
+        let (_, status) = admin(gateway, "GET", "/status", Vec::new()).await;
+        let handler = &status["handlers"][0];
+        if check(handler) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{what}: {handler}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until `gateway`'s `/readyz` says ready.
+async fn ready(gateway: &TestGateway) {
+    let started = Instant::now();
+    loop {
+        let (status, body) = admin(gateway, "GET", "/readyz", Vec::new()).await;
+        if status == StatusCode::OK {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "not ready: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The SHA-256 of the file at `path`, by `sha256sum`.
+fn sha256(path: &Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum runs");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("a hash")
+        .to_string()
+}
+
+fn fixture(name: &str) -> PathBuf {
+    handlers_dir().join(format!("{name}.wasm"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploys_and_rollbacks_reach_every_node_and_a_late_node_catches_up() {
+    let work = tempfile::tempdir().expect("dir");
+    let run = |args: &[&str]| run_cli(args, work.path());
+    assert!(run(&["keygen", "--out", "release"]).status.success());
+    let signed = |name: &str| {
+        let path = work.path().join(format!("{name}.wasm"));
+        std::fs::copy(fixture(name), &path).expect("copy");
+        let out = run(&[
+            "sign",
+            path.to_str().expect("utf-8"),
+            "--key",
+            "release.key",
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        path
+    };
+    let (v1, v2, flaky) = (signed("version-v1"), signed("version-v2"), signed("flaky"));
+    let key = work.path().join("release.pub");
+
+    let nats = Nats::start();
+    let a = node(&nats, "a", &v1, None);
+    let b = node(&nats, "b", &v1, None);
+    let c = node(&nats, "c", &v1, Some(&key));
+    for gateway in [&a, &b, &c] {
+        ready(gateway).await;
+    }
+    all_serve(&[&a, &b, &c], "v1").await;
+
+    // An unsigned v2 deployed on a: a and b take it; c trusts a key, so it
+    // refuses it, counts it and serves v1 on.
+    deploy(&a, &fixture("version-v2"), "strategy=immediate").await;
+    all_serve(&[&a, &b], "v2").await;
+    c.wait_for_log("not applied; serving as before: refused: not signed");
+    assert!(metric(&c, r#"wasmgate_cluster_decisions_total{outcome="failed"}"#).await >= 1.0);
+    assert_eq!(version(&c).await, "v1");
+
+    // The signed v2: every node serves it within seconds.
+    deploy(&a, &v2, "strategy=immediate").await;
+    let took = all_serve(&[&a, &b, &c], "v2").await;
+    eprintln!("deploy propagated to 3 nodes in {took:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+
+    // A node started now, with v1 in its folder, catches up before it
+    // says it is ready: its first answer is v2.
+    let d = node(&nats, "d", &v1, None);
+    ready(&d).await;
+    assert_eq!(
+        version(&d).await,
+        "v2",
+        "the late node serves the cluster's version"
+    );
+
+    // A split decided on a: every node gives the candidate the same share.
+    deploy(&a, &flaky, "strategy=split&weight=10&name=b").await;
+    for gateway in [&b, &c, &d] {
+        status_until(gateway, "the split arrives", |handler| {
+            handler["rollout"]["weight_percent"] == 10.0 && handler["rollout"]["name"] == "b"
+        })
+        .await;
+    }
+
+    // Rolled back on a: the candidate leaves everywhere, then v1 is stable
+    // again everywhere.
+    let (status, body) = admin(&a, "POST", "/rollback/version", Vec::new()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for gateway in [&b, &c, &d] {
+        status_until(gateway, "the candidate leaves", |handler| {
+            handler["rollout"].is_null()
+        })
+        .await;
+    }
+    // Not to the previous version (the unsigned v2): to v1, by its hash.
+    let (status, body) = admin(
+        &a,
+        "POST",
+        &format!("/rollback/version?to={}", sha256(&v1)),
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    all_serve(&[&a, &b, &c, &d], "v1").await;
+    for gateway in [&b, &c, &d] {
+        assert!(
+            metric(
+                gateway,
+                r#"wasmgate_cluster_decisions_total{outcome="applied"}"#
+            )
+            .await
+                >= 3.0
+        );
+    }
+    assert!(metric(&a, r#"wasmgate_cluster_decisions_total{outcome="shared"}"#).await >= 4.0);
+}
+
+/// A canary driven on a is judged on the whole cluster's traffic: every
+/// request goes to b, none to a, and the step still passes on b's counts,
+/// reported over NATS; its 50% share is the same on every node meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_is_judged_on_every_nodes_requests() {
+    let nats = Nats::start();
+    let v1 = fixture("version-v1");
+    let a = node(&nats, "a", &v1, None);
+    let b = node(&nats, "b", &v1, None);
+    for gateway in [&a, &b] {
+        ready(gateway).await;
+    }
+    deploy(
+        &a,
+        &fixture("version-v2"),
+        "strategy=canary&steps=50%25&interval=200ms&min_requests=30",
+    )
+    .await;
+    status_until(&b, "the step's share arrives", |handler| {
+        handler["rollout"]["weight_percent"] == 50.0
+    })
+    .await;
+    let started = Instant::now();
+    let mut sent = 0;
+    loop {
+        version(&b).await;
+        sent += 1;
+        let (_, status) = admin(&a, "GET", "/status", Vec::new()).await;
+        if status["handlers"][0]["rollout"].is_null() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "not promoted after {sent} requests to b: {}",
+            status["handlers"][0]
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        metric(
+            &a,
+            r#"wasmgate_rollout_promotions_total{handler="version"}"#
+        )
+        .await,
+        1.0
+    );
+    all_serve(&[&a, &b], "v2").await;
+    a.wait_for_log("canary check passed");
+}
+
+/// A rollback made while NATS is down serves at once where it was made,
+/// and reaches the other node once NATS is back: the decision waits to be
+/// written, and the other node reads on from its last decision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_made_while_nats_is_down_arrives_when_it_is_back() {
+    let mut nats = Nats::start();
+    let v1 = fixture("version-v1");
+    let a = node(&nats, "a", &v1, None);
+    let b = node(&nats, "b", &v1, None);
+    for gateway in [&a, &b] {
+        ready(gateway).await;
+    }
+    deploy(&a, &fixture("version-v2"), "strategy=immediate").await;
+    all_serve(&[&a, &b], "v2").await;
+
+    nats.stop();
+    for (gateway, name) in [(&a, "a"), (&b, "b")] {
+        let series = format!("wasmgate_cluster_connected{{node=\"{name}\"}}");
+        wasmgate_tests::wait_for_metric(gateway, &series, 0.0).await;
+    }
+    let (status, body) = admin(&a, "POST", "/rollback/version", Vec::new()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(version(&a).await, "v1");
+    assert_eq!(version(&b).await, "v2", "b serves its last state");
+
+    nats.resume();
+    let took = all_serve(&[&b], "v1").await;
+    eprintln!("the decision arrived {took:?} after NATS was back");
+    assert_eq!(version(&a).await, "v1");
+}
