@@ -326,3 +326,77 @@ async fn a_rollback_made_while_nats_is_down_arrives_when_it_is_back() {
     eprintln!("the decision arrived {took:?} after NATS was back");
     assert_eq!(version(&a).await, "v1");
 }
+
+/// Publishes `payload` on `subject` as a plain NATS client would (anyone
+/// who reaches the server can), and waits for the server's answer.
+fn publish_raw(nats: &Nats, subject: &str, payload: &[u8]) {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let addr = nats.url().trim_start_matches("nats://").to_string();
+    let mut stream = std::net::TcpStream::connect(addr).expect("nats-server");
+    let mut frame = format!(
+        "CONNECT {{\"verbose\":false}}\r\nPUB {subject} {}\r\n",
+        payload.len()
+    )
+    .into_bytes();
+    frame.extend_from_slice(payload);
+    frame.extend_from_slice(b"\r\nPING\r\n");
+    stream.write_all(&frame).expect("publish");
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    while !line.starts_with("PONG") {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).expect("answer") > 0,
+            "server hung up"
+        );
+        assert!(!line.starts_with("-ERR"), "{line}");
+    }
+}
+
+/// What anyone on the NATS server may write is refused entry by entry: a
+/// value that is not a decision, a key that is no handler, a decision
+/// naming a version missing from the object store, a metrics report that
+/// does not parse. The nodes serve on, stay ready, and a real deploy after
+/// them still reaches every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_entries_are_refused_one_by_one() {
+    let nats = Nats::start();
+    let v1 = fixture("version-v1");
+    let a = node(&nats, "a", &v1, None);
+    let b = node(&nats, "b", &v1, None);
+    for gateway in [&a, &b] {
+        ready(gateway).await;
+    }
+    let missing = format!(
+        r#"{{"node":"x","stable":"{}","candidate":null}}"#,
+        "0".repeat(64)
+    );
+    for (subject, payload) in [
+        ("$KV.wasmgate_deployments.version", &b"not a decision"[..]),
+        ("$KV.wasmgate_deployments.Not_A_Handler", missing.as_bytes()),
+        ("$KV.wasmgate_deployments.version", missing.as_bytes()),
+        ("wasmgate.metrics", &b"\xff\xfe"[..]),
+        (
+            "wasmgate.metrics",
+            br#"{"node":"x","versions":[["h","ab",{"requests":1}]]}"#,
+        ),
+    ] {
+        publish_raw(&nats, subject, payload);
+    }
+    for gateway in [&a, &b] {
+        gateway.wait_for_log("is not in the cluster's object store");
+        assert!(
+            metric(
+                gateway,
+                r#"wasmgate_cluster_decisions_total{outcome="failed"}"#
+            )
+            .await
+                >= 3.0
+        );
+        assert_eq!(version(gateway).await, "v1");
+        let (status, body) = admin(gateway, "GET", "/readyz", Vec::new()).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    deploy(&a, &fixture("version-v2"), "strategy=immediate").await;
+    all_serve(&[&a, &b], "v2").await;
+}
