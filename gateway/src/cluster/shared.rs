@@ -45,6 +45,33 @@ pub struct SharedCandidate {
 }
 
 impl Decision {
+    /// Whether it is one a node could have written: a node name as the
+    /// config allows, versions as SHA-256 hex, a candidate's name as the
+    /// admin API allows and its share at most 100%.
+    fn check(&self) -> Result<(), String> {
+        let node_ok = !self.node.is_empty()
+            && self.node.len() <= 64
+            && self.node.chars().all(|c| c.is_ascii_graphic());
+        if !node_ok {
+            return Err("its node is not a node name".into());
+        }
+        if let Some(sha) = self.versions().find(|sha| {
+            sha.len() != 64
+                || !sha
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        }) {
+            return Err(format!("`{}` is not a SHA-256", sha.escape_debug()));
+        }
+        if let Some(candidate) = &self.candidate {
+            crate::config::deploy::check_version_name(&candidate.name)?;
+            if candidate.weight > crate::config::deploy::FULL {
+                return Err(format!("a share of {} basis points", candidate.weight));
+            }
+        }
+        Ok(())
+    }
+
     /// The versions it names.
     pub fn versions(&self) -> impl Iterator<Item = &str> {
         self.stable
@@ -227,8 +254,11 @@ fn decode(
     if operation != kv::Operation::Put {
         return Err(format!("{key}'s decision was removed"));
     }
-    let decision =
+    let decision: Decision =
         serde_json::from_slice(value).map_err(|error| format!("{key}'s decision: {error}"))?;
+    decision
+        .check()
+        .map_err(|reason| format!("{key}'s decision: {reason}"))?;
     Ok((handler, decision))
 }
 
@@ -260,6 +290,23 @@ mod tests {
     #[test]
     fn what_is_not_a_decision_is_refused() {
         let value = br#"{"node":"a","stable":null,"candidate":null}"#;
+        let sha = "ab".repeat(32);
+        for bad in [
+            r#"{"node":"","stable":null,"candidate":null}"#.to_string(),
+            "{\"node\":\"a\\nb\",\"stable\":null,\"candidate\":null}".to_string(),
+            r#"{"node":"a","stable":"../../etc","candidate":null}"#.to_string(),
+            format!(
+                r#"{{"node":"a","stable":null,"candidate":{{"sha256":"{sha}","name":"Bad Name","weight":1}}}}"#
+            ),
+            format!(
+                r#"{{"node":"a","stable":null,"candidate":{{"sha256":"{sha}","name":"b","weight":10001}}}}"#
+            ),
+        ] {
+            assert!(
+                decode("hello", bad.as_bytes(), kv::Operation::Put).is_err(),
+                "{bad}"
+            );
+        }
         assert!(decode("Not A Name", value, kv::Operation::Put).is_err());
         assert!(decode("hello", value, kv::Operation::Delete).is_err());
         assert!(decode("hello", b"[1,2]", kv::Operation::Put).is_err());
