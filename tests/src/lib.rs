@@ -29,6 +29,25 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Calls `gateway`'s admin API: `method path` with `body` (a component
+/// for `/deploy`); the status and the JSON it answers.
+pub async fn admin(
+    gateway: &TestGateway,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> (http::StatusCode, serde_json::Value) {
+    let mut client = client::Client::http1(gateway.admin()).await;
+    let request = client
+        .request(method, path)
+        .header("content-type", "application/wasm")
+        .body(client::full(body))
+        .expect("valid request");
+    let reply = client.send(request).await.expect("admin answers");
+    let json = serde_json::from_slice(&reply.body).expect("JSON");
+    (reply.status, json)
+}
+
 /// The value of `series` (a metric's name and labels, as Prometheus text
 /// shows them) on the gateway's admin listener; 0 when it is not there.
 pub async fn metric(gateway: &TestGateway, series: &str) -> f64 {

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use serde_json::Value;
-use wasmgate_tests::client::{self, Client};
+use wasmgate_tests::client::Client;
 use wasmgate_tests::nats::Nats;
-use wasmgate_tests::{TestGateway, handlers_dir, install, metric, run_cli};
+use wasmgate_tests::{TestGateway, admin, handlers_dir, install, metric, run_cli};
 
 /// A node serving `first` as `version`, trusting `key` when given.
 fn node(nats: &Nats, name: &str, first: &Path, key: Option<&Path>) -> TestGateway {
@@ -48,24 +48,6 @@ node = "{name}"
         nats.url()
     );
     TestGateway::start_in(dir, &config)
-}
-
-/// Calls `gateway`'s admin API.
-async fn admin(
-    gateway: &TestGateway,
-    method: &str,
-    path: &str,
-    body: Vec<u8>,
-) -> (StatusCode, Value) {
-    let mut client = Client::http1(gateway.admin()).await;
-    let request = client
-        .request(method, path)
-        .header("content-type", "application/wasm")
-        .body(client::full(body))
-        .expect("valid request");
-    let reply = client.send(request).await.expect("admin answers");
-    let json = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
-    (reply.status, json)
 }
 
 /// Deploys the component at `file` on `gateway` with `query`; must succeed.
@@ -145,6 +127,16 @@ fn sha256(path: &Path) -> String {
         .next()
         .expect("a hash")
         .to_string()
+}
+
+/// Nodes a and b serving `version-v1`, both ready.
+async fn two_nodes(nats: &Nats) -> (TestGateway, TestGateway) {
+    let v1 = fixture("version-v1");
+    let (a, b) = (node(nats, "a", &v1, None), node(nats, "b", &v1, None));
+    for gateway in [&a, &b] {
+        ready(gateway).await;
+    }
+    (a, b)
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -252,12 +244,7 @@ async fn deploys_and_rollbacks_reach_every_node_and_a_late_node_catches_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_is_judged_on_every_nodes_requests() {
     let nats = Nats::start();
-    let v1 = fixture("version-v1");
-    let a = node(&nats, "a", &v1, None);
-    let b = node(&nats, "b", &v1, None);
-    for gateway in [&a, &b] {
-        ready(gateway).await;
-    }
+    let (a, b) = two_nodes(&nats).await;
     deploy(
         &a,
         &fixture("version-v2"),
@@ -302,12 +289,7 @@ async fn a_canary_is_judged_on_every_nodes_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollback_made_while_nats_is_down_arrives_when_it_is_back() {
     let mut nats = Nats::start();
-    let v1 = fixture("version-v1");
-    let a = node(&nats, "a", &v1, None);
-    let b = node(&nats, "b", &v1, None);
-    for gateway in [&a, &b] {
-        ready(gateway).await;
-    }
+    let (a, b) = two_nodes(&nats).await;
     deploy(&a, &fixture("version-v2"), "strategy=immediate").await;
     all_serve(&[&a, &b], "v2").await;
 
@@ -361,12 +343,7 @@ fn publish_raw(nats: &Nats, subject: &str, payload: &[u8]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_entries_are_refused_one_by_one() {
     let nats = Nats::start();
-    let v1 = fixture("version-v1");
-    let a = node(&nats, "a", &v1, None);
-    let b = node(&nats, "b", &v1, None);
-    for gateway in [&a, &b] {
-        ready(gateway).await;
-    }
+    let (a, b) = two_nodes(&nats).await;
     let missing = format!(
         r#"{{"node":"x","stable":"{}","candidate":null}}"#,
         "0".repeat(64)

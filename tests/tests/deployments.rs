@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 use serde_json::Value;
 use wasmgate_tests::client::{self, Client};
-use wasmgate_tests::{TestGateway, free_port, handlers_dir, install, metric, run_cli};
+use wasmgate_tests::{TestGateway, admin, free_port, handlers_dir, install, metric, run_cli};
 
 /// `version.wasm` (v1 at start) on `/version`, with `policy` added to its
 /// handler table; the admin listener on `admin_port` so the CLI finds it.
@@ -56,24 +56,6 @@ fn prepared(first: &Path) -> tempfile::TempDir {
 /// A gateway serving `first` with `policy`, and `env` set.
 fn start(policy: &str, first: &Path, env: &[(&str, &str)]) -> TestGateway {
     TestGateway::start_with_env(prepared(first), &config(free_port(), policy), env)
-}
-
-/// Calls the admin API.
-async fn admin(
-    gateway: &TestGateway,
-    method: &str,
-    path: &str,
-    body: Vec<u8>,
-) -> (StatusCode, Value) {
-    let mut client = Client::http1(gateway.admin()).await;
-    let request = client
-        .request(method, path)
-        .header("content-type", "application/wasm")
-        .body(client::full(body))
-        .expect("valid request");
-    let reply = client.send(request).await.expect("admin answers");
-    let json = serde_json::from_slice(&reply.body).expect("JSON");
-    (reply.status, json)
 }
 
 /// Deploys `fixture` to the `version` handler with `query`; must succeed.
