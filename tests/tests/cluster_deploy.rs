@@ -377,3 +377,49 @@ async fn hostile_entries_are_refused_one_by_one() {
     deploy(&a, &fixture("version-v2"), "strategy=immediate").await;
     all_serve(&[&a, &b], "v2").await;
 }
+
+/// An object whose description anyone on the NATS server wrote, with no
+/// bytes behind it: the node waiting for them gives up within its bound,
+/// counts the decision as failed, and takes the next real deploy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_whose_bytes_never_come_is_given_up() {
+    let nats = Nats::start();
+    let (a, b) = two_nodes(&nats).await;
+    let sha = "1".repeat(64);
+    let encoded = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!("printf %s {sha} | base64 -w0 | tr '+/' '-_'"),
+        ])
+        .output()
+        .expect("base64 runs");
+    let encoded = String::from_utf8_lossy(&encoded.stdout).to_string();
+    let meta = format!(
+        r#"{{"name":"{sha}","bucket":"wasmgate_components","nuid":"nochunks","size":10,"chunks":1,"digest":"SHA-256=AAAA"}}"#
+    );
+    publish_raw(
+        &nats,
+        &format!("$O.wasmgate_components.M.{encoded}"),
+        meta.as_bytes(),
+    );
+    let decision = format!(r#"{{"node":"x","stable":"{sha}","candidate":null}}"#);
+    publish_raw(
+        &nats,
+        "$KV.wasmgate_deployments.version",
+        decision.as_bytes(),
+    );
+    for gateway in [&a, &b] {
+        gateway.wait_for_log("did not arrive within");
+        assert!(
+            metric(
+                gateway,
+                r#"wasmgate_cluster_decisions_total{outcome="failed"}"#
+            )
+            .await
+                >= 1.0
+        );
+        assert_eq!(version(gateway).await, "v1");
+    }
+    deploy(&a, &fixture("version-v2"), "strategy=immediate").await;
+    all_serve(&[&a, &b], "v2").await;
+}

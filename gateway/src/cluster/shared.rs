@@ -7,11 +7,12 @@
 //!
 //! Invariant: a decision is written only after every component it names is
 //! in the object store, so whoever reads it can fetch them; a fetched
-//! component is refused unless it fits [`MAX_COMPONENT_SIZE`] and its bytes
-//! hash to its name. Signatures are checked where it is loaded, as for any
-//! other version.
+//! component is refused unless it fits [`MAX_COMPONENT_SIZE`], arrives in
+//! time and its bytes hash to its name. Signatures are checked where it is
+//! loaded, as for any other version.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, object_store};
 use futures::StreamExt as _;
@@ -21,6 +22,9 @@ use tokio::io::AsyncReadExt as _;
 use crate::config::HandlerName;
 use crate::guest::ComponentFile;
 use crate::guest::component::MAX_COMPONENT_SIZE;
+
+/// The least time a component's bytes get to arrive (then 1 s per MiB).
+const FETCH_START: Duration = Duration::from_secs(5);
 
 /// What one handler serves, as decided by `node`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +83,18 @@ impl Decision {
             .into_iter()
             .chain(self.candidate.as_ref().map(|c| c.sha256.as_str()))
     }
+}
+
+/// Why a component could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// It will not do: missing, too large, or not what its name says.
+    #[error("{0}")]
+    Refused(String),
+    /// NATS did not answer in time or the connection broke: worth trying
+    /// again.
+    #[error("{0}")]
+    Unreachable(String),
 }
 
 /// An entry read from the bucket.
@@ -171,32 +187,55 @@ impl Shared {
 
     /// Downloads component `sha256`, refusing one too large or whose bytes
     /// are not what its name says.
-    pub async fn fetch(&self, sha256: &str) -> Result<ComponentFile, String> {
+    pub async fn fetch(&self, sha256: &str) -> Result<ComponentFile, FetchError> {
         let short = crate::deploy::short(sha256);
-        let info =
-            self.components.info(sha256).await.map_err(|error| {
-                format!("{short} is not in the cluster's object store: {error}")
-            })?;
+        let unreachable = |error: &dyn std::fmt::Display| {
+            FetchError::Unreachable(format!("fetching {short}: {error}"))
+        };
+        let info = self.components.info(sha256).await.map_err(|error| {
+            if error.kind() == object_store::InfoErrorKind::NotFound {
+                FetchError::Refused(format!("{short} is not in the cluster's object store"))
+            } else {
+                unreachable(&error)
+            }
+        })?;
         if info.size as u64 > MAX_COMPONENT_SIZE {
-            return Err(format!("{short} is {} bytes, too large", info.size));
+            return Err(FetchError::Refused(format!(
+                "{short} is {} bytes, too large",
+                info.size
+            )));
         }
-        let object = self
-            .components
-            .get(sha256)
-            .await
-            .map_err(|error| format!("fetching {short}: {error}"))?;
-        let mut bytes = Vec::with_capacity(info.size);
-        object
-            .take(MAX_COMPONENT_SIZE + 1)
-            .read_to_end(&mut bytes)
-            .await
-            .map_err(|error| format!("fetching {short}: {error}"))?;
-        let file = ComponentFile::from_bytes(bytes).map_err(|error| format!("{short}: {error}"))?;
+        // An object's description may promise chunks that never come (a
+        // broken upload, or anyone on the server writing one): the bytes
+        // must arrive at 1 MiB/s or better, after a 5 s start.
+        let limit = FETCH_START + Duration::from_secs(info.size as u64 >> 20);
+        let read = async {
+            let object = self
+                .components
+                .get(sha256)
+                .await
+                .map_err(|error| unreachable(&error))?;
+            let mut bytes = Vec::with_capacity(info.size);
+            object
+                .take(MAX_COMPONENT_SIZE + 1)
+                .read_to_end(&mut bytes)
+                .await
+                .map_err(|error| unreachable(&error))?;
+            Ok(bytes)
+        };
+        let bytes = tokio::time::timeout(limit, read).await.map_err(|_| {
+            FetchError::Refused(format!(
+                "{short}'s bytes did not arrive within {limit:?} ({} bytes announced)",
+                info.size
+            ))
+        })??;
+        let file = ComponentFile::from_bytes(bytes)
+            .map_err(|error| FetchError::Refused(format!("{short}: {error}")))?;
         if file.hash.as_str() != sha256 {
-            return Err(format!(
+            return Err(FetchError::Refused(format!(
                 "{short}: the object store's bytes hash to {}",
                 file.hash
-            ));
+            )));
         }
         Ok(file)
     }

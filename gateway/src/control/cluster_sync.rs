@@ -21,10 +21,13 @@ use crate::cluster::Cluster;
 use crate::cluster::shared::{Decided, Decision, Shared, SharedCandidate};
 use crate::cluster::tallies::Report;
 use crate::config::HandlerName;
-use crate::control::rollout::{Adopted, Controller};
+use crate::control::rollout::{Adopted, Controller, Refusal};
 
 /// The wait before trying NATS again after a failure.
 const RETRY: Duration = Duration::from_secs(1);
+/// How many times a version that could not be fetched is tried, waiting
+/// 1 s, 2 s, 3 s... in between, before the decision counts as failed.
+const FETCH_ATTEMPTS: u32 = 5;
 /// How often a node reports its counts of the versions rolling out.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// The most versions one report carries.
@@ -117,7 +120,25 @@ async fn apply(
         }
         Ok((_, decision)) if decision.node == cluster.node() && cluster.is_synced() => {}
         Ok((handler, decision)) => {
-            let outcome = match controller.adopt(handler, decision, shared).await {
+            let mut attempt = 1;
+            let adopted = loop {
+                match controller.adopt(handler, decision, shared).await {
+                    Err(Refusal::Unreachable(reason)) if attempt < FETCH_ATTEMPTS => {
+                        tracing::warn!(
+                            node = cluster.node(),
+                            handler = handler.as_str(),
+                            attempt,
+                            "cluster: {reason}; trying again"
+                        );
+                        if !pause(app, RETRY * attempt).await {
+                            return;
+                        }
+                        attempt += 1;
+                    }
+                    other => break other,
+                }
+            };
+            let outcome = match adopted {
                 Ok(Adopted::Applied) => "applied",
                 Ok(Adopted::Unchanged) => "unchanged",
                 Err(refusal) => {

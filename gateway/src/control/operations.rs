@@ -112,7 +112,7 @@ pub async fn answer(
                 Refusal::UnknownHandler(_) => StatusCode::NOT_FOUND,
                 Refusal::Invalid(_) => StatusCode::CONFLICT,
                 Refusal::Failed(_) => StatusCode::UNPROCESSABLE_ENTITY,
-                Refusal::Draining => StatusCode::SERVICE_UNAVAILABLE,
+                Refusal::Draining | Refusal::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
             };
             (status, json!({ "error": refusal.to_string() }))
         }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Controller, KEEP_WARM_AFTER_CANARY, Refusal};
-use crate::cluster::shared::{Decision, Shared};
+use crate::cluster::shared::{Decision, FetchError, Shared};
 use crate::config::HandlerName;
 use crate::deploy::{Candidate, Entry, Strategy};
 
@@ -42,7 +42,10 @@ impl Controller {
             if deployments.store.component(handler, sha).is_some() {
                 continue;
             }
-            let file = shared.fetch(sha).await.map_err(Refusal::Failed)?;
+            let file = shared.fetch(sha).await.map_err(|error| match error {
+                FetchError::Refused(reason) => Refusal::Failed(reason),
+                FetchError::Unreachable(reason) => Refusal::Unreachable(reason),
+            })?;
             let (store, handler, sha) =
                 (Arc::clone(&deployments), handler.clone(), sha.to_string());
             tokio::task::spawn_blocking(move || store.store.stage(&handler, &sha, file.bytes()))

@@ -58,6 +58,10 @@ pub enum Refusal {
     /// The version did not load (compile, link, signature...).
     #[error("{0}")]
     Failed(String),
+    /// A version could not be fetched from the cluster now (worth trying
+    /// again).
+    #[error("{0}")]
+    Unreachable(String),
     /// The gateway is shutting down.
     #[error("draining: the gateway is shutting down")]
     Draining,
