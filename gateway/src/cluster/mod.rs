@@ -246,17 +246,18 @@ impl Cluster {
 
     /// Publishes this node's per-version counts for the others.
     pub async fn report(&self, report: &tallies::Report) {
+        if !self.connected.load(Ordering::Acquire) {
+            return;
+        }
         let Ok(payload) = serde_json::to_vec(report) else {
             return;
         };
-        if self.connected.load(Ordering::Acquire) {
-            let subject = tallies::subject(&self.settings.name);
-            if let Err(error) = self.client.publish(subject, payload.into()).await {
-                tracing::debug!(
-                    node = self.settings.node,
-                    "cluster: metrics not reported: {error}"
-                );
-            }
+        let subject = tallies::subject(&self.settings.name);
+        if let Err(error) = self.client.publish(subject, payload.into()).await {
+            tracing::debug!(
+                node = self.settings.node,
+                "cluster: metrics not reported: {error}"
+            );
         }
     }
 

@@ -61,16 +61,14 @@ impl Controller {
             .candidate
             .as_ref()
             .filter(|candidate| Some(&candidate.sha256) != decision.stable.as_ref());
-        let same_candidate = match (&current, wanted) {
-            (None, None) => true,
-            (Some(current), Some(wanted)) => {
-                current.sha256 == wanted.sha256
-                    && *current.name == *wanted.name
-                    && current.weight == wanted.weight
-            }
-            _ => false,
-        };
-        if from == decision.stable && same_candidate {
+        // This node's candidate and the wanted one, compared as a decision
+        // names them.
+        let held = current
+            .as_ref()
+            .map(|c| (c.sha256.as_str(), &*c.name, c.weight));
+        if from == decision.stable
+            && held == wanted.map(|w| (w.sha256.as_str(), w.name.as_str(), w.weight))
+        {
             return Ok(Adopted::Unchanged);
         }
         let actor = format!("node {}", decision.node);
@@ -101,13 +99,7 @@ impl Controller {
         }
         let stable_changes = from != decision.stable;
         if stable_changes {
-            let stable = decision.stable.clone();
-            deployments.store.update(handler, |history| {
-                if history.stable != stable {
-                    history.previous = history.stable.take();
-                }
-                history.stable = stable;
-            });
+            self.set_stable(handler, decision.stable.as_deref()).await;
             deployments.keep_warm(handler, Instant::now() + KEEP_WARM_AFTER_CANARY);
         }
         self.publish(&format!("decision of {actor}")).await?;

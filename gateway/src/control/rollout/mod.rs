@@ -342,7 +342,7 @@ impl Controller {
         }
         self.app.deployments.set_candidate(handler, None);
         let started = Instant::now();
-        self.set_stable(handler, &target).await;
+        self.set_stable(handler, Some(&target)).await;
         self.app
             .deployments
             .keep_warm(handler, Instant::now() + KEEP_WARM_AFTER_CANARY);
@@ -410,7 +410,7 @@ impl Controller {
             return Ok(());
         };
         let from = self.app.deployments.store.history(handler).stable;
-        self.set_stable(handler, &candidate.sha256).await;
+        self.set_stable(handler, Some(&candidate.sha256)).await;
         self.app.deployments.set_candidate(handler, None);
         self.app
             .deployments
@@ -474,16 +474,17 @@ impl Controller {
             .set(0);
     }
 
-    /// Records `sha` as stable (the old stable becomes previous).
-    async fn set_stable(&self, handler: &HandlerName, sha: &str) {
+    /// Records `sha` as stable (the old stable becomes previous); `None`:
+    /// the configured file's version.
+    async fn set_stable(&self, handler: &HandlerName, sha: Option<&str>) {
         let deployments = Arc::clone(&self.app.deployments);
-        let (handler, sha) = (handler.clone(), sha.to_string());
+        let (handler, sha) = (handler.clone(), sha.map(str::to_string));
         let _ = tokio::task::spawn_blocking(move || {
             deployments.store.update(&handler, |history| {
-                if history.stable.as_ref() != Some(&sha) {
+                if history.stable != sha {
                     history.previous = history.stable.take();
                 }
-                history.stable = Some(sha);
+                history.stable = sha;
             });
         })
         .await;
