@@ -116,19 +116,6 @@ async fn ready(gateway: &TestGateway) {
     }
 }
 
-/// The SHA-256 of the file at `path`, by `sha256sum`.
-fn sha256(path: &Path) -> String {
-    let out = std::process::Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .expect("sha256sum runs");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .expect("a hash")
-        .to_string()
-}
-
 /// Nodes a and b serving `version-v1`, both ready.
 async fn two_nodes(nats: &Nats) -> (TestGateway, TestGateway) {
     let v1 = fixture("version-v1");
@@ -171,6 +158,11 @@ async fn deploys_and_rollbacks_reach_every_node_and_a_late_node_catches_up() {
         ready(gateway).await;
     }
     all_serve(&[&a, &b, &c], "v1").await;
+    let (_, status) = admin(&a, "GET", "/status", Vec::new()).await;
+    let v1_sha = status["handlers"][0]["sha256"]
+        .as_str()
+        .expect("v1's hash")
+        .to_string();
 
     // An unsigned v2 deployed on a: a and b take it; c trusts a key, so it
     // refuses it, counts it and serves v1 on.
@@ -219,7 +211,7 @@ async fn deploys_and_rollbacks_reach_every_node_and_a_late_node_catches_up() {
     let (status, body) = admin(
         &a,
         "POST",
-        &format!("/rollback/version?to={}", sha256(&v1)),
+        &format!("/rollback/version?to={v1_sha}"),
         Vec::new(),
     )
     .await;
