@@ -67,18 +67,9 @@ handler = "version"
 TOML
   WASMGATE_LOG=warn,wasmgate::cluster=info start "$node" '^listening on' \
     ./target/release/wasmgate serve --config "$work/$node.toml"
-  for _ in $(seq 1 100); do
-    grep -q 'cluster: connected to NATS' "$work/$node.log" && break
-    sleep 0.1
-  done
-  grep -q 'cluster: connected to NATS' "$work/$node.log" || { cat "$work/$node.log"; exit 1; }
+  # Connected to NATS and up to date with the cluster's deployments.
+  wait_log "$node" 'caught up with the shared deployment state' "${pids[-1]}"
   addrs+=(--addr "$(http_addr "$node")")
-done
-for node in a b c; do
-  for _ in $(seq 1 100); do
-    grep -q 'caught up with the shared deployment state' "$work/$node.log" && break
-    sleep 0.1
-  done
 done
 
 echo "cluster fan-out: $SUBSCRIBERS WebSocket subscribers over 3 nodes, one publisher on the first"

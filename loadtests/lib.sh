@@ -22,12 +22,19 @@ start() {
   shift 2
   "$@" >"$work/$name.log" 2>&1 &
   pids+=($!)
+  wait_log "$name" "$pattern" "${pids[-1]}"
+}
+
+# Waits (at most 60 s) until $work/$name.log matches `pattern`; exits with
+# the log when it does not, or when process `pid` ends first.
+wait_log() {
+  local name=$1 pattern=$2 pid=$3
   for _ in $(seq 1 600); do
     if grep -qE "$pattern" "$work/$name.log"; then return 0; fi
-    kill -0 "${pids[-1]}" 2>/dev/null || break
+    kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
-  echo "$name did not start:" >&2
+  echo "$name: no \"$pattern\" in its log:" >&2
   cat "$work/$name.log" >&2
   exit 1
 }
