@@ -66,11 +66,36 @@ pub async fn metric(gateway: &TestGateway, series: &str) -> f64 {
 /// after its client already has the answer, and the gauges and counters
 /// that report it are the signal to wait on.
 pub async fn wait_for_metric(gateway: &TestGateway, series: &str, value: f64) {
+    wait_for_metric_where(gateway, series, &format!("read {value}"), |read| {
+        read == value
+    })
+    .await;
+}
+
+/// Waits (at most 5 s) until `series` reads `least` or more: what the
+/// gateway logs or shows in `/status` comes just before it is counted.
+pub async fn wait_for_metric_at_least(gateway: &TestGateway, series: &str, least: f64) {
+    wait_for_metric_where(gateway, series, &format!("reached {least}"), |read| {
+        read >= least
+    })
+    .await;
+}
+
+async fn wait_for_metric_where(
+    gateway: &TestGateway,
+    series: &str,
+    expected: &str,
+    holds: impl Fn(f64) -> bool,
+) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while metric(gateway, series).await != value {
+    loop {
+        let read = metric(gateway, series).await;
+        if holds(read) {
+            return;
+        }
         assert!(
             std::time::Instant::now() < deadline,
-            "{series} never read {value}"
+            "{series} never {expected}: it reads {read}"
         );
         tokio::task::yield_now().await;
     }

@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 use wasmgate_tests::client::Client;
 use wasmgate_tests::nats::Nats;
 use wasmgate_tests::sse::next_event;
-use wasmgate_tests::{TestGateway, chat_config, metric, wait_for_metric};
+use wasmgate_tests::{TestGateway, chat_config, metric, wait_for_metric, wait_for_metric_at_least};
 
 /// A node of the cluster. Its keep-alive is long: the test leaves a socket
 /// unread while it stops and resumes NATS, and a client that answers no
@@ -107,22 +107,18 @@ async fn publications_cross_nodes_once_and_survive_a_nats_outage() {
     let reply = client_c.send(request).await.expect("answered");
     assert!(reply.status.is_success(), "{}", reply.status);
     heard_everywhere(&mut on_a, &mut on_b, &mut on_c, "two").await;
-    assert!(
-        metric(
-            a,
-            r#"wasmgate_cluster_messages_total{direction="out",outcome="sent"}"#
-        )
-        .await
-            >= 1.0
-    );
-    assert!(
-        metric(
-            b,
-            r#"wasmgate_cluster_messages_total{direction="in",outcome="delivered"}"#
-        )
-        .await
-            >= 2.0
-    );
+    wait_for_metric_at_least(
+        a,
+        r#"wasmgate_cluster_messages_total{direction="out",outcome="sent"}"#,
+        1.0,
+    )
+    .await;
+    wait_for_metric_at_least(
+        b,
+        r#"wasmgate_cluster_messages_total{direction="in",outcome="delivered"}"#,
+        2.0,
+    )
+    .await;
     assert_eq!(status(b).await["cluster"]["connected"], true);
 
     // NATS goes away: every node says so and serves on alone.
@@ -144,14 +140,12 @@ async fn publications_cross_nodes_once_and_survive_a_nats_outage() {
     all_connected(&nodes).await;
     on_a.send(Message::Text("back".into())).await.expect("send");
     heard_everywhere(&mut on_a, &mut on_b, &mut on_c, "back").await;
-    assert!(
-        metric(
-            a,
-            r#"wasmgate_cluster_messages_total{direction="out",outcome="dropped"}"#
-        )
-        .await
-            >= 1.0
-    );
+    wait_for_metric_at_least(
+        a,
+        r#"wasmgate_cluster_messages_total{direction="out",outcome="dropped"}"#,
+        1.0,
+    )
+    .await;
 }
 
 #[test]

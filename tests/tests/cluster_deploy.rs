@@ -11,7 +11,9 @@ use http::StatusCode;
 use serde_json::Value;
 use wasmgate_tests::client::Client;
 use wasmgate_tests::nats::Nats;
-use wasmgate_tests::{TestGateway, admin, handlers_dir, install, metric, run_cli};
+use wasmgate_tests::{
+    TestGateway, admin, handlers_dir, install, run_cli, wait_for_metric, wait_for_metric_at_least,
+};
 
 /// A node serving `first` as `version`, trusting `key` when given.
 fn node(nats: &Nats, name: &str, first: &Path, key: Option<&Path>) -> TestGateway {
@@ -169,7 +171,12 @@ async fn deploys_and_rollbacks_reach_every_node_and_a_late_node_catches_up() {
     deploy(&a, &fixture("version-v2"), "strategy=immediate").await;
     all_serve(&[&a, &b], "v2").await;
     c.wait_for_log("not applied; serving as before: refused: not signed");
-    assert!(metric(&c, r#"wasmgate_cluster_decisions_total{outcome="failed"}"#).await >= 1.0);
+    wait_for_metric_at_least(
+        &c,
+        r#"wasmgate_cluster_decisions_total{outcome="failed"}"#,
+        1.0,
+    )
+    .await;
     assert_eq!(version(&c).await, "v1");
 
     // The signed v2: every node serves it within seconds.
@@ -218,16 +225,19 @@ async fn deploys_and_rollbacks_reach_every_node_and_a_late_node_catches_up() {
     assert_eq!(status, StatusCode::OK, "{body}");
     all_serve(&[&a, &b, &c, &d], "v1").await;
     for gateway in [&b, &c, &d] {
-        assert!(
-            metric(
-                gateway,
-                r#"wasmgate_cluster_decisions_total{outcome="applied"}"#
-            )
-            .await
-                >= 3.0
-        );
+        wait_for_metric_at_least(
+            gateway,
+            r#"wasmgate_cluster_decisions_total{outcome="applied"}"#,
+            3.0,
+        )
+        .await;
     }
-    assert!(metric(&a, r#"wasmgate_cluster_decisions_total{outcome="shared"}"#).await >= 4.0);
+    wait_for_metric_at_least(
+        &a,
+        r#"wasmgate_cluster_decisions_total{outcome="shared"}"#,
+        4.0,
+    )
+    .await;
 }
 
 /// A canary driven on a is judged on the whole cluster's traffic: every
@@ -263,14 +273,13 @@ async fn a_canary_is_judged_on_every_nodes_requests() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(
-        metric(
-            &a,
-            r#"wasmgate_rollout_promotions_total{handler="version"}"#
-        )
-        .await,
-        1.0
-    );
+    // Counted just after the state that status shows changes.
+    wait_for_metric(
+        &a,
+        r#"wasmgate_rollout_promotions_total{handler="version"}"#,
+        1.0,
+    )
+    .await;
     all_serve(&[&a, &b], "v2").await;
     a.wait_for_log("canary check passed");
 }
@@ -288,7 +297,7 @@ async fn a_rollback_made_while_nats_is_down_arrives_when_it_is_back() {
     nats.stop();
     for (gateway, name) in [(&a, "a"), (&b, "b")] {
         let series = format!("wasmgate_cluster_connected{{node=\"{name}\"}}");
-        wasmgate_tests::wait_for_metric(gateway, &series, 0.0).await;
+        wait_for_metric(gateway, &series, 0.0).await;
     }
     let (status, body) = admin(&a, "POST", "/rollback/version", Vec::new()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -354,14 +363,12 @@ async fn hostile_entries_are_refused_one_by_one() {
     }
     for gateway in [&a, &b] {
         gateway.wait_for_log("is not in the cluster's object store");
-        assert!(
-            metric(
-                gateway,
-                r#"wasmgate_cluster_decisions_total{outcome="failed"}"#
-            )
-            .await
-                >= 3.0
-        );
+        wait_for_metric_at_least(
+            gateway,
+            r#"wasmgate_cluster_decisions_total{outcome="failed"}"#,
+            3.0,
+        )
+        .await;
         assert_eq!(version(gateway).await, "v1");
         let (status, body) = admin(gateway, "GET", "/readyz", Vec::new()).await;
         assert_eq!(status, StatusCode::OK, "{body}");
@@ -402,14 +409,12 @@ async fn a_component_whose_bytes_never_come_is_given_up() {
     );
     for gateway in [&a, &b] {
         gateway.wait_for_log("did not arrive within");
-        assert!(
-            metric(
-                gateway,
-                r#"wasmgate_cluster_decisions_total{outcome="failed"}"#
-            )
-            .await
-                >= 1.0
-        );
+        wait_for_metric_at_least(
+            gateway,
+            r#"wasmgate_cluster_decisions_total{outcome="failed"}"#,
+            1.0,
+        )
+        .await;
         assert_eq!(version(gateway).await, "v1");
     }
     deploy(&a, &fixture("version-v2"), "strategy=immediate").await;

@@ -326,14 +326,13 @@ async fn a_bad_canary_from_a_file_drop_is_rolled_back_by_the_gateway() {
         Some(1),
         "{handler}"
     );
-    assert_eq!(
-        metric(
-            &gateway,
-            r#"wasmgate_rollout_rollbacks_total{handler="version"}"#
-        )
-        .await,
-        1.0
-    );
+    // Counted just after the state that status shows changes.
+    wasmgate_tests::wait_for_metric(
+        &gateway,
+        r#"wasmgate_rollout_rollbacks_total{handler="version"}"#,
+        1.0,
+    )
+    .await;
     assert!(
         metric(
             &gateway,
@@ -399,14 +398,13 @@ async fn a_good_canary_is_promoted_step_by_step_without_a_failed_request() {
     // The old version stays warm, at 0%, for a fast rollback.
     assert_eq!(versions[1]["name"], "previous", "{handler}");
     assert_eq!(versions_served(&gateway, 100, &[]).await.v2, 100);
-    assert_eq!(
-        metric(
-            &gateway,
-            r#"wasmgate_rollout_promotions_total{handler="version"}"#
-        )
-        .await,
-        1.0
-    );
+    // Counted just after the state that status shows changes.
+    wasmgate_tests::wait_for_metric(
+        &gateway,
+        r#"wasmgate_rollout_promotions_total{handler="version"}"#,
+        1.0,
+    )
+    .await;
     let events = events(&audit(&gateway))
         .into_iter()
         .map(str::to_string)
