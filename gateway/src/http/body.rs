@@ -46,6 +46,12 @@ pub enum RequestBody {
     Decoded(Pin<Box<DecompressionBody<hyper::body::Incoming>>>),
 }
 
+impl From<hyper::body::Incoming> for RequestBody {
+    fn from(body: hyper::body::Incoming) -> Self {
+        Self::Client(body)
+    }
+}
+
 impl From<DecompressionBody<hyper::body::Incoming>> for RequestBody {
     fn from(body: DecompressionBody<hyper::body::Incoming>) -> Self {
         Self::Decoded(Box::pin(body))

@@ -18,11 +18,8 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::marker::PhantomData;
 use std::task::{Context, Poll};
 
-use futures::FutureExt as _;
-use futures::future::Either;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use tower_http::compression::CompressionLayer;
@@ -91,9 +88,12 @@ impl RouteLayers {
         })
     }
 
-    /// Serves `request` through the layers, `rest` inside them. Generic
-    /// over what `rest` returns, so the future of whatever serves the route
-    /// lives inline in the layers' futures: nothing is boxed per request.
+    /// Serves `request` through the layers, `rest` inside them. `rest`'s
+    /// future (whatever serves the route: large) runs here, inline in this
+    /// one, as on a route without layers: the layers' services hand the
+    /// request over in `call` and take the answer back when polled, so their
+    /// futures hold only a reference to the [`Handover`] between them, and
+    /// nothing is boxed or moved per request.
     pub async fn serve<F>(
         &self,
         request: Request<Incoming>,
@@ -102,17 +102,6 @@ impl RouteLayers {
     where
         F: Future<Output = Response<ResponseBody>> + Send,
     {
-        // Innermost, so a preflight never meets it and its 415 gets the
-        // route's CORS and header rules like any answer.
-        let decompress = self.edge.decompress;
-        let rest = move |request: Request<Incoming>| {
-            if decompress {
-                let decoding = RequestDecompression::new(Once::new(rest));
-                Either::Left(async move { unbox(call(decoding, request).await) })
-            } else {
-                Either::Right(rest(request.map(RequestBody::Client)))
-            }
-        };
         // What compression negotiates on, kept before the request goes in.
         let accepted: Vec<http::HeaderValue> = match &self.compression {
             Some(_) => request
@@ -123,10 +112,31 @@ impl RouteLayers {
                 .collect(),
             None => Vec::new(),
         };
-        let inner = Once::new(rest);
-        let mut response = match &self.cors {
-            None => call(inner, request).await,
-            Some(cors) => call(cors.layer(inner), request).await,
+        // A body without a `Content-Encoding` is decoded as itself: it skips
+        // the decoder, whose body would hide its length and its end.
+        let decompress = self.edge.decompress
+            && request
+                .headers()
+                .contains_key(http::header::CONTENT_ENCODING);
+        let handover = Handover::default();
+        let inner = Inner(&handover);
+        // Decompression innermost, so a preflight never meets it and its 415
+        // gets the route's CORS and header rules like any answer.
+        let mut response = match (&self.cors, decompress) {
+            (None, false) => rest(request.map(RequestBody::Client)).await,
+            (None, true) => {
+                unbox(through(RequestDecompression::new(inner), request, &handover, rest).await)
+            }
+            (Some(cors), false) => through(cors.layer(inner), request, &handover, rest).await,
+            (Some(cors), true) => unbox(
+                through(
+                    cors.layer(RequestDecompression::new(inner)),
+                    request,
+                    &handover,
+                    rest,
+                )
+                .await,
+            ),
         };
         // Compression is asked only about a response it would compress (by
         // the route's predicate, for a client that accepts an encoding, not
@@ -248,6 +258,111 @@ where
     }
 }
 
+/// Sends `request` into `layers`, whose innermost service is an [`Inner`]
+/// on `handover`; serves what comes out of them with `rest`, here, and
+/// hands its answer back for the layers to finish. A request the layers
+/// answer themselves (a preflight, an encoding refused) never comes out.
+async fn through<S, B, F>(
+    mut layers: S,
+    request: Request<Incoming>,
+    handover: &Handover,
+    rest: impl FnOnce(Request<RequestBody>) -> F,
+) -> Response<B>
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>,
+    F: Future<Output = Response<ResponseBody>>,
+{
+    match std::future::poll_fn(|cx| layers.poll_ready(cx)).await {
+        Ok(()) => {}
+        Err(never) => match never {},
+    }
+    let answering = layers.call(request);
+    if let Some(request) = handover.request.take() {
+        handover.response.put(rest(request).await);
+    }
+    match answering.await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}
+
+/// Where the request leaves the layers and its answer comes back in.
+/// tower-http's `Cors` and `RequestDecompression` call their inner service
+/// within their own `call`, so the request is here as soon as the layers'
+/// `call` returns; they poll the inner future only when polled themselves,
+/// which [`through`] does once the answer is here.
+#[derive(Default)]
+struct Handover {
+    request: Slot<Request<RequestBody>>,
+    response: Slot<Response<ResponseBody>>,
+}
+
+/// One value passed between [`through`] and the layers' innermost service
+/// (a lock, never contended, because the request's future must be `Send`).
+struct Slot<T>(std::sync::Mutex<Option<T>>);
+
+impl<T> Default for Slot<T> {
+    fn default() -> Self {
+        Self(std::sync::Mutex::new(None))
+    }
+}
+
+impl<T> Slot<T> {
+    fn put(&self, value: T) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(value);
+    }
+
+    fn take(&self) -> Option<T> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+}
+
+/// The layers' innermost service: passes the request (with any body that
+/// converts to a [`RequestBody`]) to the [`Handover`], and answers with what
+/// comes back there.
+struct Inner<'a>(&'a Handover);
+
+impl<'a, C> Service<Request<C>> for Inner<'a>
+where
+    C: Into<RequestBody>,
+{
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = Answer<'a>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<C>) -> Answer<'a> {
+        self.0.request.put(request.map(Into::into));
+        Answer(self.0)
+    }
+}
+
+/// The answer [`through`] put in the [`Handover`].
+struct Answer<'a>(&'a Handover);
+
+impl Future for Answer<'_> {
+    type Output = Result<Response<ResponseBody>, Infallible>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Only a layer that polled its inner future before its own was
+        // polled could find nothing here; none of tower-http's does.
+        Poll::Ready(Ok(self.0.response.take().unwrap_or_else(|| {
+            crate::http::error::rescue(&crate::http::error::GatewayError::Internal(
+                "a route's layers asked for its answer before passing its request on".into(),
+            ))
+        })))
+    }
+}
+
 /// A response already made, as the service compression wraps.
 struct Ready(Option<Response<ResponseBody>>);
 
@@ -266,57 +381,5 @@ impl Service<Request<()>> for Ready {
                 "a response was compressed twice".into(),
             ))
         })))
-    }
-}
-
-/// The rest of the request's way as the innermost service: called once,
-/// with any body that converts to the `B` it takes.
-struct Once<R, B> {
-    rest: Option<R>,
-    body: PhantomData<fn(B)>,
-}
-
-impl<R, B> Once<R, B> {
-    fn new(rest: R) -> Self {
-        Self {
-            rest: Some(rest),
-            body: PhantomData,
-        }
-    }
-}
-
-/// What [`Once`] answers with: the rest's answer, or (called twice) an error.
-type OnceFuture<F> = Either<
-    futures::future::Map<
-        F,
-        fn(Response<ResponseBody>) -> Result<Response<ResponseBody>, Infallible>,
-    >,
-    std::future::Ready<Result<Response<ResponseBody>, Infallible>>,
->;
-
-impl<R, B, C, F> Service<Request<C>> for Once<R, B>
-where
-    R: FnOnce(Request<B>) -> F,
-    C: Into<B>,
-    F: Future<Output = Response<ResponseBody>>,
-{
-    type Response = Response<ResponseBody>;
-    type Error = Infallible;
-    type Future = OnceFuture<F>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<C>) -> Self::Future {
-        match self.rest.take() {
-            Some(rest) => Either::Left(rest(request.map(Into::into)).map(Ok as fn(_) -> _)),
-            // `call` sends one request; a second has nowhere to go.
-            None => Either::Right(std::future::ready(Ok(crate::http::error::rescue(
-                &crate::http::error::GatewayError::Internal(
-                    "a route's layers served a request twice".into(),
-                ),
-            )))),
-        }
     }
 }

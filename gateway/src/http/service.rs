@@ -152,19 +152,14 @@ async fn dispatch(
         Some(edge) => {
             // The version that served it, seen from inside the layers.
             let series = std::sync::OnceLock::new();
-            // Boxed once: the route's future is large, and each layer
-            // wrapping it would otherwise move it again (a profile showed
-            // those copies as the layers' main cost).
             let response = edge
-                .serve(request, |request| {
-                    Box::pin(async {
-                        let (response, found) =
-                            serve_route(app, snapshot, connection, host, route, request).await;
-                        if let Some(found) = found {
-                            let _ = series.set(found);
-                        }
-                        response
-                    })
+                .serve(request, |request| async {
+                    let (response, found) =
+                        serve_route(app, snapshot, connection, host, route, request).await;
+                    if let Some(found) = found {
+                        let _ = series.set(found);
+                    }
+                    response
                 })
                 .await;
             (response, series.into_inner())
