@@ -441,11 +441,13 @@ impl Gateway {
         }
         shutdown.await;
         let grace = self.app.settings.grace_period;
+        // Started before it is announced: whoever reads the line (an
+        // operator, a test) finds the gateway already refusing reloads.
+        self.app.drain.start();
         tracing::info!(
             "draining: no new connections; in-flight requests have {}",
             humantime::format_duration(grace)
         );
-        self.app.drain.start();
         // The successor answers the admin port now; this process saying
         // "draining" there would only make health checks flap.
         let admin = if self.handed_over.load(Ordering::Acquire) {
