@@ -162,7 +162,14 @@ pub async fn run(manager: Manager) {
                         next = next.min(
                             Instant::now() + due_in(Some(&issued), settings).unwrap_or_default(),
                         );
+                        let expires = issued.not_after;
                         install(&manager.acme, &manager.metrics, &domain, issued);
+                        // Said once it is served, so the line means that.
+                        tracing::info!(
+                            domain,
+                            expires = %humantime::format_rfc3339_seconds(expires),
+                            "obtained a certificate"
+                        );
                     }
                     Err(error) => {
                         let delay = failed
@@ -231,11 +238,6 @@ async fn obtain(
                 "could not store the new certificate ({error}); it is served, but a restart will order another"
             );
         }
-        tracing::info!(
-            domain,
-            expires = %humantime::format_rfc3339_seconds(issued.not_after),
-            "obtained a certificate"
-        );
         Ok(issued)
     }
     .await;
