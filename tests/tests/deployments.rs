@@ -70,17 +70,34 @@ async fn status(gateway: &TestGateway) -> Value {
     admin(gateway, "GET", "/status", Vec::new()).await.1["handlers"][0].clone()
 }
 
-/// Waits until the `version` handler has no rollout in progress.
-async fn rollout_over(gateway: &TestGateway, within: Duration) -> Value {
+/// Waits until the `version` handler's rollout is over and served: no
+/// rollout in progress, and more rollouts ended than `ended_before`.
+async fn rollout_over(gateway: &TestGateway, within: Duration, ended_before: f64) -> Value {
     let deadline = Instant::now() + within;
     loop {
         let handler = status(gateway).await;
-        if handler["rollout"].is_null() {
-            return handler;
+        // The rollout leaves /status as its end begins; the end is counted
+        // once the generation that serves it is published.
+        if handler["rollout"].is_null() && rollouts_ended(gateway).await > ended_before {
+            return status(gateway).await;
         }
         assert!(Instant::now() < deadline, "rollout still going: {handler}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Rollouts ended so far, promoted or rolled back.
+async fn rollouts_ended(gateway: &TestGateway) -> f64 {
+    metric(
+        gateway,
+        r#"wasmgate_rollout_promotions_total{handler="version"}"#,
+    )
+    .await
+        + metric(
+            gateway,
+            r#"wasmgate_rollout_rollbacks_total{handler="version"}"#,
+        )
+        .await
 }
 
 /// What a load loop saw.
@@ -320,7 +337,7 @@ async fn a_bad_canary_from_a_file_drop_is_rolled_back_by_the_gateway() {
 
     let after = versions_served(&gateway, 200, &[]).await;
     assert_eq!(after.v1, 200, "stable serves everything again: {after:?}");
-    let handler = rollout_over(&gateway, Duration::from_secs(5)).await;
+    let handler = rollout_over(&gateway, Duration::from_secs(5), 0.0).await;
     assert_eq!(
         handler["versions"].as_array().map(Vec::len),
         Some(1),
@@ -388,7 +405,7 @@ async fn a_good_canary_is_promoted_step_by_step_without_a_failed_request() {
     assert_eq!(answer["strategy"], "canary");
     let running = status(&gateway).await;
     assert_eq!(running["rollout"]["strategy"], "canary", "{running}");
-    let handler = rollout_over(&gateway, Duration::from_secs(10)).await;
+    let handler = rollout_over(&gateway, Duration::from_secs(10), 0.0).await;
     let seen = load.stop().await;
     assert_eq!(seen.failed + seen.other, 0, "{seen:?}");
     assert!(seen.v1 > 0 && seen.v2 > 0, "{seen:?}");
@@ -424,7 +441,7 @@ async fn blue_green_switches_and_switches_back_under_load_and_a_failed_smoke_kee
         "strategy=blue-green&smoke=/version&keep_warm=1m",
     )
     .await;
-    rollout_over(&gateway, Duration::from_secs(10)).await;
+    rollout_over(&gateway, Duration::from_secs(10), 0.0).await;
     assert_eq!(versions_served(&gateway, 50, &[]).await.v2, 50);
     let (code, back) = admin(&gateway, "POST", "/rollback/version", Vec::new()).await;
     assert_eq!(code, StatusCode::OK, "{back}");
@@ -434,8 +451,9 @@ async fn blue_green_switches_and_switches_back_under_load_and_a_failed_smoke_kee
     assert_eq!(seen.failed + seen.other, 0, "{seen:?}");
 
     // The trap fixture fails its smoke request: blue (v1) keeps serving.
+    let ended = rollouts_ended(&gateway).await;
     deploy(&gateway, "trap", "strategy=blue-green&smoke=/version").await;
-    rollout_over(&gateway, Duration::from_secs(10)).await;
+    rollout_over(&gateway, Duration::from_secs(10), ended).await;
     assert_eq!(versions_served(&gateway, 50, &[]).await.v1, 50);
     let lines = audit(&gateway);
     let smoke = lines

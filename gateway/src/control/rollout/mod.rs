@@ -418,7 +418,6 @@ impl Controller {
         self.publish(&format!("promotion by {actor}")).await?;
         self.share(handler);
         self.schedule_cooling(handler, keep_warm);
-        self.count_end(handler, &self.app.metrics.rollout_promotions);
         tracing::info!(
             handler = handler.as_str(),
             version = crate::deploy::short(&candidate.sha256),
@@ -431,6 +430,8 @@ impl Controller {
                 .with("from", from)
                 .with("strategy", candidate.strategy.label()),
         );
+        // Counted last: a reader who sees the count finds the rest done.
+        self.count_end(handler, &self.app.metrics.rollout_promotions);
         Ok(())
     }
 
@@ -447,7 +448,6 @@ impl Controller {
         };
         self.publish(&format!("rollback by {actor}")).await?;
         self.share(handler);
-        self.count_end(handler, &self.app.metrics.rollout_rollbacks);
         tracing::warn!(
             handler = handler.as_str(),
             version = crate::deploy::short(&candidate.sha256),
@@ -460,6 +460,8 @@ impl Controller {
                 .with("step", candidate.step + 1)
                 .with("reason", why),
         );
+        // Counted last: a reader who sees the count finds the rest done.
+        self.count_end(handler, &self.app.metrics.rollout_rollbacks);
         Ok(())
     }
 
