@@ -126,6 +126,9 @@ async fn a_trapping_resident_restarts_with_back_off_then_fails_and_readyz_says_s
     let last_exit = failed["last_exit"].as_str().unwrap_or_default();
     assert!(last_exit.starts_with("trapped: "), "{failed}");
 
+    // The state changes first, then the line says so; every line before
+    // it in the log is there once it is.
+    gateway.wait_for_log("marked failed");
     let log = gateway.log();
     // The guest's own panic message, the trap and the back-off doubling.
     assert!(log.contains("ticker gave up after 3 ticks"), "{log}");
@@ -191,6 +194,7 @@ async fn an_exiting_resident_logs_its_exit_code() {
     );
     let failed = wait_for_state(&gateway, "ticker", "failed").await;
     assert_eq!(failed["last_exit"], "exited with code 1", "{failed}");
+    gateway.wait_for_log("marked failed");
     let log = gateway.log();
     assert!(log.contains("ticker exits after 2 ticks"), "{log}");
     assert!(
@@ -229,7 +233,7 @@ async fn a_resident_service_keeps_state_its_callers_share_and_restarts_after_a_t
     assert_eq!(restarted["restarts"], 1, "{restarted}");
     // A new instance: the total starts again.
     assert_eq!(client.get("/add/2").await.text(), "2");
-    assert!(gateway.log().contains("asked to crash with a total of 13"));
+    gateway.wait_for_log("asked to crash with a total of 13");
 }
 
 #[tokio::test]
