@@ -356,9 +356,11 @@ impl Future for Answer<'_> {
         // Only a layer that polled its inner future before its own was
         // polled could find nothing here; none of tower-http's does.
         Poll::Ready(Ok(self.0.response.take().unwrap_or_else(|| {
-            crate::http::error::rescue(&crate::http::error::GatewayError::Internal(
+            let error = crate::http::error::GatewayError::Internal(
                 "a route's layers asked for its answer before passing its request on".into(),
-            ))
+            );
+            tracing::error!("{error}");
+            crate::http::error::rescue(&error)
         })))
     }
 }
