@@ -44,6 +44,14 @@ pub fn run_cli(args: &[&str], cwd: &Path) -> Output {
         .expect("wasmgate runs")
 }
 
+/// Signs `file` in place with the key file `key` (both relative to `cwd`,
+/// as `wasmgate keygen` there left it), like a release step does.
+pub fn sign(file: &Path, key: &str, cwd: &Path) {
+    let file = file.to_str().expect("a UTF-8 path");
+    let signed = run_cli(&["sign", file, "--key", key], cwd);
+    assert!(signed.status.success(), "{signed:?}");
+}
+
 /// Moves a `wasmgate new` project's listener and admin ports (8080, 9090)
 /// to free ones (port 0), so its tests run beside anything.
 pub fn free_project_ports(project: &Path) {

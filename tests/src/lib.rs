@@ -17,7 +17,7 @@ pub mod sse;
 pub mod ws;
 
 pub use gateway::{
-    TestGateway, free_project_ports, handlers_dir, run_cli, start_in_project, wasmgate_bin,
+    TestGateway, free_project_ports, handlers_dir, run_cli, sign, start_in_project, wasmgate_bin,
 };
 
 /// A loopback port free right now, for servers that cannot report the port

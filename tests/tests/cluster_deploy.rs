@@ -12,7 +12,8 @@ use serde_json::Value;
 use wasmgate_tests::client::Client;
 use wasmgate_tests::nats::Nats;
 use wasmgate_tests::{
-    TestGateway, admin, handlers_dir, install, run_cli, wait_for_metric, wait_for_metric_at_least,
+    TestGateway, admin, handlers_dir, install, run_cli, sign, wait_for_metric,
+    wait_for_metric_at_least,
 };
 
 /// A node serving `first` as `version`, trusting `key` when given.
@@ -140,13 +141,7 @@ async fn deploys_and_rollbacks_reach_every_node_and_a_late_node_catches_up() {
     let signed = |name: &str| {
         let path = work.path().join(format!("{name}.wasm"));
         std::fs::copy(fixture(name), &path).expect("copy");
-        let out = run(&[
-            "sign",
-            path.to_str().expect("utf-8"),
-            "--key",
-            "release.key",
-        ]);
-        assert!(out.status.success(), "{out:?}");
+        sign(&path, "release.key", work.path());
         path
     };
     let (v1, v2, flaky) = (signed("version-v1"), signed("version-v2"), signed("flaky"));

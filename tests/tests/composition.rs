@@ -541,13 +541,7 @@ async fn a_component_needs_a_trusted_signature_like_a_handler() {
     std::fs::create_dir(&handlers).expect("handlers dir");
     let signed = dir.path().join("translator-signed.wasm");
     std::fs::copy(handlers_dir().join("translator.wasm"), &signed).expect("copy");
-    let signing = run(&[
-        "sign",
-        signed.to_str().expect("utf-8"),
-        "--key",
-        "release.key",
-    ]);
-    assert!(signing.status.success(), "{signing:?}");
+    wasmgate_tests::sign(&signed, "release.key", dir.path());
     install(&handlers, "translator.wasm", &signed);
     let key = dir.path().join("release.pub");
     let gateway = TestGateway::start_in(

@@ -494,8 +494,7 @@ async fn only_signed_components_load_when_keys_are_trusted() {
         (&v2, "release.key"),
         (&v2_other, "other.key"),
     ] {
-        let signed = run(&["sign", file.to_str().expect("utf-8"), "--key", key]);
-        assert!(signed.status.success(), "{signed:?}");
+        wasmgate_tests::sign(file, key, work.path());
     }
     let verify = |file: &Path| {
         let out = run(&[
