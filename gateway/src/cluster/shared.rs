@@ -53,10 +53,7 @@ impl Decision {
     /// config allows, versions as SHA-256 hex, a candidate's name as the
     /// admin API allows and its share at most 100%.
     fn check(&self) -> Result<(), String> {
-        let node_ok = !self.node.is_empty()
-            && self.node.len() <= 64
-            && self.node.chars().all(|c| c.is_ascii_graphic());
-        if !node_ok {
+        if !crate::config::ClusterSettings::is_node_name(&self.node) {
             return Err("its node is not a node name".into());
         }
         if let Some(sha) = self.versions().find(|sha| {

@@ -77,6 +77,20 @@ pub struct ClusterSettings {
     pub node: String,
 }
 
+impl ClusterSettings {
+    /// The longest cluster or node name.
+    pub const MAX_NAME: usize = 64;
+
+    /// Whether `node` is a node name: 1 to [`Self::MAX_NAME`] visible ASCII
+    /// characters (the config's rule, and the rule for a node named in the
+    /// shared deployment state).
+    pub fn is_node_name(node: &str) -> bool {
+        !node.is_empty()
+            && node.len() <= Self::MAX_NAME
+            && node.chars().all(|c| c.is_ascii_graphic())
+    }
+}
+
 /// What a `[profile.NAME]` grants a program run with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Profile {

@@ -6,7 +6,7 @@ use super::super::raw;
 use super::Checker;
 
 /// The longest cluster or node name.
-const MAX_NAME: usize = 64;
+const MAX_NAME: usize = ClusterSettings::MAX_NAME;
 
 impl Checker<'_> {
     /// The cluster settings, or `None` with a problem per bad key.
@@ -40,7 +40,7 @@ impl Checker<'_> {
             ok = false;
         }
         let node = raw.node.unwrap_or_else(default_node);
-        if node.is_empty() || node.len() > MAX_NAME || !node.chars().all(|c| c.is_ascii_graphic()) {
+        if !ClusterSettings::is_node_name(&node) {
             self.problems.push(
                 "cluster.node",
                 format!("`{node}` must be 1 to {MAX_NAME} visible ASCII characters"),
