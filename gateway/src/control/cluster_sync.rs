@@ -52,7 +52,7 @@ async fn run(app: Arc<App>, controller: Arc<Controller>) {
                     node = cluster.node(),
                     "cluster: the shared deployment state is out of reach, retrying: {error}"
                 );
-                if !pause(&app, RETRY).await {
+                if !app.drain.sleep(RETRY).await {
                     return;
                 }
             }
@@ -97,7 +97,7 @@ async fn follow(app: &App, cluster: &Cluster, controller: &Arc<Controller>, shar
             }
             Err(error) => tracing::warn!(node = cluster.node(), "cluster: {error}"),
         }
-        if !pause(app, RETRY).await {
+        if !app.drain.sleep(RETRY).await {
             return;
         }
     }
@@ -130,7 +130,7 @@ async fn apply(
                             attempt,
                             "cluster: {reason}; trying again"
                         );
-                        if !pause(app, RETRY * attempt).await {
+                        if !app.drain.sleep(RETRY * attempt).await {
                             return;
                         }
                         attempt += 1;
@@ -214,7 +214,7 @@ async fn share(app: Arc<App>, shared: Shared) {
                         "cluster: decision not shared yet, retrying: {error}"
                     );
                     cluster.decided(&handler);
-                    if !pause(&app, RETRY).await {
+                    if !app.drain.sleep(RETRY).await {
                         return;
                     }
                 }
@@ -289,12 +289,4 @@ fn count(app: &App, outcome: &str) {
         .cluster_decisions
         .with_label_values(&[outcome])
         .inc();
-}
-
-/// Sleeps `wait`; false when the gateway starts draining first.
-async fn pause(app: &App, wait: Duration) -> bool {
-    tokio::select! {
-        () = tokio::time::sleep(wait) => true,
-        () = app.drain.signaled() => false,
-    }
 }

@@ -38,6 +38,15 @@ impl Drain {
         self.signal.cancelled().await;
     }
 
+    /// Sleeps `wait`; false when shutdown starts first (the caller's loop
+    /// then ends).
+    pub async fn sleep(&self, wait: Duration) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => true,
+            () = self.signaled() => false,
+        }
+    }
+
     /// Whether shutdown has started.
     pub fn is_draining(&self) -> bool {
         self.signal.is_cancelled()

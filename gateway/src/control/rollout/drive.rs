@@ -6,7 +6,6 @@
 //! drains.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use prometheus::core::Metric as _;
 
@@ -85,7 +84,7 @@ impl Controller {
             self.tally(handler, &stable_sha),
         );
         loop {
-            if !self.wait(plan.interval).await {
+            if !self.app.drain.sleep(plan.interval).await {
                 return false;
             }
             let Some(current) = self.app.deployments.candidate(handler) else {
@@ -217,14 +216,6 @@ impl Controller {
         tokio::time::timeout(SMOKE_LIMIT, check)
             .await
             .map_err(|_| format!("GET {path} took longer than {SMOKE_LIMIT:?}"))?
-    }
-
-    /// Sleeps `interval`; false when the gateway starts draining first.
-    async fn wait(&self, interval: Duration) -> bool {
-        tokio::select! {
-            () = tokio::time::sleep(interval) => true,
-            () = self.app.drain.signaled() => false,
-        }
     }
 
     /// The requests `version` of `handler` has answered so far, on every

@@ -499,11 +499,8 @@ impl Controller {
         let drain = self.app.drain.clone();
         let handler = handler.clone();
         tokio::spawn(async move {
-            tokio::select! {
-                () = tokio::time::sleep(after + Duration::from_millis(10)) => {
-                    let _ = reloader.republish(&format!("{handler}: keep-warm over")).await;
-                }
-                () = drain.signaled() => {}
+            if drain.sleep(after + Duration::from_millis(10)).await {
+                let _ = reloader.republish(&format!("{handler}: keep-warm over")).await;
             }
         });
     }
