@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::deploy::judge::Tally;
 
 /// The most versions one report may carry.
-const MAX_VERSIONS: usize = 256;
+pub(crate) const MAX_VERSIONS: usize = 256;
 /// The most latency buckets one reading may carry.
 const MAX_BUCKETS: usize = 64;
 /// The most other nodes whose reports are kept.

@@ -30,8 +30,6 @@ const RETRY: Duration = Duration::from_secs(1);
 const FETCH_ATTEMPTS: u32 = 5;
 /// How often a node reports its counts of the versions rolling out.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
-/// The most versions one report carries.
-const MAX_REPORTED: usize = 256;
 
 /// Starts sharing and following, when the gateway is in a cluster.
 pub fn start(app: &Arc<App>, controller: &Arc<Controller>) {
@@ -271,7 +269,7 @@ async fn report(app: Arc<App>, controller: Arc<Controller>) {
             })
             // Past this many versions rolling out at once, the rest are
             // judged on their own node's counts.
-            .take(MAX_REPORTED)
+            .take(crate::cluster::tallies::MAX_VERSIONS)
             .collect();
         if !versions.is_empty() {
             cluster
