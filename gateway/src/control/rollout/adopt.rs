@@ -46,12 +46,7 @@ impl Controller {
                 FetchError::Refused(reason) => Refusal::Failed(reason),
                 FetchError::Unreachable(reason) => Refusal::Unreachable(reason),
             })?;
-            let (store, handler, sha) =
-                (Arc::clone(&deployments), handler.clone(), sha.to_string());
-            tokio::task::spawn_blocking(move || store.store.stage(&handler, &sha, file.bytes()))
-                .await
-                .map_err(|join| Refusal::Failed(join.to_string()))?
-                .map_err(Refusal::Failed)?;
+            self.stage(handler, sha, file).await?;
         }
         let from = deployments.store.history(handler).stable;
         let current = deployments.candidate(handler);
@@ -115,10 +110,7 @@ impl Controller {
         });
         if !(stable_serves && candidate_serves) {
             if stable_changes {
-                let back = from.clone();
-                deployments
-                    .store
-                    .update(handler, |history| history.stable = back);
+                self.restore_stable(handler, from.clone());
             }
             let serving: Vec<String> = serving.map_or_else(Vec::new, |deployed| {
                 deployed

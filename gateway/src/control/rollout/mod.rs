@@ -169,16 +169,7 @@ impl Controller {
         }
         let name: Arc<str> = Arc::from(name.as_deref().unwrap_or("canary"));
         let size = file.bytes().len() as u64;
-        let deployments = Arc::clone(&self.app.deployments);
-        {
-            let (handler, sha) = (handler.clone(), sha.clone());
-            tokio::task::spawn_blocking(move || {
-                deployments.store.stage(&handler, &sha, file.bytes())
-            })
-            .await
-            .map_err(|join| Refusal::Failed(join.to_string()))?
-            .map_err(Refusal::Failed)?;
-        }
+        self.stage(&handler, &sha, file).await?;
         let (strategy, weight) = match &order {
             Order::Canary(plan) => (Strategy::Canary(plan.clone()), 0),
             Order::BlueGreen(plan) => (Strategy::BlueGreen(plan.clone()), 0),
@@ -355,11 +346,7 @@ impl Controller {
             .map(|h| h.hash().as_str().to_string());
         if serving.as_ref() != Some(&target) {
             // It did not load: put the history back as it was.
-            let back = from.clone();
-            self.app
-                .deployments
-                .store
-                .update(handler, |history| history.stable = back);
+            self.restore_stable(handler, from.clone());
             let reason = self
                 .app
                 .live
@@ -492,6 +479,31 @@ impl Controller {
         .await;
     }
 
+    /// Puts `handler`'s recorded stable version back to `stable`: the one
+    /// just made stable did not load.
+    fn restore_stable(&self, handler: &HandlerName, stable: Option<String>) {
+        self.app
+            .deployments
+            .store
+            .update(handler, |history| history.stable = stable);
+    }
+
+    /// Writes `file` into `handler`'s version store as `sha` (a file write,
+    /// so off the runtime's threads).
+    async fn stage(
+        &self,
+        handler: &HandlerName,
+        sha: &str,
+        file: ComponentFile,
+    ) -> Result<(), Refusal> {
+        let deployments = Arc::clone(&self.app.deployments);
+        let (handler, sha) = (handler.clone(), sha.to_string());
+        tokio::task::spawn_blocking(move || deployments.store.stage(&handler, &sha, file.bytes()))
+            .await
+            .map_err(|join| Refusal::Failed(join.to_string()))?
+            .map_err(Refusal::Failed)
+    }
+
     /// Republishes once `handler`'s previous version is no longer kept warm,
     /// so it is unloaded.
     fn schedule_cooling(&self, handler: &HandlerName, after: Duration) {
@@ -500,7 +512,9 @@ impl Controller {
         let handler = handler.clone();
         tokio::spawn(async move {
             if drain.sleep(after + Duration::from_millis(10)).await {
-                let _ = reloader.republish(&format!("{handler}: keep-warm over")).await;
+                let _ = reloader
+                    .republish(&format!("{handler}: keep-warm over"))
+                    .await;
             }
         });
     }
