@@ -131,10 +131,9 @@ impl Cluster {
                 .cluster_messages
                 .with_label_values(&["out", outcome])
         };
-        let dropped = out("dropped");
         hub.relay_to(Relay {
             queue,
-            dropped: dropped.clone(),
+            dropped: out("dropped"),
         });
         let reports = client
             .subscribe(tallies::subject(&settings.name))
