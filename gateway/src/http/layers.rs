@@ -248,12 +248,22 @@ async fn call<S, R, B>(mut service: S, request: Request<R>) -> Response<B>
 where
     S: Service<Request<R>, Response = Response<B>, Error = Infallible>,
 {
-    match std::future::poll_fn(|cx| service.poll_ready(cx)).await {
-        Ok(()) => {}
-        Err(never) => match never {},
-    }
-    match service.call(request).await {
-        Ok(response) => response,
+    ready(&mut service).await;
+    infallible(service.call(request).await)
+}
+
+/// Waits until `service` (one that never fails) is ready.
+async fn ready<S, R>(service: &mut S)
+where
+    S: Service<R, Error = Infallible>,
+{
+    infallible(std::future::poll_fn(|cx| service.poll_ready(cx)).await);
+}
+
+/// What a service that never fails gave.
+fn infallible<T>(result: Result<T, Infallible>) -> T {
+    match result {
+        Ok(value) => value,
         Err(never) => match never {},
     }
 }
@@ -272,18 +282,12 @@ where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>,
     F: Future<Output = Response<ResponseBody>>,
 {
-    match std::future::poll_fn(|cx| layers.poll_ready(cx)).await {
-        Ok(()) => {}
-        Err(never) => match never {},
-    }
+    ready(&mut layers).await;
     let answering = layers.call(request);
     if let Some(request) = handover.request.take() {
         handover.response.put(rest(request).await);
     }
-    match answering.await {
-        Ok(response) => response,
-        Err(never) => match never {},
-    }
+    infallible(answering.await)
 }
 
 /// Where the request leaves the layers and its answer comes back in.
